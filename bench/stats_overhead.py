@@ -1,0 +1,66 @@
+"""Stats pass vs a plain decoder forward over the same tokens, on the embedded model.
+
+Both run in this process, interleaved, several repetitions; prints the median ratio.
+Goal: <= 1.10. Usage: python bench/stats_overhead.py [--nsamples 16 --seqlen 256 --reps 3 --site gate]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from neuronrank import corpora, models
+from neuronrank.stats import batched, collect
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=models.DEFAULT_MODEL)
+    ap.add_argument("--nsamples", type=int, default=16)
+    ap.add_argument("--seqlen", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--site", default="gate")
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args()
+
+    model, tok = models.load(args.model, dtype=args.dtype)
+    ids = corpora.token_stream(tok, corpora.load_corpus("news"))
+    windows = corpora.calibration_windows(ids, args.nsamples, args.seqlen, seed=0)
+    batches = batched(windows, args.batch_size)
+    body = models.decoder_body(model)
+    device = next(model.parameters()).device
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    @torch.inference_mode()
+    def plain():
+        for b in batches:
+            body(input_ids=b.to(device), use_cache=False)
+
+    def hooked():
+        collect(model, batches, site=args.site)
+
+    plain(), hooked()  # warm-up
+    base, ours = [], []
+    for _ in range(args.reps):
+        for fn, out in ((plain, base), (hooked, ours)):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - t)
+    tokens = windows.numel()
+    b, o = statistics.median(base), statistics.median(ours)
+    print(f"model={args.model} dtype={models.dtype_name(next(model.parameters()).dtype)} device={device} "
+          f"site={args.site} tokens={tokens} reps={args.reps}")
+    print(f"plain forward : {b:.3f} s  ({tokens / b:,.0f} tok/s)")
+    print(f"stats pass    : {o:.3f} s  ({tokens / o:,.0f} tok/s)")
+    print(f"ratio stats/plain = {o / b:.3f}  (goal <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()

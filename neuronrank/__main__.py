@@ -1,0 +1,5 @@
+import sys
+
+from neuronrank.cli import main
+
+sys.exit(main())

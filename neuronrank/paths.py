@@ -1,0 +1,77 @@
+"""Where things live on disk, and the one way files are written: atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from neuronrank.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """The cache root: $NEURONRANK_CACHE, else `cache/` beside the package."""
+    root = Path(os.environ.get("NEURONRANK_CACHE") or REPO_ROOT / "cache").expanduser().resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cache folder {root} cannot be created: {e.strerror}") from e
+    return root
+
+
+def safe_name(text: str, limit: int = 48) -> str:
+    """A file-name-safe rendering of a model id or source name (never a path)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+    return name[-limit:]
+
+
+def short_hash(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sampled_file_hash(path: Path, piece: int = 1 << 22) -> str:
+    """Size plus the first, middle and last 4 MiB: cheap for multi-GB weight files, and any
+    re-quantisation or fine-tune changes these bytes."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        for start in (0, max(0, size // 2 - piece // 2), max(0, size - piece)):
+            f.seek(start)
+            h.update(f.read(piece))
+    return h.hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())

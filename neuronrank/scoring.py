@@ -1,0 +1,146 @@
+"""NeuronRank-OLD scores, the component interpretation matrix, and ranking overlap. numpy only.
+
+score_i = |W_i|^α × TF_i^β × IDF_i^γ
+
+- An exponent of 0 switches its factor off: the factor is exactly 1 (even where the base is 0).
+- A zero base with a positive exponent gives 0 (a dead neuron scores 0, never NaN).
+- Negative exponents are refused: they would rank dead neurons (TF = 0) as infinitely important,
+  and the original method defines none. Exponents must be finite and at most MAX_EXPONENT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neuronrank.errors import UserError
+
+MAX_EXPONENT = 10.0
+ROLES = ("critical", "important", "moderate", "prune-first")  # (TF, IDF) = hh, hl, lh, ll
+ROLE_TEXT = {
+    "critical": "high TF, high IDF: specialised detector",
+    "important": "high TF, low IDF: general feature, fires on most tokens",
+    "moderate": "low TF, high IDF: rare pattern, small contribution",
+    "prune-first": "low TF, low IDF: dead or nearly dead",
+}
+
+
+def _components(stats):
+    """(|W|, TF, IDF) as float64 arrays of the table's shape, from NeuronStats or a stats frame."""
+    if hasattr(stats, "to_frame") and hasattr(stats, "sum_abs"):
+        return stats.w_norm.ravel(), stats.tf.ravel(), stats.idf.ravel()
+    return (np.asarray(stats["w_norm"], dtype=np.float64), np.asarray(stats["tf"], dtype=np.float64),
+            np.asarray(stats["idf"], dtype=np.float64))
+
+
+def check_exponent(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{name} must be a number (got {value!r})") from e
+    if not np.isfinite(v) or v < 0 or v > MAX_EXPONENT:
+        raise UserError(f"{name} must be between 0 and {MAX_EXPONENT:g} (got {value!r})")
+    return v
+
+
+def _power(base: np.ndarray, exp: float) -> np.ndarray:
+    if exp == 0.0:
+        return np.ones_like(base)
+    if exp == 1.0:
+        return base
+    return np.power(base, exp)
+
+
+def score_components(w: np.ndarray, tf: np.ndarray, idf: np.ndarray, alpha=1.0, beta=1.0, gamma=1.0,
+                     out_dtype=np.float64) -> np.ndarray:
+    a, b, g = check_exponent("alpha", alpha), check_exponent("beta", beta), check_exponent("gamma", gamma)
+    with np.errstate(over="ignore", under="ignore"):
+        s = _power(np.asarray(w, out_dtype), a) * _power(np.asarray(tf, out_dtype), b)
+        s *= _power(np.asarray(idf, out_dtype), g)
+    return s
+
+
+def score(stats, alpha=1.0, beta=1.0, gamma=1.0) -> np.ndarray:
+    """Scores aligned with `stats.to_frame()` rows (layer-major): a flat float64 array."""
+    return score_components(*_components(stats), alpha, beta, gamma)
+
+
+# ----------------------------------------------------------------------------------------------
+# roles
+
+
+def _layer_median(values: np.ndarray, layers: np.ndarray) -> np.ndarray:
+    """Per-row threshold: the median of the row's own layer."""
+    out = np.empty_like(values, dtype=np.float64)
+    for layer in np.unique(layers):
+        m = layers == layer
+        out[m] = np.median(values[m])
+    return out
+
+
+def roles(stats, tf_threshold=None, idf_threshold=None, w_threshold=None, split_w: bool = False):
+    """The component interpretation matrix.
+
+    Returns (labels, counts): labels[i] is the role of row i; counts is a DataFrame of counts per
+    layer and role (plus an 'all' row). A neuron is "high" when strictly above the threshold.
+    Thresholds default to the per-layer median; a number applies to every layer. With `split_w`
+    (or a `w_threshold`) each role splits into "... / high |W|" and "... / low |W|".
+    """
+    import pandas as pd
+
+    w, tf, idf = _components(stats)
+    layers = np.asarray(stats["layer"]) if not hasattr(stats, "sum_abs") else \
+        np.repeat(np.arange(stats.n_layers), stats.width)
+    tf_t = _layer_median(tf, layers) if tf_threshold is None else float(tf_threshold)
+    idf_t = _layer_median(idf, layers) if idf_threshold is None else float(idf_threshold)
+    code = (~(tf > tf_t)).astype(np.int8) * 2 + (~(idf > idf_t)).astype(np.int8)  # 0=hh 1=hl 2=lh 3=ll
+    names = list(ROLES)
+    if split_w or w_threshold is not None:
+        w_t = _layer_median(w, layers) if w_threshold is None else float(w_threshold)
+        code = code * 2 + (~(w > w_t)).astype(np.int8)
+        names = [f"{r} / {h} |W|" for r in ROLES for h in ("high", "low")]
+    labels = np.asarray(names, dtype=object)[code]
+    n_layers = int(layers.max()) + 1 if layers.size else 0
+    table = np.zeros((n_layers, len(names)), dtype=np.int64)
+    np.add.at(table, (layers, code), 1)
+    counts = pd.DataFrame(table, columns=names)
+    counts.index.name = "layer"
+    counts.loc["all"] = table.sum(axis=0)
+    return labels, counts
+
+
+# ----------------------------------------------------------------------------------------------
+# which neurons a ranking would prune, and how two rankings agree
+
+
+def lowest(scores: np.ndarray, layers: np.ndarray | None, sparsity: float, per_layer: bool = True) -> np.ndarray:
+    """Boolean mask of the rows a ranking prunes: the lowest `sparsity` fraction, per layer or global.
+
+    Ties are broken by row order (stable sort), so the pruned count is exactly round(sparsity × n).
+    """
+    if not 0.0 <= float(sparsity) < 1.0 or not np.isfinite(sparsity):
+        raise UserError(f"sparsity must be in [0, 1) (got {sparsity!r})")
+    scores = np.asarray(scores, dtype=np.float64)
+    mask = np.zeros(scores.shape, dtype=bool)
+    groups = [np.arange(scores.size)] if not per_layer or layers is None else \
+        [np.flatnonzero(layers == g) for g in np.unique(layers)]
+    for idx in groups:
+        k = int(round(sparsity * idx.size))
+        if k:
+            mask[idx[np.argsort(scores[idx], kind="stable")[:k]]] = True
+    return mask
+
+
+def overlap(scores_a: np.ndarray, scores_b: np.ndarray, sparsity: float, layers: np.ndarray | None = None,
+            per_layer: bool = True) -> dict:
+    """Jaccard overlap of the pruned sets of two rankings, overall and (with `layers`) per layer."""
+    a = lowest(scores_a, layers, sparsity, per_layer)
+    b = lowest(scores_b, layers, sparsity, per_layer)
+
+    def jac(x, y):
+        union = np.count_nonzero(x | y)
+        return float(np.count_nonzero(x & y) / union) if union else 1.0
+
+    out = {"jaccard": jac(a, b), "shared": int(np.count_nonzero(a & b)), "pruned": int(np.count_nonzero(a))}
+    if layers is not None:
+        out["per_layer"] = {int(g): jac(a[layers == g], b[layers == g]) for g in np.unique(layers)}
+    return out

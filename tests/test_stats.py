@@ -1,0 +1,164 @@
+"""Statistics on tiny random models against an independent recomputation from captured activations."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from neuronrank import UserError
+from neuronrank.models import mlp_blocks
+from neuronrank.stats import batched, collect, merge
+from tests.conftest import FAMILIES, make_tiny
+
+
+def capture(model, windows):
+    """Run the full model (not our code path) and keep every layer's gate pre-activation, up output
+    and inputs, then compute everything by hand in float64."""
+    store = {}
+    hooks = []
+    layers = model.model.layers
+    for i, layer in enumerate(layers):
+        mlp = layer.mlp
+        hooks.append(mlp.gate_proj.register_forward_hook(
+            lambda m, a, o, i=i: store.setdefault(("gate", i), []).append((a[0].detach(), o.detach()))))
+        hooks.append(mlp.up_proj.register_forward_hook(
+            lambda m, a, o, i=i: store.setdefault(("up", i), []).append(o.detach())))
+        hooks.append(layer.self_attn.o_proj.register_forward_hook(
+            lambda m, a, o, i=i: store.setdefault(("o", i), []).append(a[0].detach())))
+    with torch.no_grad():
+        model(input_ids=windows)
+    for h in hooks:
+        h.remove()
+    return store
+
+
+def reference(model, windows, site):
+    store = capture(model, windows)
+    out = []
+    for i, layer in enumerate(model.model.layers):
+        x, g = store[("gate", i)][0]
+        u = store[("up", i)][0]
+        act = layer.mlp.act_fn(g)
+        a = (act if site == "gate" else act * u).double().reshape(-1, g.shape[-1])
+        T = a.shape[0]
+        p = (act * u).double().reshape(-1, g.shape[-1])
+        out.append(dict(
+            tf=a.abs().mean(0).numpy(),
+            n_active=(a > 0).sum(0).numpy(),
+            idf=np.log((T + 1) / ((a > 0).sum(0).numpy() + 1)) + 1,
+            mean=a.mean(0).numpy(),
+            std=a.std(0, unbiased=False).numpy(),
+            w=layer.mlp.gate_proj.weight.detach().double().norm(dim=1).numpy(),
+            x_in=x.double().reshape(-1, x.shape[-1]).pow(2).sum(0).numpy(),
+            x_down=p.pow(2).sum(0).numpy(),
+            x_o=store[("o", i)][0].double().reshape(-1, store[("o", i)][0].shape[-1]).pow(2).sum(0).numpy(),
+            a=a.reshape(windows.shape[0], windows.shape[1], -1).numpy(),
+            T=T,
+        ))
+    return out
+
+
+@pytest.mark.parametrize("site", ["gate", "product"])
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_stats_match_independent_recomputation(family, site, tiny_windows):
+    model = make_tiny(family)
+    stats = collect(model, batched(tiny_windows, 4), site=site, topk=3)
+    ref = reference(model, tiny_windows, site)
+    assert stats.n_layers == 2 and stats.width == 48
+    for i, r in enumerate(ref):
+        assert stats.tokens[i] == r["T"] == tiny_windows.numel()
+        np.testing.assert_allclose(stats.tf[i], r["tf"], rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(stats.n_active[i], r["n_active"])
+        np.testing.assert_allclose(stats.idf[i], r["idf"], rtol=1e-12)
+        np.testing.assert_allclose(stats.w_norm[i], r["w"], rtol=1e-6)
+        np.testing.assert_allclose(stats.mean[i], r["mean"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(stats.std[i], r["std"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(stats.input_sq["mlp_in"][i], r["x_in"], rtol=1e-5)
+        np.testing.assert_allclose(stats.input_sq["down_in"][i], r["x_down"], rtol=1e-5)
+        np.testing.assert_allclose(stats.input_sq["o_in"][i], r["x_o"], rtol=1e-5)
+        # top-k: the largest per-window maxima, and the window/position really hold that value
+        a = r["a"]
+        win_max = a.max(axis=1)  # [windows, neurons]
+        expect = -np.sort(-win_max, axis=0)[:3].T
+        np.testing.assert_allclose(stats.top_vals[i], expect, rtol=1e-5)
+        n = np.arange(stats.width)[:, None]
+        at = a[stats.top_window[i], stats.top_pos[i], n]
+        np.testing.assert_allclose(at, stats.top_vals[i], rtol=1e-5)
+    # the frame is the contract table, layer-major
+    frame = stats.to_frame()
+    assert list(frame.columns[:7]) == ["layer", "neuron", "tf", "idf", "n_active", "tokens", "w_norm"]
+    assert len(frame) == 2 * 48
+    np.testing.assert_allclose(frame["tf"].to_numpy()[48:], ref[1]["tf"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(stats.windows, tiny_windows.numpy())
+
+
+def test_merge_of_shards_equals_single_pass(tiny, tiny_windows):
+    whole = collect(tiny, batched(tiny_windows, 2), topk=4)
+    a = collect(tiny, batched(tiny_windows[:2], 2), topk=4)
+    b = collect(tiny, batched(tiny_windows[2:], 2), topk=4, first_window=2)
+    for m in (merge(a, b), merge(b, a)):  # order of arguments does not matter
+        for f in ("sum_abs", "sum_act", "sum_sq"):
+            np.testing.assert_allclose(getattr(m, f), getattr(whole, f), rtol=1e-12)
+        np.testing.assert_array_equal(m.n_active, whole.n_active)
+        np.testing.assert_array_equal(m.tokens, whole.tokens)
+        np.testing.assert_allclose(m.tf, whole.tf, rtol=1e-12)
+        np.testing.assert_array_equal(m.top_vals, whole.top_vals)
+        np.testing.assert_array_equal(m.top_window, whole.top_window)
+        np.testing.assert_array_equal(m.top_pos, whole.top_pos)
+        np.testing.assert_array_equal(m.windows, whole.windows)
+        for k in whole.input_sq:
+            np.testing.assert_allclose(m.input_sq[k], whole.input_sq[k], rtol=1e-12)
+
+
+def test_batch_size_does_not_change_numbers(tiny, tiny_windows):
+    one = collect(tiny, batched(tiny_windows, 1))
+    six = collect(tiny, batched(tiny_windows, 6))
+    np.testing.assert_allclose(one.tf, six.tf, rtol=1e-6)
+    np.testing.assert_array_equal(one.n_active, six.n_active)
+
+
+def test_idf_edges():
+    from neuronrank.stats import NeuronStats
+
+    T = 10
+    z = np.zeros((1, 3))
+    s = NeuronStats(site="gate", sum_abs=np.array([[0.0, 5.0, 10.0]]), sum_act=z, sum_sq=z,
+                    n_active=np.array([[0, 5, 10]]), tokens=np.array([T]), w_norm=np.ones((1, 3)),
+                    up_norm=z, down_norm=z, input_sq={}, top_vals=z[..., None], top_window=z[..., None],
+                    top_pos=z[..., None])
+    # never active: ln(T+1)+1 (most selective); always active: exactly 1
+    np.testing.assert_allclose(s.idf[0], [np.log(11) + 1, np.log(11 / 6) + 1, 1.0])
+    np.testing.assert_allclose(s.tf[0], [0.0, 0.5, 1.0])
+
+
+def test_hooks_are_removed_even_when_the_pass_fails(tiny):
+    bad = [torch.randint(0, 96, (2, 8)), torch.full((2, 8), 10_000)]  # token id out of range
+    with pytest.raises(IndexError):
+        collect(tiny, bad)
+    for b in mlp_blocks(tiny):
+        for m in (b.gate, b.up, b.down, b.act_fn, *b.attn.values()):
+            assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_shared_activation_module_is_recomputed_per_layer(tiny_windows):
+    """If one act_fn instance serves all layers, hooking it would mix layers: we must not."""
+    model = make_tiny()
+    shared = model.model.layers[0].mlp.act_fn
+    for layer in model.model.layers:
+        layer.mlp.act_fn = shared
+    stats = collect(model, [tiny_windows])
+    ref = reference(model, tiny_windows, "gate")
+    for i in range(2):
+        np.testing.assert_allclose(stats.tf[i], ref[i]["tf"], rtol=1e-6)
+
+
+def test_model_without_gated_mlp_is_refused():
+    cfg = AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with pytest.raises(UserError, match="gated MLP.*supported: Llama"):
+        mlp_blocks(model)
+
+
+def test_unknown_site_is_refused(tiny, tiny_windows):
+    with pytest.raises(UserError, match="unknown activation site"):
+        collect(tiny, [tiny_windows], site="resid")
