@@ -87,3 +87,32 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
                       dtype=params["dtype"], seconds=time.perf_counter() - t0)
     entry = store.save_stats(params, stats)
     return StatsResult(stats, entry, False, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------------------
+# run kinds executed by neuronrank.jobs (in a worker process) and by the CLI (in process)
+
+
+def token_progress(report, stage: str, start: float = 0.0, span: float = 1.0):
+    """Adapt a (done, total) token callback to the run store's (fraction, message) with rate and ETA."""
+    t0 = time.perf_counter()
+
+    def update(done: int, total: int | None) -> None:
+        dt = max(time.perf_counter() - t0, 1e-9)
+        rate = done / dt
+        frac = done / total if total else 0.0
+        eta = (total - done) / rate if total and rate > 0 else float("nan")
+        report(start + span * frac, f"{stage}: {done:,}/{total or 0:,} tokens, {rate:,.0f} tok/s, ETA {eta:.0f}s",
+               done == total)
+
+    return update
+
+
+def stats_job(params: dict, report) -> dict:
+    req = StatsRequest(**params)
+    res = get_stats(req, progress=token_progress(report, "statistics"))
+    return {"cache_key": res.entry.key, "cached": res.cached, "seconds": round(res.seconds, 3),
+            "tokens": int(res.stats.tokens[0]), "layers": res.stats.n_layers, "width": res.stats.width}
+
+
+JOB_KINDS = {"stats": stats_job}

@@ -52,6 +52,7 @@ class NeuronStats:
     w_norm: np.ndarray  # ‖gate_proj row i‖₂
     up_norm: np.ndarray  # ‖up_proj row i‖₂
     down_norm: np.ndarray  # ‖down_proj column i‖₂
+    down_abs_mean: np.ndarray  # mean_r |down_proj[r, i]| (FLAP / wanda_sp neuron score with ‖x_i‖)
     input_sq: dict[str, np.ndarray]  # INPUT_NORMS -> [layers, in_features] Σx² per input feature
     top_vals: np.ndarray  # [layers, neurons, k] largest activations, descending
     top_window: np.ndarray  # [layers, neurons, k] calibration window of each (global index)
@@ -104,6 +105,7 @@ class NeuronStats:
             "w_norm": self.w_norm.ravel(),
             "up_norm": self.up_norm.ravel(),
             "down_norm": self.down_norm.ravel(),
+            "down_abs_mean": self.down_abs_mean.ravel(),
             "act_mean": self.mean.ravel(),
             "act_std": self.std.ravel(),
             "x_norm_down": np.sqrt(self.input_sq["down_in"]).ravel(),
@@ -305,6 +307,8 @@ def _finish(accs, blocks, site, windows, first_window, seqlen) -> NeuronStats:
         up_norm=np.stack([np64(torch.linalg.vector_norm(b.up.weight, dim=1, dtype=torch.float64)) for b in blocks]),
         down_norm=np.stack([np64(torch.linalg.vector_norm(b.down.weight, dim=0, dtype=torch.float64))
                             for b in blocks]),
+        down_abs_mean=np.stack([np64(b.down.weight.detach().abs().mean(dim=0, dtype=torch.float64))
+                                for b in blocks]),
         input_sq={n: stack(lambda a, n=n: np64(a.input_sq[n])) for n in names},
         top_vals=stack(lambda a: _pad_k(a.top_vals, k, -np.inf)).astype(np.float32),
         top_window=stack(lambda a: _pad_k(a.top_window, k, -1)).astype(np.int32),

@@ -71,6 +71,9 @@ def test_stats_match_independent_recomputation(family, site, tiny_windows):
         np.testing.assert_array_equal(stats.n_active[i], r["n_active"])
         np.testing.assert_allclose(stats.idf[i], r["idf"], rtol=1e-12)
         np.testing.assert_allclose(stats.w_norm[i], r["w"], rtol=1e-6)
+        down = model.model.layers[i].mlp.down_proj.weight.detach().double()
+        np.testing.assert_allclose(stats.down_abs_mean[i], down.abs().mean(0).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(stats.down_norm[i], down.norm(dim=0).numpy(), rtol=1e-6)
         np.testing.assert_allclose(stats.mean[i], r["mean"], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(stats.std[i], r["std"], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(stats.input_sq["mlp_in"][i], r["x_in"], rtol=1e-5)
@@ -124,7 +127,7 @@ def test_idf_edges():
     z = np.zeros((1, 3))
     s = NeuronStats(site="gate", sum_abs=np.array([[0.0, 5.0, 10.0]]), sum_act=z, sum_sq=z,
                     n_active=np.array([[0, 5, 10]]), tokens=np.array([T]), w_norm=np.ones((1, 3)),
-                    up_norm=z, down_norm=z, input_sq={}, top_vals=z[..., None], top_window=z[..., None],
+                    up_norm=z, down_norm=z, down_abs_mean=z, input_sq={}, top_vals=z[..., None], top_window=z[..., None],
                     top_pos=z[..., None])
     # never active: ln(T+1)+1 (most selective); always active: exactly 1
     np.testing.assert_allclose(s.idf[0], [np.log(11) + 1, np.log(11 / 6) + 1, 1.0])
