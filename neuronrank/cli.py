@@ -104,6 +104,169 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise UserError(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def _add_prune_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    from neuronrank.pruning import METHODS, SPARSITY_TYPES
+
+    p.add_argument("--model", default=models.DEFAULT_MODEL)
+    p.add_argument("--prune_method", "--prune-method", default="neuronrank_old", choices=list(METHODS))
+    p.add_argument("--sparsity_type", "--sparsity-type", default="unstructured", choices=list(SPARSITY_TYPES))
+    p.add_argument("--pruning_last", "--pruning-last", type=int, default=None,
+                   help="prune only the last N decoder layers")
+    p.add_argument("--group", default="matrix", choices=["matrix", "row"],
+                   help="unstructured comparison group: one threshold per matrix (original) or per output row (Wanda)")
+    p.add_argument("--structured-scope", dest="scope", default="layer", choices=["layer", "global"])
+    p.add_argument("--targets", default="mlp", choices=["mlp", "all"],
+                   help="mlp (default) or all: adds attention projections (magnitude/wanda/random)")
+    if not sweep:
+        p.add_argument("--sparsity_ratio", "--sparsity-ratio", type=float, default=0.5)
+        p.add_argument("--weight-exp", "--weight_exp", dest="alpha", type=float, default=1.0, help="alpha")
+        p.add_argument("--tf-exp", "--tf_exp", dest="beta", type=float, default=1.0, help="beta")
+        p.add_argument("--idf-exp", "--idf_exp", dest="gamma", type=float, default=1.0, help="gamma")
+    p.add_argument("--calib", default=corpora.CALIB_DEFAULT)
+    p.add_argument("--nsamples", type=int, default=64)
+    p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--site", default="gate", choices=["gate", "product"])
+    p.add_argument("--eval", default=corpora.EVAL_DEFAULT)
+    p.add_argument("--eval-seqlen", "--eval_seqlen", type=int, default=512)
+    p.add_argument("--eval-windows", "--eval_windows", type=int, default=None,
+                   help="cap on evaluation windows (default 16 on CPU, all on GPU; 0 = all)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache_dir", "--cache-dir", default=None, help="Hugging Face download cache (as in Wanda)")
+    p.add_argument("--json", action="store_true")
+
+
+def _prune_params(args, **over) -> dict:
+    if args.cache_dir:
+        import os
+
+        os.environ["HF_HUB_CACHE"] = str(Path(args.cache_dir).expanduser().resolve())
+    keys = ("model", "prune_method", "sparsity_type", "pruning_last", "group", "scope", "targets", "calib",
+            "nsamples", "seqlen", "seed", "site", "eval", "eval_seqlen", "eval_windows", "dtype", "device")
+    params = {k: getattr(args, k) for k in keys}
+    for k in ("sparsity_ratio", "alpha", "beta", "gamma", "save", "save_model"):
+        if hasattr(args, k):
+            params[k] = getattr(args, k)
+    params.update(over)
+    return params
+
+
+def _stage_printer():
+    """(fraction, message) -> one tqdm bar per stage."""
+    from tqdm import tqdm
+
+    state = {"stage": None, "bar": None}
+
+    def update(fraction: float, message: str, force: bool = False) -> None:
+        stage = message.split(":")[0]
+        if stage != state["stage"]:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["stage"] = stage
+            state["bar"] = tqdm(total=1000, desc=stage, file=sys.stderr, dynamic_ncols=True,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        state["bar"].n = int(fraction * 1000)
+        state["bar"].set_postfix_str(message.split(":", 1)[1].strip() if ":" in message else "", refresh=True)
+
+    update.close = lambda: state["bar"] is not None and state["bar"].close()
+    return update
+
+
+def _fmt_ppl(x) -> str:
+    return f"{x:.3f}" if x is not None and math.isfinite(x) else "inf"
+
+
+def cmd_prune(args) -> int:
+    from neuronrank import jobs
+
+    params = _prune_params(args)
+    from neuronrank.pipeline import PruneRequest
+
+    PruneRequest(**params).spec().validate()  # fail before anything loads
+    bar = _stage_printer()
+    try:
+        run_id, res = jobs.run_here("prune", params, progress=bar)
+    finally:
+        bar.close()
+    proto = res["protocol"]
+    print(f"run {run_id}: {args.prune_method} {args.sparsity_type} ratio={args.sparsity_ratio:g}"
+          + (f" last={args.pruning_last}" if args.pruning_last else "")
+          + (f" alpha={args.alpha:g} beta={args.beta:g} gamma={args.gamma:g}" if args.prune_method == "neuronrank_old" else ""))
+    print(f"perplexity ({proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
+          f"{proto['tokens']:,} tokens): dense {_fmt_ppl(res['dense_ppl'])} -> pruned {_fmt_ppl(res['pruned_ppl'])}")
+    sp = res["sparsity"]
+    print(f"sparsity: MLP {sp['mlp']:.4f}, attention {sp['attention']:.4f}, all decoder linears {sp['all_linear']:.4f}")
+    print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res["timings"].items()))
+    for key in ("saved_model", "saved"):
+        if key in res:
+            print(f"{key.replace('_', ' ')}: {res[key]['path']}" + (f" ({res[key]['format']})" if 'format' in res[key] else ""))
+    _emit(args, {"command": "prune", "run_id": run_id, **res})
+    return 0
+
+
+def cmd_ppl(args) -> int:
+    from neuronrank import jobs
+
+    params = {"model": args.model, "eval": args.eval, "eval_seqlen": args.eval_seqlen,
+              "eval_windows": args.eval_windows, "dtype": args.dtype, "device": args.device}
+    bar = _stage_printer()
+    try:
+        run_id, res = jobs.run_here("ppl", params, progress=bar)
+    finally:
+        bar.close()
+    p = res["protocol"]
+    print(f"perplexity {_fmt_ppl(res['ppl'])} ({p['source']}, seqlen {p['seqlen']}, {p['windows']} windows, "
+          f"{p['tokens']:,} predicted tokens){' [cached]' if res['cached'] else ''}")
+    _emit(args, {"command": "ppl", "run_id": run_id, **res})
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import itertools
+    import uuid
+
+    from neuronrank import jobs
+    from neuronrank.pipeline import PruneRequest
+
+    grid = list(itertools.product(_float_list(args.ratios), _float_list(args.alphas), _float_list(args.betas),
+                                  _float_list(args.gammas)))
+    if not grid:
+        raise UserError("the sweep grid is empty")
+    combos = [_prune_params(args, sparsity_ratio=r, alpha=a, beta=b, gamma=g) for r, a, b, g in grid]
+    for c in combos:
+        PruneRequest(**c).spec().validate()
+    group = f"sweep-{uuid.uuid4().hex[:8]}"
+    rows = []
+    for i, params in enumerate(combos, 1):
+        print(f"[{i}/{len(combos)}] ratio={params['sparsity_ratio']:g} alpha={params['alpha']:g} "
+              f"beta={params['beta']:g} gamma={params['gamma']:g}", file=sys.stderr)
+        bar = _stage_printer()
+        try:
+            run_id, res = jobs.run_here("prune", params, progress=bar, group=group)
+        finally:
+            bar.close()
+        rows.append({"run_id": run_id, "ratio": params["sparsity_ratio"], "alpha": params["alpha"],
+                     "beta": params["beta"], "gamma": params["gamma"], "dense_ppl": res["dense_ppl"],
+                     "pruned_ppl": res["pruned_ppl"], "mlp_sparsity": res["sparsity"]["mlp"]})
+    proto = res["protocol"]
+    print(f"sweep {group}: {args.prune_method} {args.sparsity_type}; ppl on {proto['source']}, seqlen "
+          f"{proto['seqlen']}, {proto['windows']} windows")
+    print(f"{'run':>5} {'ratio':>6} {'alpha':>6} {'beta':>6} {'gamma':>6} {'dense':>9} {'pruned':>9}")
+    for r in rows:
+        print(f"{r['run_id']:>5} {r['ratio']:>6g} {r['alpha']:>6g} {r['beta']:>6g} {r['gamma']:>6g} "
+              f"{_fmt_ppl(r['dense_ppl']):>9} {_fmt_ppl(r['pruned_ppl']):>9}")
+    _emit(args, {"command": "sweep", "group": group, "protocol": proto, "runs": rows})
+    return 0
+
+
 def _quiet_transformers(verbose: bool) -> None:
     """transformers draws its own loading bars and warnings on stderr; ours is the only bar."""
     if not verbose:
@@ -123,6 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the table to this .parquet file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("prune", help="prune with NeuronRank-OLD or a baseline, then evaluate perplexity")
+    _add_prune_args(p)
+    p.add_argument("--save", default=None, help="folder for result.json and sparsity.csv")
+    p.add_argument("--save_model", "--save-model", default=None, help="folder for the pruned model")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("ppl", help="perplexity of a model (Wanda protocol)")
+    p.add_argument("--model", default=models.DEFAULT_MODEL)
+    p.add_argument("--eval", default=corpora.EVAL_DEFAULT)
+    p.add_argument("--eval-seqlen", "--eval_seqlen", type=int, default=512)
+    p.add_argument("--eval-windows", "--eval_windows", type=int, default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ppl)
+
+    p = sub.add_parser("sweep", help="a grid of prune runs (exponents and/or sparsities), one after another")
+    _add_prune_args(p, sweep=True)
+    p.add_argument("--ratios", default="0.5", help="comma-separated sparsity ratios")
+    p.add_argument("--alphas", default="1", help="comma-separated |W| exponents")
+    p.add_argument("--betas", default="1", help="comma-separated TF exponents")
+    p.add_argument("--gammas", default="1", help="comma-separated IDF exponents")
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 

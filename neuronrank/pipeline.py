@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
 
 from neuronrank import corpora, models, store
 from neuronrank.errors import UserError
@@ -115,4 +120,226 @@ def stats_job(params: dict, report) -> dict:
             "tokens": int(res.stats.tokens[0]), "layers": res.stats.n_layers, "width": res.stats.width}
 
 
-JOB_KINDS = {"stats": stats_job}
+# ----------------------------------------------------------------------------------------------
+# prune + evaluate
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """A prune + perplexity run. Field names follow the original's flags (Wanda-style)."""
+
+    model: str = models.DEFAULT_MODEL
+    prune_method: str = "neuronrank_old"
+    sparsity_ratio: float = 0.5
+    sparsity_type: str = "unstructured"
+    pruning_last: int | None = None
+    alpha: float = 1.0  # --weight-exp
+    beta: float = 1.0  # --tf-exp
+    gamma: float = 1.0  # --idf-exp
+    group: str = "matrix"
+    scope: str = "layer"
+    targets: str = "mlp"
+    # calibration
+    calib: str = corpora.CALIB_DEFAULT
+    nsamples: int = 64
+    seqlen: int = 256
+    seed: int = 0
+    site: str = "gate"
+    # evaluation
+    eval: str = corpora.EVAL_DEFAULT
+    eval_seqlen: int = 512
+    eval_windows: int | None = None  # None: 16 on a CPU, all on a GPU; 0: all
+    dtype: str = "auto"
+    device: str = "auto"
+    save: str | None = None
+    save_model: str | None = None
+
+    def spec(self):
+        from neuronrank.pruning import PruneSpec
+
+        return PruneSpec(method=self.prune_method, sparsity_ratio=self.sparsity_ratio,
+                         sparsity_type=self.sparsity_type, last=self.pruning_last, group=self.group,
+                         scope=self.scope, targets=self.targets, alpha=self.alpha, beta=self.beta,
+                         gamma=self.gamma, seed=self.seed)
+
+    def stats_request(self) -> StatsRequest:
+        return StatsRequest(model=self.model, calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
+                            seed=self.seed, site=self.site, dtype=self.dtype, device=self.device)
+
+
+def _eval_windows_for(req_windows: int | None, device) -> int | None:
+    if req_windows is None:
+        return None if torch_device(device).type == "cuda" else 16
+    if int(req_windows) < 0:
+        raise UserError(f"eval-windows must be 0 (all) or positive (got {req_windows})")
+    return None if int(req_windows) == 0 else int(req_windows)
+
+
+def torch_device(device):
+    return models.resolve_device(device) if isinstance(device, str) else device
+
+
+def eval_windows(tokenizer, source: str, seqlen: int, windows: int | None):
+    corpus = corpora.load_corpus(source)
+    ids = corpora.token_stream(tokenizer, corpus)
+    return corpora.evaluation_windows(ids, seqlen, windows), corpus
+
+
+def measure_ppl(model, tokenizer, source: str, seqlen: int, windows: int | None, identity: dict,
+                progress=None, use_cache: bool = True):
+    """Perplexity of `model` on `source`; with `use_cache`, a dense result is kept per model + protocol."""
+    from neuronrank import evaluate
+    from neuronrank.paths import atomic_write_json, cache_dir, short_hash
+
+    check_seqlen(model, seqlen)
+    win, corpus = eval_windows(tokenizer, source, seqlen, windows)
+    dtype = models.dtype_name(next(model.parameters()).dtype)
+    key = short_hash([identity, dtype, source, corpus.fingerprint, seqlen, int(win.shape[0])])
+    path = cache_dir() / "ppl" / f"{key}.json"
+    if use_cache and path.is_file():
+        try:
+            return evaluate.Perplexity(**json.loads(path.read_text())), True
+        except (ValueError, TypeError):
+            pass
+    res = evaluate.perplexity(model, win, progress=progress, source=source)
+    if use_cache:
+        try:
+            atomic_write_json(path, res.as_dict())
+        except OSError as e:
+            log.warning("cannot cache dense perplexity: %s", e)
+    return res, False
+
+
+def prune_job(params: dict, report) -> dict:
+    """Load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save."""
+    from neuronrank import pruning
+
+    req = PruneRequest(**params)
+    spec = req.spec()
+    spec.validate()
+    if int(req.eval_seqlen) < 2:
+        raise UserError(f"eval-seqlen must be at least 2 (got {req.eval_seqlen})")
+    timings = {}
+    t = time.perf_counter()
+    report(0.01, "loading model", True)
+    ref = models.resolve(req.model)
+    identity = ref.identity()
+    model, tok = models.load(req.model, req.device, req.dtype)
+    n_layers = len(models.decoder_layers(model))
+    spec.validate(n_layers)
+    windows = _eval_windows_for(req.eval_windows, next(model.parameters()).device)
+    timings["load"] = time.perf_counter() - t
+
+    stats, stats_key = None, None
+    if pruning.METHODS[spec.method].needs_stats:
+        t = time.perf_counter()
+        sreq = req.stats_request()
+        sres = get_stats(sreq, progress=token_progress(report, "calibration statistics", 0.05, 0.3), bundle=(model, tok))
+        stats, stats_key = sres.stats, sres.entry.key
+        timings["stats"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    dense, dense_cached = measure_ppl(model, tok, req.eval, req.eval_seqlen, windows, identity,
+                                      progress=token_progress(report, "dense perplexity", 0.35, 0.25))
+    timings["dense_eval"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report(0.6, "pruning", True)
+    info = pruning.prune(model, spec, stats)
+    sparsity = pruning.sparsity_report(model)
+    timings["prune"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pruned, _ = measure_ppl(model, tok, req.eval, req.eval_seqlen, windows, identity, use_cache=False,
+                            progress=token_progress(report, "pruned perplexity", 0.62, 0.35))
+    timings["eval"] = time.perf_counter() - t
+
+    result = {
+        "dense_ppl": dense.ppl, "pruned_ppl": pruned.ppl, "dense_cached": dense_cached,
+        "protocol": {"source": req.eval, "seqlen": pruned.seqlen, "windows": pruned.windows,
+                     "tokens": pruned.tokens},
+        "sparsity": {k: sparsity[k] for k in ("mlp", "attention", "all_linear")},
+        "pruned_layers": info["layers"], "stats_key": stats_key,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    if "neurons_kept" in info:
+        result["neurons_kept"] = info["neurons_kept"]
+    t = time.perf_counter()
+    if req.save_model:
+        report(0.98, "saving model", True)
+        result["saved_model"] = save_model(model, tok, req.save_model, info, spec)
+    if req.save:
+        result["saved"] = save_results(req.save, params, result, sparsity)
+    timings["save"] = time.perf_counter() - t
+    result["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return result
+
+
+def save_model(model, tok, folder: str, info: dict, spec) -> dict:
+    """Structured with equal counts per layer: a physically smaller model; else the zeroed model."""
+    from neuronrank import pruning
+
+    out = Path(folder).expanduser().resolve()
+    note = "zeroed weights (same shapes)"
+    if spec.sparsity_type == "structured":
+        kept = set(info["neurons_kept"].values())
+        n_layers = len(models.decoder_layers(model))
+        if len(info["neurons_kept"]) == n_layers and len(kept) == 1:
+            pruning.slice_structured(model, {int(k): v for k, v in info["dropped"].items()})
+            note = f"sliced: intermediate_size {kept.pop()}"
+        else:
+            note = ("zeroed weights (same shapes): layers keep different neuron counts"
+                    + (" (pruning_last)" if len(info["neurons_kept"]) < n_layers else ""))
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot save the model to {out}: {e.strerror or e}") from e
+    return {"path": str(out), "format": note}
+
+
+def save_results(folder: str, params: dict, result: dict, sparsity: dict) -> dict:
+    from neuronrank.paths import atomic_write_bytes, atomic_write_json
+
+    out = Path(folder).expanduser().resolve()
+    try:
+        atomic_write_json(out / "result.json", {"params": params, "result": result})
+        frame = pd.DataFrame(sparsity["modules"])
+        atomic_write_bytes(out / "sparsity.csv", frame.to_csv(index=False).encode())
+    except OSError as e:
+        raise UserError(f"cannot write results to {out}: {e.strerror or e}") from e
+    return {"path": str(out)}
+
+
+@dataclass(frozen=True)
+class PplRequest:
+    model: str = models.DEFAULT_MODEL
+    eval: str = corpora.EVAL_DEFAULT
+    eval_seqlen: int = 512
+    eval_windows: int | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+
+
+def ppl_job(params: dict, report) -> dict:
+    req = PplRequest(**params)
+    if int(req.eval_seqlen) < 2:
+        raise UserError(f"eval-seqlen must be at least 2 (got {req.eval_seqlen})")
+    report(0.01, "loading model", True)
+    identity = models.resolve(req.model).identity()
+    model, tok = models.load(req.model, req.device, req.dtype)
+    windows = _eval_windows_for(req.eval_windows, next(model.parameters()).device)
+    res, cached = measure_ppl(model, tok, req.eval, req.eval_seqlen, windows, identity,
+                              progress=token_progress(report, "perplexity", 0.05, 0.95))
+    return {"ppl": res.ppl, "cached": cached, "protocol": {"source": req.eval, "seqlen": res.seqlen,
+                                                           "windows": res.windows, "tokens": res.tokens},
+            "seconds": round(res.seconds, 3)}
+
+
+JOB_KINDS = {"stats": stats_job, "prune": prune_job, "ppl": ppl_job}

@@ -1,0 +1,78 @@
+"""Perplexity with the field's protocol (Wanda's eval_ppl): non-overlapping windows of `seqlen` tokens,
+tail dropped, ppl = exp(Σ NLL / Σ predicted tokens), each window predicting its last seqlen-1 tokens.
+
+The vocabulary projection is applied to chunks of positions, so full-size float32 logits
+([batch, seqlen, vocab]) never exist at once; memory stays flat for large vocabularies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuronrank.models import decoder_body
+
+LOGIT_CHUNK = 1024  # positions per lm_head call
+
+
+@dataclass
+class Perplexity:
+    ppl: float
+    nll: float  # Σ NLL (nats)
+    tokens: int  # Σ predicted tokens
+    windows: int
+    seqlen: int
+    seconds: float
+    source: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def protocol(self) -> str:
+        return f"{self.source or 'text'}, seqlen {self.seqlen}, {self.windows} windows, {self.tokens:,} predicted tokens"
+
+
+def auto_batch_size(model: nn.Module, seqlen: int) -> int:
+    """Windows per forward: ~4k tokens on a CPU (cache-friendly), ~64k on a GPU, at least 1."""
+    device = next(model.parameters()).device
+    budget = 65536 if device.type == "cuda" else 4096
+    return max(1, budget // seqlen)
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int | None = None,
+               progress: Callable[[int, int], None] | None = None, source: str = "") -> Perplexity:
+    n, seqlen = windows.shape
+    bs = batch_size or auto_batch_size(model, seqlen)
+    body = decoder_body(model)
+    head = model.get_output_embeddings()
+    device = next(model.parameters()).device
+    t0 = time.perf_counter()
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, n, bs):
+        ids = windows[start:start + bs].to(device, non_blocking=True)
+        hidden = body(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
+        labels = ids[:, 1:]
+        flat_h = hidden.reshape(-1, hidden.shape[-1])
+        flat_y = labels.reshape(-1)
+        for c in range(0, flat_h.shape[0], LOGIT_CHUNK):
+            logits = head(flat_h[c:c + LOGIT_CHUNK]).float()
+            logits = _softcap(model, logits)
+            nll += F.cross_entropy(logits, flat_y[c:c + LOGIT_CHUNK], reduction="sum").double()
+        if progress is not None:
+            progress(min(start + bs, n) * seqlen, n * seqlen)
+    tokens = n * (seqlen - 1)
+    total = float(nll)
+    return Perplexity(math.exp(total / tokens), total, tokens, n, seqlen, time.perf_counter() - t0, source)
+
+
+def _softcap(model, logits):
+    """Gemma-2 style final logit soft-capping, where the config asks for it."""
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits

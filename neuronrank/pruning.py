@@ -1,0 +1,326 @@
+"""Pruning: methods are small metric functions in a registry; one loop applies any of them.
+
+Unstructured (and N:M): each target weight W_jk gets a metric; the lowest `ratio` fraction of each
+comparison group is zeroed. Groups: `matrix` (one threshold per matrix — the original NeuronRank-OLD
+and magnitude semantics, the default), `row` (per output row, Wanda's), or N:M blocks of M consecutive
+inputs in every row.
+
+    magnitude       |W_jk|
+    wanda           |W_jk| · ‖X_k‖₂             (input norms from the same calibration pass)
+    neuronrank_old  |W_jk| · score_i            (i = the neuron: row of gate/up, column of down)
+    random          uniform noise, seeded       (the control every paper needs)
+
+Structured: whole neurons (row i of gate/up and column i of down zeroed), ranked by a neuron score:
+NeuronRank-OLD's score, magnitude ‖gate row‖₂ (the |W| factor alone), wanda_sp (FLAP:
+mean_r |W_down[r, i]| · ‖x_i‖₂), or random; the lowest `ratio` per layer, or one threshold across the
+pruned layers with scope="global". `last` restricts pruning to the last N decoder layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuronrank import scoring
+from neuronrank.errors import UserError
+from neuronrank.models import decoder_layers, mlp_blocks
+
+log = logging.getLogger(__name__)
+
+SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
+GROUPS = ("matrix", "row")
+MLP_ROLES = ("gate", "up", "down")
+ATTN_ROLES = ("q", "k", "v", "o")
+_INPUT_NORM = {"gate": "mlp_in", "up": "mlp_in", "down": "down_in", "q": "attn_in", "k": "attn_in",
+               "v": "attn_in", "o": "o_in"}
+
+
+@dataclass(frozen=True)
+class Target:
+    layer: int
+    role: str  # gate | up | down | q | k | v | o
+    module: nn.Linear
+
+    @property
+    def neuron_axis(self) -> int | None:
+        """Axis of W that indexes MLP neurons: rows of gate/up, columns of down; None for attention."""
+        return {"gate": 0, "up": 0, "down": 1}.get(self.role)
+
+
+@dataclass
+class Context:
+    """What a metric may use. `neuron_scores[layer]` is set for neuronrank_old."""
+
+    stats: object | None = None  # NeuronStats
+    neuron_scores: np.ndarray | None = None  # [layers, width]
+    seed: int = 0
+
+    def input_norm(self, t: Target, device) -> torch.Tensor:
+        if self.stats is None:
+            raise UserError("this method needs calibration statistics")
+        key = _INPUT_NORM[t.role]
+        if key not in self.stats.input_sq:
+            raise UserError(f"the statistics have no input norms for {t.role}_proj")
+        return torch.from_numpy(np.sqrt(self.stats.input_sq[key][t.layer])).to(device, torch.float32)
+
+    def generator(self, t: Target) -> torch.Generator:
+        g = torch.Generator()
+        # deterministic across processes (Python's str hash is salted per process)
+        g.manual_seed((self.seed * 1_000_003 + t.layer * 16 + (MLP_ROLES + ATTN_ROLES).index(t.role)) & 0x7FFF_FFFF)
+        return g
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    metric: Callable[[torch.Tensor, Target, Context], torch.Tensor]
+    needs_stats: bool
+    mlp_only: bool = False
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, needs_stats: bool, mlp_only: bool = False):
+    def wrap(fn):
+        METHODS[name] = Method(name, fn, needs_stats, mlp_only)
+        return fn
+
+    return wrap
+
+
+@register("magnitude", needs_stats=False)
+def _magnitude(w, t, ctx):
+    return w.abs()
+
+
+@register("wanda", needs_stats=True)
+def _wanda(w, t, ctx):
+    return w.abs() * ctx.input_norm(t, w.device)[None, :]
+
+
+@register("neuronrank_old", needs_stats=True, mlp_only=True)
+def _neuronrank_old(w, t, ctx):
+    s = torch.from_numpy(ctx.neuron_scores[t.layer]).to(w.device, torch.float32)
+    return w.abs() * (s[:, None] if t.neuron_axis == 0 else s[None, :])
+
+
+@register("random", needs_stats=False)
+def _random(w, t, ctx):
+    return torch.rand(w.shape, generator=ctx.generator(t)).to(w.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass
+class PruneSpec:
+    method: str = "neuronrank_old"
+    sparsity_ratio: float = 0.5
+    sparsity_type: str = "unstructured"
+    last: int | None = None  # prune only the last N decoder layers
+    group: str = "matrix"  # unstructured comparison group
+    scope: str = "layer"  # structured: per-layer or global threshold
+    targets: str = "mlp"  # mlp | all (adds q/k/v/o for methods that support it)
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self, n_layers: int | None = None) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.sparsity_type not in SPARSITY_TYPES:
+            raise UserError(f"unknown sparsity type {self.sparsity_type!r}; choose one of {', '.join(SPARSITY_TYPES)}")
+        r = self.sparsity_ratio
+        if not isinstance(r, (int, float)) or not np.isfinite(r) or not 0.0 <= r < 1.0:
+            raise UserError(f"sparsity_ratio must be in [0, 1) (got {r!r})")
+        if ":" in self.sparsity_type:
+            n, m = map(int, self.sparsity_type.split(":"))
+            if abs(r - n / m) > 1e-9:
+                raise UserError(f"{self.sparsity_type} sparsity prunes {n} of every {m} weights: "
+                                f"sparsity_ratio must be {n / m:g} (got {r:g})")
+        if self.group not in GROUPS:
+            raise UserError(f"unknown comparison group {self.group!r}; choose matrix or row")
+        if self.scope not in ("layer", "global"):
+            raise UserError(f"unknown structured scope {self.scope!r}; choose layer or global")
+        if self.targets not in ("mlp", "all"):
+            raise UserError(f"unknown targets {self.targets!r}; choose mlp or all")
+        if self.targets == "all" and (METHODS[self.method].mlp_only or self.sparsity_type == "structured"):
+            raise UserError(f"--targets all is not defined for {self.method} / {self.sparsity_type}: "
+                            "NeuronRank scores and structured pruning address MLP neurons only")
+        if self.last is not None:
+            if int(self.last) < 1:
+                raise UserError(f"pruning_last must be at least 1 (got {self.last})")
+            if n_layers is not None and int(self.last) > n_layers:
+                raise UserError(f"pruning_last {self.last} exceeds the model's {n_layers} layers")
+        for name in ("alpha", "beta", "gamma"):
+            scoring.check_exponent(name, getattr(self, name))
+
+    def pruned_layers(self, n_layers: int) -> list[int]:
+        return list(range(n_layers - int(self.last), n_layers)) if self.last else list(range(n_layers))
+
+
+def targets(model: nn.Module, layers: list[int], which: str = "mlp") -> list[Target]:
+    out = []
+    for b in mlp_blocks(model):
+        if b.layer not in layers:
+            continue
+        out += [Target(b.layer, "gate", b.gate), Target(b.layer, "up", b.up), Target(b.layer, "down", b.down)]
+        if which == "all":
+            out += [Target(b.layer, r, b.attn[r]) for r in ATTN_ROLES if r in b.attn]
+    return out
+
+
+def neuron_scores(method: str, stats=None, model: nn.Module | None = None, alpha=1.0, beta=1.0, gamma=1.0,
+                  seed: int = 0) -> np.ndarray:
+    """[layers, width] neuron importance for structured pruning (and for NeuronRank's weight metric)."""
+    if method == "neuronrank_old":
+        return scoring.score(stats, alpha, beta, gamma).reshape(stats.n_layers, stats.width)
+    if method == "wanda":  # FLAP's wanda_sp: mean_r |W_down[r, i]| * ||x_i||
+        return stats.down_abs_mean * np.sqrt(stats.input_sq["down_in"])
+    if method == "magnitude":
+        if stats is not None:
+            return stats.w_norm
+        return np.stack([torch.linalg.vector_norm(b.gate.weight.detach(), dim=1, dtype=torch.float64).cpu().numpy()
+                         for b in mlp_blocks(model)])
+    if method == "random":
+        blocks = mlp_blocks(model) if model is not None else None
+        shape = (stats.n_layers, stats.width) if stats is not None else (len(blocks), blocks[0].width)
+        return np.random.default_rng(seed).random(shape)
+    raise UserError(f"unknown pruning method {method!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# masks
+
+
+def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstructured",
+                group: str = "matrix") -> torch.Tensor:
+    """Boolean mask (True = prune) of exactly round(ratio × group size) lowest entries of each group."""
+    mask = torch.zeros(metric.shape, dtype=torch.bool, device=metric.device)
+    if ":" in sparsity_type:
+        n, m = map(int, sparsity_type.split(":"))
+        rows, cols = metric.shape
+        if cols % m:
+            raise UserError(f"{sparsity_type} needs the input size ({cols}) to be a multiple of {m}")
+        blocks = metric.reshape(rows, cols // m, m)
+        idx = blocks.topk(n, dim=2, largest=False).indices
+        return mask.reshape(rows, cols // m, m).scatter_(2, idx, True).reshape(rows, cols)
+    if group == "row":
+        k = int(round(ratio * metric.shape[1]))
+        if k:
+            mask.scatter_(1, metric.topk(k, dim=1, largest=False).indices, True)
+        return mask
+    k = int(round(ratio * metric.numel()))
+    if k:
+        mask.view(-1)[metric.reshape(-1).topk(k, largest=False).indices] = True
+    return mask
+
+
+@torch.no_grad()
+def prune(model: nn.Module, spec: PruneSpec, stats=None, progress: Callable | None = None) -> dict:
+    """Prune `model` in place; returns {"neurons_kept": per-layer counts (structured), ...}."""
+    n_layers = len(decoder_layers(model))
+    spec.validate(n_layers)
+    method = METHODS[spec.method]
+    if method.needs_stats and stats is None:
+        raise UserError(f"{spec.method} needs calibration statistics")
+    if stats is not None and stats.n_layers != n_layers:
+        raise UserError("the statistics were collected on a different model (layer count differs)")
+    layers = spec.pruned_layers(n_layers)
+    if spec.sparsity_type == "structured":
+        return _prune_structured(model, spec, stats, layers)
+    ctx = Context(stats=stats, seed=spec.seed)
+    if spec.method == "neuronrank_old":
+        ctx.neuron_scores = neuron_scores("neuronrank_old", stats, None, spec.alpha, spec.beta, spec.gamma)
+    todo = targets(model, layers, spec.targets)
+    for i, t in enumerate(todo):
+        w = t.module.weight
+        metric = method.metric(w.detach().float(), t, ctx)
+        w.masked_fill_(lowest_mask(metric, spec.sparsity_ratio, spec.sparsity_type, spec.group), 0)
+        if progress is not None:
+            progress(i + 1, len(todo))
+    return {"layers": layers}
+
+
+def _prune_structured(model, spec: PruneSpec, stats, layers: list[int]) -> dict:
+    scores = neuron_scores(spec.method, stats, model, spec.alpha, spec.beta, spec.gamma, spec.seed)
+    sub = scores[layers]
+    layer_ids = np.repeat(np.arange(len(layers)), sub.shape[1])
+    drop = scoring.lowest(sub.ravel(), layer_ids, spec.sparsity_ratio, per_layer=spec.scope == "layer")
+    drop = drop.reshape(sub.shape)
+    kept = {}
+    blocks = {b.layer: b for b in mlp_blocks(model)}
+    for row, layer in enumerate(layers):
+        b = blocks[layer]
+        gone = torch.from_numpy(drop[row]).to(b.gate.weight.device)
+        b.gate.weight[gone] = 0
+        b.up.weight[gone] = 0
+        b.down.weight[:, gone] = 0
+        for lin in (b.gate, b.up):
+            if lin.bias is not None:
+                lin.bias[gone] = 0
+        kept[layer] = int((~drop[row]).sum())
+    return {"layers": layers, "neurons_kept": kept, "dropped": {l: np.flatnonzero(drop[r]).tolist()
+                                                                for r, l in enumerate(layers)}}
+
+
+# ----------------------------------------------------------------------------------------------
+# what pruning left
+
+
+@torch.no_grad()
+def sparsity_report(model: nn.Module) -> dict:
+    """Exact fraction of zero weights per layer and module, and totals over the decoder's linears."""
+    rows = []
+    for b in mlp_blocks(model):
+        mods = {"gate": b.gate, "up": b.up, "down": b.down, **b.attn}
+        for role, lin in mods.items():
+            zeros = int((lin.weight == 0).sum())
+            rows.append({"layer": b.layer, "module": role, "zeros": zeros, "numel": lin.weight.numel(),
+                         "fraction": zeros / lin.weight.numel()})
+
+    def total(sel):
+        z = sum(r["zeros"] for r in rows if sel(r))
+        n = sum(r["numel"] for r in rows if sel(r))
+        return z / n if n else 0.0
+
+    return {"modules": rows, "mlp": total(lambda r: r["module"] in MLP_ROLES),
+            "attention": total(lambda r: r["module"] in ATTN_ROLES), "all_linear": total(lambda r: True)}
+
+
+@torch.no_grad()
+def slice_structured(model: nn.Module, dropped: dict[int, list[int]]) -> None:
+    """Physically remove dropped neurons so `save_pretrained` writes a smaller model.
+
+    Only when every layer keeps the same number of neurons: configs have one intermediate_size.
+    """
+    blocks = mlp_blocks(model)
+    widths = {b.width - len(dropped.get(b.layer, [])) for b in blocks}
+    if len(widths) != 1:
+        raise UserError("layers keep different neuron counts; a sliced model needs one intermediate size")
+    for b in blocks:
+        keep = torch.ones(b.width, dtype=torch.bool)
+        keep[list(dropped.get(b.layer, []))] = False
+        idx = keep.nonzero().squeeze(1).to(b.gate.weight.device)
+        b.module.gate_proj = _take(b.gate, idx, 0)
+        b.module.up_proj = _take(b.up, idx, 0)
+        b.module.down_proj = _take(b.down, idx, 1)
+    model.config.intermediate_size = widths.pop()
+
+
+def _take(lin: nn.Linear, idx: torch.Tensor, axis: int) -> nn.Linear:
+    w = lin.weight.index_select(axis, idx)
+    out = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device=w.device, dtype=w.dtype)
+    out.weight.copy_(w)
+    if lin.bias is not None:
+        out.bias.copy_(lin.bias.index_select(0, idx) if axis == 0 else lin.bias)
+    return out

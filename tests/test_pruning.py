@@ -1,0 +1,170 @@
+"""Pruning masks, exact sparsity, method metrics recomputed by hand, structured export, perplexity."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neuronrank import UserError, scoring
+from neuronrank.evaluate import perplexity
+from neuronrank.models import mlp_blocks
+from neuronrank.pruning import METHODS, PruneSpec, lowest_mask, prune, slice_structured, sparsity_report
+from neuronrank.stats import collect
+from tests.conftest import make_tiny
+
+
+@pytest.fixture
+def model_and_stats(tiny_windows):
+    model = make_tiny(layers=3, inter=64)
+    return model, collect(model, [tiny_windows])
+
+
+def weights(model):
+    return {(b.layer, r): getattr(b, r).weight.detach().clone() for b in mlp_blocks(model) for r in ("gate", "up", "down")}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_unstructured_meets_ratio_exactly_per_matrix(model_and_stats, method):
+    model, stats = model_and_stats
+    prune(model, PruneSpec(method=method, sparsity_ratio=0.3), stats)
+    for b in mlp_blocks(model):
+        for lin in (b.gate, b.up, b.down):
+            assert int((lin.weight == 0).sum()) == round(0.3 * lin.weight.numel())
+        for lin in b.attn.values():
+            assert int((lin.weight == 0).sum()) == 0  # MLP only by default
+
+
+def test_neuronrank_mask_equals_hand_computed_threshold(model_and_stats):
+    model, stats = model_and_stats
+    before = weights(model)
+    a, b_, g = 1.5, 1.0, 2.0
+    prune(model, PruneSpec(method="neuronrank_old", sparsity_ratio=0.5, alpha=a, beta=b_, gamma=g), stats)
+    s = (stats.w_norm ** a) * (stats.tf ** b_) * (stats.idf ** g)  # independent of scoring.score
+    for (layer, role), w in before.items():
+        w = w.double().numpy()
+        metric = np.abs(w) * (s[layer][:, None] if role != "down" else s[layer][None, :])
+        k = round(0.5 * w.size)
+        expect = np.zeros(w.size, bool)
+        expect[np.argsort(metric.ravel(), kind="stable")[:k]] = True
+        got = (getattr(mlp_blocks(model)[layer], role).weight == 0).numpy().ravel()
+        # ties at the threshold may break differently; everything strictly below must be pruned
+        thr = np.sort(metric.ravel())[k - 1]
+        assert got[metric.ravel() < thr].all() and not got[metric.ravel() > thr].any()
+        assert got.sum() == expect.sum()
+
+
+def test_wanda_row_groups_use_input_norms(model_and_stats):
+    model, stats = model_and_stats
+    before = weights(model)
+    prune(model, PruneSpec(method="wanda", sparsity_ratio=0.5, group="row"), stats)
+    for (layer, role), w in before.items():
+        key = "down_in" if role == "down" else "mlp_in"
+        metric = np.abs(w.double().numpy()) * np.sqrt(stats.input_sq[key][layer])[None, :]
+        got = (getattr(mlp_blocks(model)[layer], role).weight == 0).numpy()
+        k = round(0.5 * w.shape[1])
+        assert (got.sum(1) == k).all()
+        for r in range(w.shape[0]):
+            thr = np.sort(metric[r])[k - 1]
+            assert got[r][metric[r] < thr].all() and not got[r][metric[r] > thr].any()
+
+
+@pytest.mark.parametrize("nm", ["2:4", "4:8"])
+def test_n_m_sparsity(model_and_stats, nm):
+    model, stats = model_and_stats
+    prune(model, PruneSpec(method="wanda", sparsity_ratio=0.5, sparsity_type=nm), stats)
+    n, m = map(int, nm.split(":"))
+    for b in mlp_blocks(model):
+        z = (b.gate.weight == 0).reshape(b.gate.weight.shape[0], -1, m).sum(-1)
+        assert (z == n).all()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_structured_removes_whole_neurons(model_and_stats, method, scope):
+    model, stats = model_and_stats
+    info = prune(model, PruneSpec(method=method, sparsity_ratio=0.25, sparsity_type="structured", scope=scope), stats)
+    total = 0
+    for b in mlp_blocks(model):
+        dead_rows = (b.gate.weight == 0).all(1) & (b.up.weight == 0).all(1) & (b.down.weight == 0).all(0)
+        if scope == "layer":
+            assert int(dead_rows.sum()) == 16 == 64 - info["neurons_kept"][b.layer]
+        total += int(dead_rows.sum())
+    assert total == round(0.25 * 3 * 64)
+    if method == "neuronrank_old" and scope == "layer":
+        s = scoring.score(stats, 1, 1, 1).reshape(3, 64)
+        for layer, dropped in info["dropped"].items():
+            assert set(dropped) == set(np.argsort(s[layer], kind="stable")[:16])
+
+
+def test_pruning_last_touches_only_the_last_layers(model_and_stats):
+    model, stats = model_and_stats
+    before = weights(model)
+    info = prune(model, PruneSpec(method="magnitude", sparsity_ratio=0.5, last=1), stats)
+    assert info["layers"] == [2]
+    for (layer, role), w in before.items():
+        now = getattr(mlp_blocks(model)[layer], role).weight
+        assert torch.equal(now, w) == (layer != 2)
+
+
+def test_targets_all_adds_attention(model_and_stats):
+    model, stats = model_and_stats
+    prune(model, PruneSpec(method="wanda", sparsity_ratio=0.5, targets="all"), stats)
+    rep = sparsity_report(model)
+    assert rep["attention"] == pytest.approx(0.5) and rep["mlp"] == pytest.approx(0.5)
+    with pytest.raises(UserError, match="not defined for neuronrank_old"):
+        prune(model, PruneSpec(method="neuronrank_old", targets="all"), stats)
+
+
+def test_random_is_seeded(tiny_windows):
+    masks = []
+    for seed in (1, 1, 2):
+        m = make_tiny()
+        prune(m, PruneSpec(method="random", sparsity_ratio=0.5, seed=seed))
+        masks.append(mlp_blocks(m)[0].gate.weight == 0)
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+
+
+@pytest.mark.parametrize("spec,needle", [
+    (dict(sparsity_ratio=1.0), "in \\[0, 1\\)"),
+    (dict(sparsity_ratio=float("nan")), "in \\[0, 1\\)"),
+    (dict(sparsity_ratio=-0.1), "in \\[0, 1\\)"),
+    (dict(sparsity_type="2:4", sparsity_ratio=0.3), "must be 0.5"),
+    (dict(last=0), "at least 1"),
+    (dict(last=9), "exceeds the model's 3 layers"),
+    (dict(alpha=-1), "alpha must be between"),
+    (dict(method="sparsegpt"), "unknown pruning method"),
+])
+def test_bad_specs(model_and_stats, spec, needle):
+    model, stats = model_and_stats
+    with pytest.raises(UserError, match=needle):
+        prune(model, PruneSpec(**spec), stats)
+
+
+def test_lowest_mask_ties_give_exact_count():
+    m = lowest_mask(torch.zeros(4, 8), 0.5)
+    assert int(m.sum()) == 16
+
+
+def test_perplexity_equals_hf_loss(tiny_windows):
+    model = make_tiny(layers=2)
+    ours = perplexity(model, tiny_windows, batch_size=4)
+    with torch.no_grad():
+        losses = [model(input_ids=w[None], labels=w[None]).loss.item() for w in tiny_windows]
+    assert ours.ppl == pytest.approx(math.exp(np.mean(losses)), rel=1e-4)
+    assert ours.tokens == tiny_windows.shape[0] * (tiny_windows.shape[1] - 1)
+    assert ours.windows == 6 and ours.seqlen == 16
+
+
+def test_structured_export_reloads_smaller_with_same_perplexity(model_and_stats, tmp_path, tiny_windows):
+    from transformers import AutoModelForCausalLM
+
+    model, stats = model_and_stats
+    info = prune(model, PruneSpec(method="neuronrank_old", sparsity_ratio=0.25, sparsity_type="structured"), stats)
+    zeroed = perplexity(model, tiny_windows).ppl
+    slice_structured(model, info["dropped"])
+    model.save_pretrained(tmp_path)
+    small = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert small.config.intermediate_size == 48 and mlp_blocks(small)[0].gate.weight.shape == (48, 32)
+    assert perplexity(small, tiny_windows).ppl == pytest.approx(zeroed, rel=1e-5)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in make_tiny(layers=3, inter=64).parameters())
