@@ -259,6 +259,7 @@ def prune_job(params: dict, report) -> dict:
         "protocol": {"source": req.eval, "seqlen": pruned.seqlen, "windows": pruned.windows,
                      "tokens": pruned.tokens},
         "sparsity": {k: sparsity[k] for k in ("mlp", "attention", "all_linear")},
+        "sparsity_modules": sparsity["modules"],
         "pruned_layers": info["layers"], "stats_key": stats_key,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
