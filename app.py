@@ -1,16 +1,17 @@
-"""NeuronRank Studio — Streamlit entry point (minimal until the app pages land)."""
+"""NeuronRank Studio — the Streamlit entry point: page navigation and the shared sidebar.
+
+Run with `streamlit run app.py` (or `bash scripts/app.sh`). Pages live in pages/ (a plain folder);
+their list, in navigation order, is `ui.pages()` (add new pages there: the "Prune & evaluate" page has
+its place marked). Computation lives in neuronrank/ and never imports streamlit.
+"""
 
 import streamlit as st
 
-from neuronrank import models, store
+import ui
 
-st.set_page_config(page_title="NeuronRank Studio", layout="wide")
-st.title("NeuronRank Studio")
-st.write(f"Default model: `{models.DEFAULT_MODEL}`. Cached statistics entries:")
-entries = store.list_entries()
-if entries:
-    st.dataframe([{"key": e.key, "model": e.params.get("model"), "calib": e.params.get("calib"),
-                   "nsamples": e.params.get("nsamples"), "seqlen": e.params.get("seqlen"),
-                   "site": e.params.get("site")} for e in entries])
-else:
-    st.info("No statistics yet: run `python -m neuronrank stats` to compute them.")
+st.set_page_config(layout="wide", page_title="NeuronRank Studio")
+
+pg = st.navigation(ui.pages())
+ui.sidebar()  # drawn on every page, before the page itself
+with ui.pages_of_app():
+    pg.run()

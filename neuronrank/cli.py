@@ -60,6 +60,8 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--topk", type=int, default=16, help="top activations kept per neuron")
     p.add_argument("--recompute", action="store_true", help="ignore a cached entry")
+    p.add_argument("--device-map", "--device_map", default=None, choices=["auto"],
+                   help="auto: spread a model larger than one GPU over all devices (accelerate)")
 
 
 def _stats_request(args):
@@ -78,9 +80,14 @@ def cmd_stats(args) -> int:
         raise UserError(f"--out must end in .parquet (got {args.out})")
     bar = _tqdm_progress("stats")
     try:
-        res = get_stats(_stats_request(args), progress=bar, recompute=args.recompute)
+        res = get_stats(_stats_request(args), progress=bar, recompute=args.recompute,
+                        device_map=args.device_map)
     finally:
         bar.close()
+    from neuronrank import distributed
+
+    if distributed.rank() != 0:  # under torchrun only rank 0 reports
+        return 0
     table = res.entry.path / "stats.parquet"
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

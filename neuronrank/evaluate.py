@@ -64,7 +64,8 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int | None =
         for c in range(0, flat_h.shape[0], LOGIT_CHUNK):
             logits = head(flat_h[c:c + LOGIT_CHUNK]).float()
             logits = _softcap(model, logits)
-            nll += F.cross_entropy(logits, flat_y[c:c + LOGIT_CHUNK], reduction="sum").double()
+            y = flat_y[c:c + LOGIT_CHUNK].to(logits.device)  # lm_head may sit on another GPU (device_map)
+            nll += F.cross_entropy(logits, y, reduction="sum").double().to(device)
         if progress is not None:
             progress(min(start + bs, n) * seqlen, n * seqlen)
     tokens = n * (seqlen - 1)

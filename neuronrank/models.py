@@ -141,7 +141,10 @@ def tensor_fingerprint(model: nn.Module, samples: int = 4096) -> str:
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each rank owns the GPU of its LOCAL_RANK
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     try:
         dev = torch.device(device)
     except RuntimeError as e:
@@ -170,8 +173,12 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
-         trust_remote_code: bool = False):
-    """-> (model in eval mode, tokenizer). `trust_remote_code` stays off unless asked for."""
+         trust_remote_code: bool = False, device_map: str | dict | None = None):
+    """-> (model in eval mode, tokenizer). `trust_remote_code` stays off unless asked for.
+
+    `device_map="auto"` spreads a model larger than one device over all GPUs (and CPU) through
+    accelerate; hooks, accumulators and pruning then follow each layer's own device.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = resolve(spec)
@@ -181,10 +188,12 @@ def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dty
     kwargs = {"trust_remote_code": trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"cannot load model {spec!r}: {_first_line(e)}") from e
-    model.to(dev).eval()
+    if device_map is None:
+        model.to(dev)
+    model.eval()
     mlp_blocks(model)  # fail now, with a clear message, if the model has no gated MLP
     return model, tokenizer
 

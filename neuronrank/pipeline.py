@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neuronrank import corpora, models, store
+from neuronrank import corpora, distributed, models, store
 from neuronrank.errors import UserError
 from neuronrank.stats import SITES, NeuronStats, Progress, batched, collect
 
@@ -69,7 +69,7 @@ def cache_params(req: StatsRequest, ref: models.ModelRef, corpus: corpora.Corpus
 
 
 def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
-              recompute: bool = False) -> StatsResult:
+              recompute: bool = False, device_map=None) -> StatsResult:
     """Cached statistics for `req`, computed once. `bundle` is an already loaded (model, tokenizer)."""
     req.validate()
     t0 = time.perf_counter()
@@ -83,15 +83,37 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
         except store.CorruptEntry as e:
             log.warning("%s; recomputing", e)
             store.delete_entry(entry.key)
-    model, tokenizer = bundle or models.load(req.model, req.device, req.dtype)
+    model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
     ids = corpora.token_stream(tokenizer, corpus)
     windows = corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
-    stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)
+    if not distributed.launched():
+        stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)
+    else:
+        stats = _collect_sharded(model, windows, req, progress)
     stats.meta.update(model=req.model, calib=req.calib, nsamples=req.nsamples, seed=req.seed,
-                      dtype=params["dtype"], seconds=time.perf_counter() - t0)
-    entry = store.save_stats(params, stats)
+                      dtype=params["dtype"], seconds=time.perf_counter() - t0,
+                      world_size=distributed.world() if distributed.launched() else 1)
+    if distributed.rank() == 0:
+        entry = store.save_stats(params, stats)
+    distributed.barrier()
+    if distributed.rank() != 0:
+        entry = store.find_stats(params)
     return StatsResult(stats, entry, False, time.perf_counter() - t0)
+
+
+def _collect_sharded(model, windows, req: StatsRequest, progress):
+    """This rank's contiguous share of the windows, then the all-reduce: every rank ends with the
+    single-process numbers."""
+    device = next(model.parameters()).device
+    rank, world = distributed.init(device)
+    if len(windows) < world:
+        raise UserError(f"nsamples ({len(windows)}) must be at least the number of ranks ({world})")
+    start, end = distributed.share(len(windows), rank, world)
+    part = collect(model, batched(windows[start:end], req.batch_size), site=req.site,
+                   progress=progress if rank == 0 else None, topk=req.topk, first_window=start,
+                   keep_windows=False)
+    return distributed.all_reduce_stats(part, device, windows.numpy())
 
 
 # ----------------------------------------------------------------------------------------------

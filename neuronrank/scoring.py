@@ -24,9 +24,14 @@ ROLE_TEXT = {
 }
 
 
+def _is_stats(obj) -> bool:
+    """NeuronStats (not a frame: a stats frame has a `sum_abs` column, which pandas exposes as an attribute)."""
+    return hasattr(obj, "to_frame") and hasattr(obj, "sum_abs")
+
+
 def _components(stats):
     """(|W|, TF, IDF) as float64 arrays of the table's shape, from NeuronStats or a stats frame."""
-    if hasattr(stats, "to_frame") and hasattr(stats, "sum_abs"):
+    if _is_stats(stats):
         return stats.w_norm.ravel(), stats.tf.ravel(), stats.idf.ravel()
     return (np.asarray(stats["w_norm"], dtype=np.float64), np.asarray(stats["tf"], dtype=np.float64),
             np.asarray(stats["idf"], dtype=np.float64))
@@ -88,7 +93,7 @@ def roles(stats, tf_threshold=None, idf_threshold=None, w_threshold=None, split_
     import pandas as pd
 
     w, tf, idf = _components(stats)
-    layers = np.asarray(stats["layer"]) if not hasattr(stats, "sum_abs") else \
+    layers = np.asarray(stats["layer"]) if not _is_stats(stats) else \
         np.repeat(np.arange(stats.n_layers), stats.width)
     tf_t = _layer_median(tf, layers) if tf_threshold is None else float(tf_threshold)
     idf_t = _layer_median(idf, layers) if idf_threshold is None else float(idf_threshold)

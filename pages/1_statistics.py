@@ -1,0 +1,152 @@
+"""Statistics: compute an entry in a worker process, manage the cache, per-layer summary of the loaded one."""
+
+import json
+
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from neuronrank import UserError, jobs, store, views
+
+ui.page_setup()
+st.title("Statistics")
+
+# ----------------------------------------------------------------------------------------------
+# compute (in a worker process: the app never holds a model)
+
+params = st.session_state.get("stats_params", {})
+st.caption("Parameters (from the sidebar): `" + json.dumps(params) + "`")
+if st.button("Compute statistics", type="primary"):
+    with ui.user_errors():
+        views.check_stats_params(params)
+        run_id = jobs.submit("stats", params)
+        st.session_state["stats_run"] = run_id
+        st.session_state.pop("last_run", None)
+        st.query_params["run"] = str(run_id)
+
+
+def _forget_run() -> None:
+    st.session_state.pop("stats_run", None)
+    st.query_params.pop("run", None)
+
+
+@st.fragment(run_every=1.0)
+def run_progress(run_id: int) -> None:
+    """Polls the run store once a second while the run is queued or running."""
+    try:
+        run = store.RunStore().get(run_id)
+        if run["status"] in ("queued", "running"):
+            text = run["message"] or ("waiting for a worker" if run["status"] == "queued" else "starting")
+            st.progress(float(run["progress"]), text=f"Run {run_id} ({run['status']}): {text}")
+            if not st.button("Cancel", key=f"cancel_{run_id}"):
+                return
+            jobs.cancel(run_id)
+            run = store.RunStore().get(run_id)
+    except UserError as e:
+        st.error(str(e))
+        _forget_run()
+        return
+    # finished: remember the outcome, load a new entry, and redraw the whole app once
+    _forget_run()
+    st.session_state["last_run"] = {k: run[k] for k in ("id", "status", "error", "result")}
+    if run["status"] == "done" and run["result"]:
+        ui.select_entry(run["result"]["cache_key"])
+    st.rerun()
+
+
+def _stats_run_id() -> int | None:
+    """The statistics run to follow: from the URL (survives a reload) or the session (survives a page
+    switch). "run" in the URL is shared with other pages' runs: only a stats run is followed here."""
+    for raw in (st.query_params.get("run"), st.session_state.get("stats_run")):
+        try:
+            if raw is not None and store.RunStore().get(int(raw))["kind"] == "stats":
+                return int(raw)
+        except (ValueError, UserError):
+            pass
+    st.session_state.pop("stats_run", None)
+    return None
+
+
+active = _stats_run_id()
+if active is not None:
+    st.query_params["run"] = str(active)
+    run_progress(active)
+
+last = st.session_state.get("last_run")
+if last:
+    if last["status"] == "done":
+        r = last["result"] or {}
+        how = "found in the cache" if r.get("cached") else f"computed in {r.get('seconds', 0):.1f} s"
+        st.success(f"Run {last['id']} done: {r.get('tokens', 0):,} tokens per layer, {how}; entry "
+                   f"`{r.get('cache_key')}` loaded.")
+    elif last["status"] == "failed":
+        st.error(f"Run {last['id']} failed: {last['error']}")
+    else:
+        st.warning(f"Run {last['id']} {last['status']}.")
+
+# ----------------------------------------------------------------------------------------------
+# the cache
+
+st.header("Cached statistics")
+entries = ui.safe_entries()
+if entries:
+    table = views.entries_table(entries)
+    # a new widget key after a deletion: row selections are positions, they must not carry over
+    version = st.session_state.setdefault("cache_table_version", 0)
+    event = ui.table(table.drop(columns="size_bytes"), "cache_entries", key=f"cache_table_{version}",
+                     on_select="rerun", selection_mode="multi-row", hide_index=True)
+    chosen = [table["key"].iloc[i] for i in event.selection.rows if i < len(table)]
+    by_key = {e.key: e for e in entries}
+    for key in chosen:
+        c1, c2, c3 = st.columns([6, 1, 1])
+        c1.write(views.entry_label(by_key[key]))
+        c2.button("Load", key=f"load_{key}", on_click=ui.select_entry, args=(key,),
+                  disabled=key == st.session_state.get("entry_key"))
+        if c3.button("Delete", key=f"delete_{key}"):
+            with ui.user_errors():
+                store.delete_entry(key)
+                if st.session_state.get("entry_key") == key:
+                    ui.select_entry(None)
+                st.session_state["cache_table_version"] = version + 1
+                st.rerun()
+else:
+    st.info("The cache is empty.")
+
+# ----------------------------------------------------------------------------------------------
+# the loaded entry, per layer
+
+entry, data = ui.require_entry()
+st.header("Per-layer summary")
+overview = ui.layer_overview(entry.key, entry.created)
+summary = overview["summary"]
+p = entry.params
+st.caption(f"{p.get('model')} · {p.get('calib')} · {p.get('nsamples')} windows × {p.get('seqlen')} tokens · "
+           f"site `{data.meta.get('site', p.get('site'))}` · {data.n_layers} layers × {data.width} neurons. "
+           "Boxes: quartiles; whiskers: the furthest neuron within 1.5 IQR (outliers not drawn).")
+
+names = {"tf": "TF (mean |activation|)", "idf": "IDF (selectivity)", "w_norm": "|W| (gate row L2 norm)"}
+for tab, (col, title) in zip(st.tabs(list(names.values())), names.items()):
+    with tab:
+        q = overview[col]
+        log_y = col == "tf" and st.checkbox("log scale", value=True, key="tf_log_y",
+                                            disabled=bool((q["min"] <= 0).any()),
+                                            help="unavailable when some neuron has TF = 0")
+        fig = go.Figure(go.Box(x=q["layer"].tolist(), q1=q["q1"].tolist(), median=q["median"].tolist(),
+                               q3=q["q3"].tolist(), lowerfence=q["lowerfence"].tolist(),
+                               upperfence=q["upperfence"].tolist(), mean=q["mean"].tolist(), name=title,
+                               boxpoints=False))
+        fig.update_layout(title=f"{title} per layer", xaxis_title="layer", yaxis_title=title, showlegend=False,
+                          yaxis_type="log" if log_y else "linear")
+        ui.chart(fig, f"{col}_per_layer")
+
+c1, c2 = st.columns(2)
+with c1:
+    fig = go.Figure(go.Bar(x=summary["layer"].tolist(), y=summary["tokens"].tolist()))
+    fig.update_layout(title="Tokens per layer", xaxis_title="layer", yaxis_title="tokens")
+    ui.chart(fig, "tokens_per_layer")
+with c2:
+    fig = go.Figure(go.Bar(x=summary["layer"].tolist(), y=summary["dead"].tolist()))
+    fig.update_layout(title=f"Dead neurons per layer (never active; {int(summary['dead'].sum()):,} in all)",
+                      xaxis_title="layer", yaxis_title="neurons with n_active = 0")
+    ui.chart(fig, "dead_per_layer")
+ui.table(summary, "layer_summary", hide_index=True)

@@ -1,0 +1,125 @@
+"""One real-browser test: Debian Chromium driven by Playwright against a Streamlit server started here.
+
+Open the app on the embedded model's statistics, move the α slider and see the histogram change, start a
+small prune + evaluate, reload the page mid-run, and see the run finish. A screenshot is saved to
+test-artifacts/.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(isolated_cache):
+    from neuronrank.pipeline import StatsRequest, get_stats
+
+    # the statistics being explored: the embedded model, a small calibration set
+    get_stats(StatsRequest(nsamples=4, seqlen=64, batch_size=4))
+    port = _free_port()
+    env = dict(os.environ, NEURONRANK_CACHE=str(isolated_cache), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://localhost:{port}"
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(10)
+
+
+def _settled(page, timeout=60_000):
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+def _histogram_y(page):
+    return page.evaluate("""() => {
+        const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .find(p => p.data && p.data.length && p.data[0].type === 'bar');
+        return p ? Array.from(p.data[0].y) : null; }""")
+
+
+def test_browser_slider_and_prune_run_survive_reload(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            page.goto(server)
+            _settled(page)
+            page.get_by_role("link", name="Exponents").click()
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0", timeout=60_000)
+            _settled(page)
+            before = _histogram_y(page)
+            assert before and sum(before) > 0
+            slider = page.get_by_role("slider").first  # α
+            slider.focus()
+            for _ in range(10):
+                slider.press("ArrowRight")
+            page.wait_for_timeout(500)
+            _settled(page)
+            after, t0 = before, time.time()
+            while after == before and time.time() - t0 < 30:
+                page.wait_for_timeout(300)
+                after = _histogram_y(page)
+            assert after != before and sum(after) == sum(before)  # same neurons, other scores
+            page.screenshot(path=str(ARTIFACTS / "e2e_exponents.png"), full_page=True)
+
+            page.get_by_role("link", name="Prune & evaluate").click()
+            _settled(page)
+            page.get_by_role("spinbutton", name="Eval seqlen").fill("128")
+            page.keyboard.press("Tab")
+            _settled(page)
+            page.get_by_role("spinbutton", name="Eval windows (0 = all)").fill("2")
+            page.keyboard.press("Tab")
+            _settled(page)
+            page.get_by_role("button", name="Start prune + evaluate").click()
+            page.wait_for_url("**run=*", timeout=30_000)
+            page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
+            page.reload()  # mid-run: the run id is in the URL and the page re-attaches
+            page.wait_for_selector("text=Pruned perplexity", timeout=240_000)
+            _settled(page)
+            page.screenshot(path=str(ARTIFACTS / "e2e_prune.png"), full_page=True)
+            text = page.inner_text("body")
+            assert "Dense perplexity" in text and "seqlen 128, 2 windows" in text
+        finally:
+            browser.close()
+    from neuronrank.store import RunStore
+
+    runs = RunStore().list(kind="prune")
+    assert runs and runs[0]["status"] == "done" and runs[0]["result"]["protocol"]["windows"] == 2
+    assert runs[0]["result"]["pruned_ppl"] > runs[0]["result"]["dense_ppl"]

@@ -1,0 +1,105 @@
+"""The Prune & evaluate page through AppTest: a run started from the page completes with a perplexity,
+its result is shown with its protocol, and a sweep fills the landscape."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from neuronrank.pipeline import StatsRequest, get_stats
+from neuronrank.store import RunStore
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/4_prune.py"
+
+
+@pytest.fixture(scope="module")
+def entry(tiny_dir, text_file):
+    return get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=0,
+                                  batch_size=2)).entry
+
+
+def open_page(entry, text_file):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry.key
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def fill_form(at, text_file):
+    at.text_input[[w.label for w in at.text_input].index("Evaluation text")].set_value(f"file:{text_file}")
+    at.number_input[[w.label for w in at.number_input].index("Eval seqlen")].set_value(16)
+    at.number_input[[w.label for w in at.number_input].index("Eval windows (0 = all)")].set_value(4)
+
+
+def wait_done(run_id, timeout=120):
+    store, t = RunStore(), time.time()
+    while time.time() - t < timeout:
+        run = store.get(run_id)
+        if run["status"] in ("done", "failed", "cancelled"):
+            return run
+        time.sleep(0.3)
+    raise AssertionError("run did not finish")
+
+
+def test_start_run_from_page_completes_with_perplexity(entry, text_file):
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.selectbox[[w.label for w in at.selectbox].index("Method")].set_value("wanda")
+    at.button[[b.label for b in at.button].index("Start prune + evaluate")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_id = int(at.query_params["run"][0] if isinstance(at.query_params["run"], list) else at.query_params["run"])
+    run = wait_done(run_id)
+    assert run["status"] == "done", run["error"]
+    # the worker used the loaded entry's calibration and the form's settings
+    p = run["params"]
+    assert (p["model"], p["nsamples"], p["seqlen"], p["prune_method"]) == (entry.params["model"], 4, 16, "wanda")
+    assert run["result"]["protocol"]["windows"] == 4 and run["result"]["pruned_ppl"] > 0
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pruned perplexity"] == f"{run['result']['pruned_ppl']:.3f}"
+    assert metrics["Dense perplexity"] == f"{run['result']['dense_ppl']:.3f}"
+    assert any("seqlen 16, 4 windows" in c.value for c in at.caption)
+    # the history table lists it
+    history = [d.value for d in at.dataframe if "run" in d.value.columns]
+    assert len(history) == 1 and run_id in set(history[0]["run"])
+    # the per-module sparsity table of the run: MLP modules of both layers at 50 %
+    mods = [d.value for d in at.dataframe if "module" in d.value.columns][0]
+    mlp = mods[mods["module"].isin(["gate", "up", "down"])]
+    assert (abs(mlp["fraction"] - 0.5) < 1e-9).all() and len(mlp) == 6
+
+
+def test_bad_input_is_a_message_not_a_traceback(entry, text_file):
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.selectbox[[w.label for w in at.selectbox].index("Sparsity type")].set_value("2:4")
+    at.slider[0].set_value(0.3)
+    at.button[[b.label for b in at.button].index("Start prune + evaluate")].click().run()
+    assert not at.exception
+    assert any("must be 0.5" in e.value for e in at.error)
+
+
+def test_sweep_fills_the_landscape(entry, text_file):
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.text_input[[w.label for w in at.text_input].index("x values")].set_value("0, 1")
+    at.text_input[[w.label for w in at.text_input].index("y values")].set_value("1")
+    at.button[[b.label for b in at.button].index("Queue sweep")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    group = at.query_params["sweep"]
+    group = group[0] if isinstance(group, list) else group
+    runs = RunStore().list(group=group)
+    assert len(runs) == 2
+    done = [wait_done(r["id"]) for r in runs]
+    assert all(r["status"] == "done" for r in done), [r["error"] for r in done]
+    at.run()
+    spec = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = [s for s in spec if s["data"][0]["type"] == "heatmap"]
+    assert heat, "no landscape heatmap"
+    z = heat[0]["data"][0]["z"]
+    by_alpha = {r["params"]["alpha"]: r["result"]["pruned_ppl"] for r in done}
+    assert z[0] == pytest.approx([by_alpha[0.0], by_alpha[1.0]])

@@ -1,0 +1,281 @@
+"""Streamlit glue shared by app.py and the pages: the sidebar, cached loading, session state that
+outlives a page, charts and tables with downloads, and the error boundary.
+
+Computation lives in `neuronrank.views` (tested without streamlit); this module only arranges it.
+The app process never loads a model: statistics are computed by `neuronrank.jobs` workers, and the
+Roles page loads a tokenizer only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from neuronrank import UserError, store, views
+from neuronrank.pipeline import MAX_SEQLEN, StatsRequest
+from neuronrank.stats import SITES
+
+CALIB_CHOICES = ("news", "wiki", "wikitext2", "c4", "file:PATH")
+# Exponents and sparsity chosen on the Exponents page; read by later pages (Prune & evaluate).
+# Widgets use the "_"-prefixed keys: Streamlit drops a widget's state on runs where the widget is
+# not drawn (another page), the plain keys are ordinary state and survive page switches.
+EXPONENT_DEFAULTS = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "sparsity": 0.5}
+PLOTLY_CONFIG = {"displaylogo": False}
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a library UserError (or a damaged cache entry) as a message, never a traceback."""
+    try:
+        yield
+    except store.CorruptEntry as e:
+        st.error(f"The cache entry is damaged ({e}). Delete it on the Statistics page and compute it again.")
+    except UserError as e:
+        st.error(str(e))
+
+
+def safe_entries() -> list[store.Entry]:
+    """The cache entries, newest first; re-listed only when the stats folder changes.
+
+    Adding or deleting an entry renames a folder inside the stats folder, which updates its mtime:
+    keying the listing on it means a rerun (a slider move) costs one stat() and reads no file.
+    """
+    try:
+        root = store.stats_root()
+        return _list_entries(str(root), root.stat().st_mtime_ns if root.is_dir() else 0)
+    except UserError as e:
+        st.error(str(e))
+        return []
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _list_entries(root: str, mtime_ns: int) -> list[store.Entry]:
+    return store.list_entries()
+
+
+# ----------------------------------------------------------------------------------------------
+# cached loading: keyed by entry key and creation time (a recomputed entry is a new one)
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading statistics…")
+def load_entry(key: str, created: float) -> views.EntryData:
+    entry = store.get_entry(key)
+    return views.entry_data(key, store.load_stats(entry), entry.params)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def neuron_arrays(key: str, created: float) -> dict:
+    return views.neuron_arrays(load_entry(key, created).frame)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def layer_overview(key: str, created: float) -> dict[str, pd.DataFrame]:
+    frame = load_entry(key, created).frame
+    layers = frame["layer"].to_numpy()
+    out = {c: views.layer_quantiles(frame[c].to_numpy(), layers) for c in ("tf", "idf", "w_norm")}
+    out["summary"] = views.layer_summary(frame)
+    return out
+
+
+@st.cache_resource(show_spinner="Loading the tokenizer…", max_entries=4)
+def tokenizer(spec: str):
+    """A model's tokenizer only (never its weights); shared read-only between sessions."""
+    from transformers import AutoTokenizer
+
+    source, kwargs = views.tokenizer_source(spec)
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load the tokenizer of {spec!r}: {str(e).splitlines()[0] if str(e) else e}") from e
+
+
+def require_entry() -> tuple[store.Entry, views.EntryData]:
+    """The loaded entry, or a message and the end of the page."""
+    key = st.session_state.get("entry_key")
+    if not key:
+        st.info("No statistics loaded yet. Compute them on the **Statistics** page, or pick a cached entry "
+                "in the sidebar.")
+        st.stop()
+    entry = next((e for e in safe_entries() if e.key == key), None)
+    if entry is None:
+        st.info(f"The statistics entry {key} is no longer in the cache: pick another one in the sidebar.")
+        st.stop()
+    with user_errors():
+        return entry, load_entry(key, entry.created)
+    st.stop()  # the error is shown; st.stop raises
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------------------------
+# navigation and the shared sidebar
+
+
+def select_entry(key: str | None) -> None:
+    """Make `key` the loaded entry (call from a callback, or before st.rerun())."""
+    st.session_state["entry_key"] = key
+
+
+def _on_pick() -> None:
+    select_entry(st.session_state.get("_entry_select"))
+
+
+def pages() -> list:
+    """The app's pages, in navigation order (app.py passes them to st.navigation)."""
+    return [
+        st.Page("pages/1_statistics.py", title="Statistics", icon=":material/bar_chart:", default=True),
+        st.Page("pages/2_exponents.py", title="Exponents", icon=":material/tune:"),
+        st.Page("pages/3_roles.py", title="Roles", icon=":material/grid_view:"),
+        st.Page("pages/4_prune.py", title="Prune & evaluate", icon=":material/content_cut:"),
+    ]
+
+
+_run = threading.local()  # per session thread: did app.py draw the sidebar in this run?
+
+
+@contextlib.contextmanager
+def pages_of_app() -> Iterator[None]:
+    """app.py runs the chosen page inside this, after drawing the sidebar."""
+    _run.sidebar_drawn = True
+    try:
+        yield
+    finally:
+        _run.sidebar_drawn = False
+
+
+def page_setup() -> None:
+    """First call of every page: does app.py's part when app.py did not run.
+
+    Because the app has a pages/ folder, Streamlit runs a page file directly, without app.py, until
+    st.navigation has been called once in the process: the first run after a server start when it
+    opens on a page URL (and every AppTest run after the first). Calling st.navigation here replaces
+    the folder-based page list with ours, and from the next run on app.py runs as usual.
+    """
+    if not getattr(_run, "sidebar_drawn", False):
+        st.set_page_config(layout="wide", page_title="NeuronRank Studio")
+        st.navigation(pages())
+        sidebar()
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        entries = safe_entries()
+        _entry_picker(entries)
+        st.divider()
+        _stats_params(entries)
+
+
+def _entry_picker(entries: list[store.Entry]) -> None:
+    st.subheader("Statistics entry")
+    by_key = {e.key: e for e in entries}
+    key = st.session_state.get("entry_key")
+    if key not in by_key:  # none chosen yet, or deleted: the newest entry
+        key = entries[0].key if entries else None
+        select_entry(key)
+    # the selectbox follows entry_key when a page changed it (a finished run, "Load selected");
+    # set before the widget is drawn, which Streamlit allows
+    if st.session_state.get("_entry_select") != key:
+        st.session_state["_entry_select"] = key
+    st.selectbox("Cached statistics", list(by_key), key="_entry_select", on_change=_on_pick,
+                 format_func=lambda k: views.entry_label(by_key[k]), placeholder="none yet",
+                 help="model · calibration text · nsamples×seqlen · activation site · key")
+    if key:
+        st.success(f"loaded: {views.entry_label(by_key[key])}")
+    else:
+        st.info("No statistics cached yet: compute them on the Statistics page.")
+
+
+def _stats_params(entries: list[store.Entry]) -> None:
+    st.subheader("Parameters for new statistics")
+    d = StatsRequest()
+    model = st.text_input("Model", value=d.model, key="sb_model",
+                          help="`smollm2-135m` (embedded), a Hugging Face id, a local model folder or a .gguf file")
+    calib = st.selectbox("Calibration text", CALIB_CHOICES, key="sb_calib",
+                         help="news: BBC news (offline); wiki: Wikipedia leads (offline); wikitext2 and c4 need "
+                              "a network or a local datasets cache")
+    if calib == "file:PATH":
+        calib = "file:" + st.text_input("Text file (.txt, .jsonl, .parquet)", key="sb_calib_file").strip()
+    site = st.selectbox("Activation site", list(SITES), key="sb_site", help="\n\n".join(
+        f"`{k}`: {v}" for k, v in SITES.items()))
+    c1, c2 = st.columns(2)
+    nsamples = c1.number_input("nsamples", 1, 1_000_000, value=d.nsamples, key="sb_nsamples")
+    seqlen = c2.number_input("seqlen", 2, MAX_SEQLEN, value=d.seqlen, key="sb_seqlen")
+    seed = st.number_input("seed", 0, 2**31 - 1, value=d.seed, key="sb_seed")
+    params = dict(model=model.strip(), calib=calib, nsamples=int(nsamples), seqlen=int(seqlen), seed=int(seed),
+                  site=site)
+    st.session_state["stats_params"] = params
+    matches = views.matching_entries(entries, params)
+    if matches and matches[0] == st.session_state.get("entry_key"):
+        st.caption("These parameters are the loaded entry.")
+    elif matches:
+        st.button("Load the cached entry for these parameters", on_click=select_entry, args=(matches[0],))
+    else:
+        st.caption("Not computed yet: **Compute statistics** on the Statistics page.")
+
+
+# ----------------------------------------------------------------------------------------------
+# state shared between pages
+
+
+def init_exponent_widgets() -> None:
+    for name, default in EXPONENT_DEFAULTS.items():
+        if f"_{name}" not in st.session_state:
+            st.session_state[f"_{name}"] = float(st.session_state.get(name, default))
+
+
+def keep_exponents() -> dict[str, float]:
+    chosen = {name: float(st.session_state[f"_{name}"]) for name in EXPONENT_DEFAULTS}
+    st.session_state.update(chosen)
+    return chosen
+
+
+def apply_preset(alpha: float, beta: float, gamma: float) -> None:
+    st.session_state.update(_alpha=alpha, _beta=beta, _gamma=gamma)
+
+
+def exponents() -> dict[str, float]:
+    """The chosen exponents and sparsity, for pages that only read them."""
+    return {k: float(st.session_state.get(k, v)) for k, v in EXPONENT_DEFAULTS.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# output with downloads
+
+
+def chart(fig: go.Figure, name: str, **kwargs):
+    """A plotly chart whose toolbar saves a PNG named after the chart."""
+    fig.update_layout(margin=dict(l=10, r=10, t=50, b=10))
+    config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}}
+    return st.plotly_chart(fig, config=config, **kwargs)
+
+
+def table(df: pd.DataFrame, name: str, **kwargs):
+    """A dataframe plus a CSV download button (the dataframe's own toolbar downloads too)."""
+    out = st.dataframe(df, **kwargs)
+    st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"csv_{name}", on_click="ignore")
+    return out
+
+
+def hist_figure(hist: views.Hist, title: str) -> go.Figure:
+    """Pre-binned counts as bars (lists, so the spec holds plain numbers)."""
+    x_title = "log₁₀ score" if hist.log else "score"
+    fig = go.Figure(go.Bar(x=hist.centers.tolist(), y=hist.counts.tolist(), width=hist.widths.tolist(),
+                           marker_line_width=0, name=title,
+                           hovertemplate=f"{x_title} %{{x:.4g}}<br>neurons %{{y}}<extra></extra>"))
+    notes = []
+    if hist.log and hist.zeros:
+        notes.append(f"{hist.zeros:,} zero scores not shown")
+    if hist.dropped:
+        notes.append(f"{hist.dropped:,} non-finite scores not shown")
+    fig.update_layout(title=title + (f" ({'; '.join(notes)})" if notes else ""), xaxis_title=x_title,
+                      yaxis_title="neurons", bargap=0, showlegend=False)
+    return fig
