@@ -60,6 +60,7 @@ def main() -> None:
     print(f"plain forward : {b:.3f} s  ({tokens / b:,.0f} tok/s)")
     print(f"stats pass    : {o:.3f} s  ({tokens / o:,.0f} tok/s)")
     print(f"ratio stats/plain = {o / b:.3f}  (goal <= 1.10)")
+    print(f"RESULT stats_overhead_ratio {o / b:.3f} <=1.10")
 
 
 if __name__ == "__main__":

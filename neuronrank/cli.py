@@ -334,6 +334,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:
+            from neuronrank import distributed
+
+            distributed.shutdown()
 
 
 def finite(x: float) -> float | None:

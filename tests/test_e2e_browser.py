@@ -111,7 +111,7 @@ def test_browser_slider_and_prune_run_survive_reload(server):
             page.wait_for_url("**run=*", timeout=30_000)
             page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
             page.reload()  # mid-run: the run id is in the URL and the page re-attaches
-            page.wait_for_selector("text=Pruned perplexity", timeout=240_000)
+            page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Pruned perplexity")', timeout=240_000)
             _settled(page)
             page.screenshot(path=str(ARTIFACTS / "e2e_prune.png"), full_page=True)
             text = page.inner_text("body")
