@@ -30,8 +30,9 @@ def _tqdm_progress(desc: str):
 
     def update(done: int, total: int | None) -> None:
         if not bars:
+            # disable=None: drawn on a terminal only, so a piped stderr carries nothing but errors
             bars.append(tqdm(desc=desc, total=total, unit="tok", unit_scale=True, file=sys.stderr,
-                             dynamic_ncols=True))
+                             dynamic_ncols=True, disable=None))
         bar = bars[0]
         if total is not None and bar.total != total:
             bar.total = total
@@ -178,7 +179,7 @@ def _stage_printer():
             if state["bar"] is not None:
                 state["bar"].close()
             state["stage"] = stage
-            state["bar"] = tqdm(total=1000, desc=stage, file=sys.stderr, dynamic_ncols=True,
+            state["bar"] = tqdm(total=1000, desc=stage, file=sys.stderr, dynamic_ncols=True, disable=None,
                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
         state["bar"].n = int(fraction * 1000)
         state["bar"].set_postfix_str(message.split(":", 1)[1].strip() if ":" in message else "", refresh=True)
@@ -197,7 +198,8 @@ def cmd_prune(args) -> int:
     params = _prune_params(args)
     from neuronrank.pipeline import PruneRequest
 
-    PruneRequest(**params).spec().validate()  # fail before anything loads
+    # fail before anything heavy loads: the layer count comes from the config alone
+    PruneRequest(**params).spec().validate(models.layer_count(args.model))
     bar = _stage_printer()
     try:
         run_id, res = jobs.run_here("prune", params, progress=bar)

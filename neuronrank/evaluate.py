@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuronrank.models import decoder_body
+from neuronrank.stats import split_on_oom, to_device
 
 LOGIT_CHUNK = 1024  # positions per lm_head call
 
@@ -55,22 +57,34 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int | None =
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     nll = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, n, bs):
-        ids = windows[start:start + bs].to(device, non_blocking=True)
-        hidden = body(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
-        labels = ids[:, 1:]
-        flat_h = hidden.reshape(-1, hidden.shape[-1])
-        flat_y = labels.reshape(-1)
-        for c in range(0, flat_h.shape[0], LOGIT_CHUNK):
-            logits = head(flat_h[c:c + LOGIT_CHUNK]).float()
-            logits = _softcap(model, logits)
-            y = flat_y[c:c + LOGIT_CHUNK].to(logits.device)  # lm_head may sit on another GPU (device_map)
-            nll += F.cross_entropy(logits, y, reduction="sum").double().to(device)
+    todo = deque(windows[i:i + bs] for i in range(0, n, bs))
+    done = 0
+    while todo:
+        batch = todo.popleft()
+        try:
+            part = _batch_nll(model, body, head, to_device(batch, device))
+        except torch.OutOfMemoryError:
+            todo.extendleft(reversed(split_on_oom(batch)))  # back off: halves, retried
+            continue
+        nll += part.to(device)
+        done += len(batch)
         if progress is not None:
-            progress(min(start + bs, n) * seqlen, n * seqlen)
+            progress(done * seqlen, n * seqlen)
     tokens = n * (seqlen - 1)
     total = float(nll)
     return Perplexity(math.exp(total / tokens), total, tokens, n, seqlen, time.perf_counter() - t0, source)
+
+
+def _batch_nll(model, body, head, ids: torch.Tensor) -> torch.Tensor:
+    hidden = body(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
+    flat_h = hidden.reshape(-1, hidden.shape[-1])
+    flat_y = ids[:, 1:].reshape(-1)
+    nll = torch.zeros((), dtype=torch.float64, device=ids.device)
+    for c in range(0, flat_h.shape[0], LOGIT_CHUNK):
+        logits = _softcap(model, head(flat_h[c:c + LOGIT_CHUNK]).float())
+        y = flat_y[c:c + LOGIT_CHUNK].to(logits.device)  # lm_head may sit on another GPU (device_map)
+        nll += F.cross_entropy(logits, y, reduction="sum").double().to(ids.device)
+    return nll
 
 
 def _softcap(model, logits):

@@ -24,7 +24,7 @@ import traceback
 from typing import Callable
 
 from neuronrank.errors import UserError
-from neuronrank.paths import cache_dir
+from neuronrank.paths import cache_dir, confine_params
 from neuronrank.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,11 @@ class Reporter:
 
 def submit(kind: str, params: dict, group: str | None = None, store: RunStore | None = None,
            start_dispatcher: bool = True) -> int:
+    """Queue a run. Paths in `params` must lie inside the allowed folders (paths.confine): this is
+    how the app starts runs, and a browser user must not reach arbitrary files of the server."""
     if kind not in _registry():
         raise UserError(f"unknown run kind {kind!r}")
+    params = confine_params(params)
     store = store or RunStore()
     run_id = store.create(kind, params, group=group)
     if start_dispatcher:

@@ -187,15 +187,35 @@ def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dty
     source = converted_gguf(ref.path) if ref.kind in ("alias", "gguf") else (ref.path or ref.spec)
     kwargs = {"trust_remote_code": trust_remote_code}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"cannot load model {spec!r}: {_first_line(e)}") from e
+    mlp_blocks(model)  # fail now, with a clear message, if the model has no gated MLP
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load the tokenizer of {spec!r}: {_first_line(e)}") from e
     if device_map is None:
         model.to(dev)
     model.eval()
-    mlp_blocks(model)  # fail now, with a clear message, if the model has no gated MLP
     return model, tokenizer
+
+
+def layer_count(spec: str) -> int | None:
+    """Decoder layers from the config alone (no weights); None if the config cannot be read cheaply."""
+    from transformers import AutoConfig
+
+    ref = resolve(spec)
+    if ref.kind in ("alias", "gguf"):
+        source = converted_gguf(ref.path)
+    elif ref.path is not None:
+        source = ref.path
+    else:
+        return None
+    try:
+        return int(AutoConfig.from_pretrained(source).num_hidden_layers)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
 
 
 def converted_gguf(gguf_path: Path) -> Path:

@@ -75,3 +75,38 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def allowed_dirs() -> list[Path]:
+    """Folders the app may read from or write to: $NEURONRANK_ALLOWED_DIRS (os.pathsep-separated),
+    else the working directory and the cache."""
+    env = os.environ.get("NEURONRANK_ALLOWED_DIRS")
+    roots = [Path(p) for p in env.split(os.pathsep) if p] if env else [Path.cwd(), cache_dir()]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def confine(path_text: str) -> Path:
+    """Resolve a user-given path (links and `..` included) and refuse it outside allowed_dirs()."""
+    path = Path(path_text).expanduser().resolve()
+    roots = allowed_dirs()
+    if not any(path == r or r in path.parents for r in roots):
+        raise UserError(f"{path_text} is outside the allowed folders ({', '.join(map(str, roots))}); "
+                        "set NEURONRANK_ALLOWED_DIRS to allow more")
+    return path
+
+
+def confine_params(params: dict) -> dict:
+    """Apply confine() to every path a run's parameters name: local model specs, file: text sources,
+    save folders. Hub ids and the embedded alias pass through."""
+    out = dict(params)
+    for key in ("calib", "eval"):
+        if isinstance(out.get(key), str) and out[key].startswith("file:"):
+            out[key] = "file:" + str(confine(out[key][5:]))
+    model = out.get("model")
+    if isinstance(model, str) and (model.startswith((".", "/", "~")) or model.lower().endswith(".gguf")
+                                   or Path(model).expanduser().exists()):
+        out["model"] = str(confine(model))
+    for key in ("save", "save_model"):
+        if out.get(key):
+            out[key] = str(confine(out[key]))
+    return out

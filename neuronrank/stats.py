@@ -14,6 +14,7 @@ Activation sites (TransformerLens names in brackets):
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
@@ -165,28 +166,48 @@ class _LayerAccumulator:
         self.top_pos = torch.zeros((0, n), dtype=torch.int64, device=device)
         self.window_offset = 0  # global index of the current batch's first window
         self.seqlen = 1
+        self.pending: dict = {}
+
+    # Hooks only stage this batch's partial sums; commit() adds them once the whole forward pass
+    # succeeded. A batch that fails half-way (out of memory) is discarded and retried in halves
+    # without counting any layer twice.
 
     def add_input(self, name: str, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1])
-        self.input_sq[name] += _sum_rows(torch.mul(x, x, out=_scratch(x)))
+        self.pending[name] = _sum_rows(torch.mul(x, x, out=_scratch(x)))
 
     def add_activation(self, a3: torch.Tensor) -> None:
         a = a3.reshape(-1, a3.shape[-1])
-        self.tokens += a.shape[0]
         buf = _scratch(a)
         # Reduce over this batch's tokens in the activation dtype (pairwise summation), then add into
         # the float64 accumulators: converting whole activations to float64 first costs ~5x more.
-        self.sum_act += _sum_rows(a)
-        self.sum_abs += _sum_rows(torch.abs(a, out=buf))
-        self.sum_sq += _sum_rows(torch.mul(a, a, out=buf))
-        self.n_active += _sum_rows(torch.sign(a, out=buf).clamp_(min=0)).round().to(torch.int64)
-        self._update_topk(a3.reshape(-1, self.seqlen, a3.shape[-1]))
+        p = self.pending
+        p["tokens"] = a.shape[0]
+        p["sum_act"] = _sum_rows(a)
+        p["sum_abs"] = _sum_rows(torch.abs(a, out=buf))
+        p["sum_sq"] = _sum_rows(torch.mul(a, a, out=buf))
+        p["n_active"] = _sum_rows(torch.sign(a, out=buf).clamp_(min=0)).round().to(torch.int64)
+        # One top-k entry per calibration window (its maximum and where): k distinct contexts per
+        # neuron, which is what a reader wants to see, at a quarter of the cost of a token-level topk.
+        p["top"] = a3.reshape(-1, self.seqlen, a3.shape[-1]).max(dim=1)
 
-    def _update_topk(self, a3: torch.Tensor) -> None:
-        # One entry per calibration window (its maximum and where): k distinct contexts per neuron,
-        # which is what a reader wants to see, at a quarter of the cost of a token-level topk.
-        vals, pos = a3.max(dim=1)  # [windows, neurons]
-        win = torch.arange(a3.shape[0], device=a3.device).add_(self.window_offset)[:, None].expand_as(pos)
+    def discard(self) -> None:
+        self.pending = {}
+
+    def commit(self) -> None:
+        p, self.pending = self.pending, {}
+        for name in self.input_sq:
+            if name in p:
+                self.input_sq[name] += p[name]
+        if "tokens" not in p:
+            return
+        self.tokens += p["tokens"]
+        self.sum_act += p["sum_act"]
+        self.sum_abs += p["sum_abs"]
+        self.sum_sq += p["sum_sq"]
+        self.n_active += p["n_active"]
+        vals, pos = p["top"]  # [windows, neurons]
+        win = torch.arange(vals.shape[0], device=vals.device).add_(self.window_offset)[:, None].expand_as(pos)
         vals = torch.cat([self.top_vals, vals.float()])
         wins = torch.cat([self.top_window, win])
         poss = torch.cat([self.top_pos, pos])
@@ -241,13 +262,22 @@ def collect(model: nn.Module, batches: Iterable[torch.Tensor], site: str = "gate
         for acc in accs:
             handles += _install_hooks(acc, shared_act)
         seen, n_windows, window_ids = 0, 0, []
-        for batch in batches:
-            batch = torch.as_tensor(batch, dtype=torch.long)
+        todo = deque(torch.as_tensor(b, dtype=torch.long) for b in batches)
+        while todo:
+            batch = todo.popleft()
             if batch.ndim != 2:
                 raise UserError(f"each batch must be [batch, seq] token ids, got shape {tuple(batch.shape)}")
             for acc in accs:
                 acc.window_offset, acc.seqlen = first_window + n_windows, batch.shape[1]
-            body(input_ids=batch.to(device, non_blocking=True), use_cache=False)
+            try:
+                body(input_ids=to_device(batch, device), use_cache=False)
+            except torch.OutOfMemoryError:
+                for acc in accs:
+                    acc.discard()
+                todo.extendleft(reversed(split_on_oom(batch)))
+                continue
+            for acc in accs:
+                acc.commit()
             window_ids.append(batch.cpu().numpy().astype(np.int32))
             n_windows += len(batch)
             seen += int(batch.numel())
@@ -263,6 +293,25 @@ def collect(model: nn.Module, batches: Iterable[torch.Tensor], site: str = "gate
         raise UserError("all calibration windows must have the same length")
     return _finish(accs, blocks, site, np.concatenate(window_ids) if keep_windows else None,
                    first_window, seqlens.pop())
+
+
+def split_on_oom(batch: torch.Tensor) -> list[torch.Tensor]:
+    """After an out-of-memory error: the batch in two halves to retry, or a clear error for one window."""
+    if len(batch) <= 1:
+        raise UserError(f"out of memory even for one window of {batch.shape[1]} tokens; use a shorter "
+                        "seqlen, a smaller dtype, or --device-map auto")
+    log.warning("out of memory on a batch of %d windows; retrying in halves", len(batch))
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(batch) // 2
+    return [batch[:half], batch[half:]]
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # pinned host memory lets the copy overlap with compute on a GPU
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 def _install_hooks(acc: _LayerAccumulator, shared_act: bool) -> list:

@@ -19,6 +19,8 @@ def isolated_cache(tmp_path_factory):
     (root / "models").symlink_to(shared, target_is_directory=True)
     old = os.environ.get("NEURONRANK_CACHE")
     os.environ["NEURONRANK_CACHE"] = str(root)
+    # the app confines paths to allowed folders: the tests' temporary files live here
+    os.environ["NEURONRANK_ALLOWED_DIRS"] = os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(REPO)])
     yield root
     if old is None:
         os.environ.pop("NEURONRANK_CACHE", None)

@@ -103,3 +103,65 @@ def test_sweep_fills_the_landscape(entry, text_file):
     z = heat[0]["data"][0]["z"]
     by_alpha = {r["params"]["alpha"]: r["result"]["pruned_ppl"] for r in done}
     assert z[0] == pytest.approx([by_alpha[0.0], by_alpha[1.0]])
+
+
+def start_from_page(entry, text_file, method):
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.selectbox[[w.label for w in at.selectbox].index("Method")].set_value(method)
+    at.button[[b.label for b in at.button].index("Start prune + evaluate")].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    q = at.query_params["run"]
+    return at, int(q[0] if isinstance(q, list) else q)
+
+
+def test_two_sessions_start_runs_at_once(entry, text_file):
+    a, run_a = start_from_page(entry, text_file, "magnitude")
+    b, run_b = start_from_page(entry, text_file, "random")
+    assert run_a != run_b
+    ra, rb = wait_done(run_a), wait_done(run_b)
+    assert ra["status"] == rb["status"] == "done"
+    assert ra["params"]["prune_method"] == "magnitude" and rb["params"]["prune_method"] == "random"
+    assert ra["finished"] <= rb["started"]  # one heavy run at a time, the other queued
+    for at, run in ((a, ra), (b, rb)):
+        at.run()
+        assert {m.label: m.value for m in at.metric}["Pruned perplexity"] == f"{run['result']['pruned_ppl']:.3f}"
+
+
+def test_run_survives_a_server_restart_and_the_page_reattaches(entry, text_file):
+    """A 'server' process queues a run and is killed at once with its whole process group; the
+    detached dispatcher and worker finish the run, and a fresh session with ?run= shows it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from neuronrank import jobs; "
+            "print(jobs.submit('prune', dict(model=sys.argv[1], calib=sys.argv[2], eval=sys.argv[2], nsamples=4, "
+            "seqlen=16, eval_seqlen=16, eval_windows=4, prune_method='magnitude', sparsity_ratio=0.3)), flush=True); "
+            "time.sleep(60)")
+    server = subprocess.Popen([sys.executable, "-c", code, entry.params["model"], f"file:{text_file}"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True,
+                              cwd=str(Path(__file__).resolve().parent.parent))
+    run_id = int(server.stdout.readline())
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(10)
+    run = wait_done(run_id)
+    assert run["status"] == "done", run["error"]
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry.key
+    at.query_params["run"] = str(run_id)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert {m.label: m.value for m in at.metric}["Pruned perplexity"] == f"{run['result']['pruned_ppl']:.3f}"
+
+
+def test_paths_outside_the_allowed_folders_are_refused(entry, text_file):
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.text_input[[w.label for w in at.text_input].index("Evaluation text")].set_value("file:/etc/passwd")
+    before = len(RunStore().list())
+    at.button[[b.label for b in at.button].index("Start prune + evaluate")].click().run()
+    assert not at.exception
+    assert any("outside the allowed folders" in e.value for e in at.error)
+    assert len(RunStore().list()) == before  # nothing queued

@@ -1,0 +1,247 @@
+"""Hardening: bad input gives one clear line, faults lose nothing, and nothing unsafe is loaded."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuronrank import UserError, scoring
+from neuronrank.cli import main
+from neuronrank.pruning import lowest_mask
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- bad input through the CLI -----------------------------------------------------------------
+
+def one_error_line(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    assert needle in err[0], err[0]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["stats", "--model", "nonexistent-org/nonexistent-model"], "cannot load model"),
+    (["stats", "--seqlen", "100000"], "seqlen must be between 2 and 4096"),
+    (["prune", "--weight-exp", "nan"], "alpha must be between"),
+    (["prune", "--idf-exp", "1e9"], "gamma must be between"),
+    (["prune", "--sparsity_type", "4:8", "--sparsity_ratio", "0.25"], "must be 0.5"),
+    (["stats", "--nsamples", "-3"], "nsamples must be at least 1"),
+])
+def test_cli_bad_values(capsys, monkeypatch, argv, needle):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    one_error_line(capsys, argv, needle)
+
+
+def test_bad_model_files(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_error_line(capsys, ["stats", "--model", str(tmp_path / "empty")], "not a model (no config.json)")
+    trunc = tmp_path / "t.gguf"
+    trunc.write_bytes(b"GGUF\x03\x00\x00\x00")
+    one_error_line(capsys, ["stats", "--model", str(trunc)], "cannot read GGUF")
+
+
+def test_gpt2_style_model_is_refused(capsys, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=32)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "gpt2")
+    one_error_line(capsys, ["stats", "--model", str(tmp_path / "gpt2")], "has no gated MLP; supported: Llama")
+
+
+def test_seqlen_longer_than_context(capsys, tiny_dir, text_file):
+    one_error_line(capsys, ["stats", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--seqlen", "300"],
+                   "longer than the model's context (256 tokens)")
+
+
+def test_pruning_last_beyond_layers(capsys, tiny_dir, text_file):
+    one_error_line(capsys, ["prune", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--eval",
+                            f"file:{text_file}", "--pruning_last", "5", "--eval-seqlen", "16"],
+                   "exceeds the model's 2 layers")
+
+
+def test_unusable_cache_folder(capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("NEURONRANK_CACHE", str(blocker / "cache"))  # a path below a regular file
+    one_error_line(capsys, ["stats"], "cache folder")
+
+
+def test_full_disk_while_writing_an_entry(tiny_dir, text_file, monkeypatch):
+    import errno
+
+    from neuronrank import store
+    from neuronrank.pipeline import StatsRequest, get_stats
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.np, "savez", full)
+    req = StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=2, seqlen=16, seed=77)
+    with pytest.raises(UserError, match="No space left"):
+        get_stats(req)
+    assert not [p for p in store.stats_root().iterdir() if p.name.startswith(".")]  # nothing half-written
+    monkeypatch.undo()
+    assert not get_stats(req).cached
+
+
+def test_unknown_run_id():
+    from neuronrank import jobs
+    from neuronrank.store import RunStore
+
+    with pytest.raises(UserError, match="no run with id 123456"):
+        RunStore().get(123456)
+    with pytest.raises(UserError, match="no run with id 123456"):
+        jobs.cancel(123456)
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+def test_out_of_memory_backs_off_the_batch(tiny, tiny_windows, monkeypatch):
+    """A batch that does not fit is split in halves and retried; the numbers are unchanged."""
+    from neuronrank.models import decoder_body
+    from neuronrank.stats import batched, collect
+
+    ref = collect(tiny, batched(tiny_windows, 6))
+    body = decoder_body(tiny)
+    real = body.forward
+    calls = []
+
+    def limited(*a, input_ids=None, **k):
+        calls.append(input_ids.shape[0])
+        if input_ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*a, input_ids=input_ids, **k)
+
+    monkeypatch.setattr(body, "forward", limited)
+    got = collect(tiny, batched(tiny_windows, 6))
+    assert calls[:3] == [6, 3, 1] or 6 in calls and max(c for c in calls if c <= 2) <= 2
+    np.testing.assert_allclose(got.tf, ref.tf, rtol=1e-6)
+    np.testing.assert_array_equal(got.n_active, ref.n_active)
+    np.testing.assert_array_equal(got.tokens, ref.tokens)
+    np.testing.assert_array_equal(got.top_window, ref.top_window)
+
+
+def test_perplexity_backs_off_too(tiny, tiny_windows, monkeypatch):
+    from neuronrank.evaluate import perplexity
+    from neuronrank.models import decoder_body
+
+    ref = perplexity(tiny, tiny_windows, batch_size=6).ppl
+    body = decoder_body(tiny)
+    real = body.forward
+
+    def limited(*a, input_ids=None, **k):
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(*a, input_ids=input_ids, **k)
+
+    monkeypatch.setattr(body, "forward", limited)
+    assert perplexity(tiny, tiny_windows, batch_size=6).ppl == pytest.approx(ref, rel=1e-6)
+
+
+# --- security ----------------------------------------------------------------------------------
+
+def test_no_pickle_or_torch_load_in_the_library():
+    offenders = []
+    for path in (REPO / "neuronrank").glob("*.py"):
+        text = path.read_text()
+        for pat in (r"\btorch\.load\(", r"\bimport pickle\b", r"allow_pickle=True", r"trust_remote_code=True"):
+            if re.search(pat, text):
+                offenders.append(f"{path.name}: {pat}")
+    assert offenders == []
+
+
+def test_trust_remote_code_is_off_by_default(monkeypatch, tiny_dir):
+    import transformers
+
+    from neuronrank import models
+
+    seen = []
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **k):
+        seen.append(k.get("trust_remote_code"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    models.load(str(tiny_dir))
+    assert seen == [False]
+
+
+def test_server_binds_to_localhost_without_usage_stats():
+    import tomllib
+
+    cfg = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] == "localhost"
+    assert cfg["browser"]["gatherUsageStats"] is False
+
+
+def test_app_paths_are_confined(tmp_path, monkeypatch):
+    from neuronrank.paths import confine
+
+    allowed = tmp_path / "data"
+    allowed.mkdir()
+    (allowed / "a.txt").write_text("x")
+    monkeypatch.setenv("NEURONRANK_ALLOWED_DIRS", str(allowed))
+    assert confine(str(allowed / "a.txt")) == (allowed / "a.txt").resolve()
+    for bad in ("/etc/passwd", str(allowed / ".." / "x.txt"), "~/../../etc/shadow"):
+        with pytest.raises(UserError, match="outside the allowed folders"):
+            confine(bad)
+    link = allowed / "link.txt"
+    link.symlink_to("/etc/hostname")
+    with pytest.raises(UserError, match="outside the allowed folders"):
+        confine(str(link))
+
+
+def test_model_ids_become_safe_file_names():
+    from neuronrank.paths import safe_name
+
+    for raw in ("../../etc/passwd", "org/model:v1", "a\x00b", "..", "/abs/path.gguf"):
+        name = safe_name(raw)
+        assert "/" not in name and "\x00" not in name and name not in (".", "..") and not name.startswith(".")
+
+
+# --- properties --------------------------------------------------------------------------------
+
+finite = st.floats(min_value=0.0, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(finite, finite, st.floats(1.0, 20.0)), min_size=1, max_size=60),
+       st.floats(0, 3), st.floats(0, 3), st.floats(0, 3), st.floats(0, 0.99))
+def test_scores_finite_nonnegative_and_ratio_met(rows, a, b, g, ratio):
+    w, tf, idf = map(np.array, zip(*rows))
+    import pandas as pd
+
+    frame = pd.DataFrame({"w_norm": w, "tf": tf, "idf": idf, "layer": 0})
+    s = scoring.score(frame, a, b, g)
+    assert np.isfinite(s).all() and (s >= 0).all()
+    mask = scoring.lowest(s, None, ratio)
+    assert mask.sum() == round(ratio * len(s))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 6), st.floats(0, 0.99), st.sampled_from(["matrix", "row"]),
+       st.integers(0, 2**31 - 1))
+def test_mask_prunes_exactly_the_ratio(rows, blocks, ratio, group, seed):
+    g = torch.Generator().manual_seed(seed)
+    metric = torch.rand(rows, blocks * 4, generator=g).round(decimals=1)  # many ties
+    mask = lowest_mask(metric, ratio, "unstructured", group)
+    if group == "matrix":
+        assert int(mask.sum()) == round(ratio * metric.numel())
+    else:
+        assert (mask.sum(1) == round(ratio * metric.shape[1])).all()
+    kept, pruned = metric[~mask], metric[mask]
+    if pruned.numel() and kept.numel() and group == "matrix":
+        assert pruned.max() <= kept.min()
+    nm = lowest_mask(metric, 0.5, "2:4")
+    assert (nm.reshape(rows, -1, 4).sum(-1) == 2).all()
