@@ -120,19 +120,38 @@ def roles(stats, tf_threshold=None, idf_threshold=None, w_threshold=None, split_
 def lowest(scores: np.ndarray, layers: np.ndarray | None, sparsity: float, per_layer: bool = True) -> np.ndarray:
     """Boolean mask of the rows a ranking prunes: the lowest `sparsity` fraction, per layer or global.
 
-    Ties are broken by row order (stable sort), so the pruned count is exactly round(sparsity × n).
+    Ties are broken by row order (as a stable sort would), so the pruned count is exactly
+    round(sparsity × n). O(n) per group (a partition, not a sort): 2.3M neurons take milliseconds.
     """
     if not 0.0 <= float(sparsity) < 1.0 or not np.isfinite(sparsity):
         raise UserError(f"sparsity must be in [0, 1) (got {sparsity!r})")
     scores = np.asarray(scores, dtype=np.float64)
+    if not per_layer or layers is None:
+        return _lowest_rows(scores[None, :], sparsity)[0]
+    layers = np.asarray(layers)
+    ids = np.unique(layers)
+    if scores.size % len(ids) == 0:
+        grid = layers.reshape(len(ids), -1)
+        if (grid == ids[:, None]).all():  # layer-major, equal widths: the stats table's own order
+            return _lowest_rows(scores.reshape(grid.shape), sparsity).ravel()
     mask = np.zeros(scores.shape, dtype=bool)
-    groups = [np.arange(scores.size)] if not per_layer or layers is None else \
-        [np.flatnonzero(layers == g) for g in np.unique(layers)]
-    for idx in groups:
-        k = int(round(sparsity * idx.size))
-        if k:
-            mask[idx[np.argsort(scores[idx], kind="stable")[:k]]] = True
+    for g in ids:
+        idx = np.flatnonzero(layers == g)
+        mask[idx] = _lowest_rows(scores[idx][None, :], sparsity)[0]
     return mask
+
+
+def _lowest_rows(s: np.ndarray, sparsity: float) -> np.ndarray:
+    """Per row of s: the k = round(sparsity × width) lowest entries, earliest first among ties."""
+    k = int(round(sparsity * s.shape[1]))
+    mask = np.zeros(s.shape, dtype=bool)
+    if k == 0:
+        return mask
+    thr = np.partition(s, k - 1, axis=1)[:, k - 1:k]
+    below = s < thr
+    tied = s == thr
+    need = k - below.sum(axis=1, keepdims=True)
+    return below | (tied & (np.cumsum(tied, axis=1) <= need))
 
 
 def overlap(scores_a: np.ndarray, scores_b: np.ndarray, sparsity: float, layers: np.ndarray | None = None,
