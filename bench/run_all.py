@@ -21,6 +21,7 @@ BENCHES = [
     ("ppl_throughput.py", ["--windows", "8", "--reps", "3"], ["--windows", "4", "--reps", "2"]),
     ("stats_memory.py", ["--sizes", "8,32,128"], ["--sizes", "8,32"]),
     ("wanda_sequential.py", ["--nsamples", "32"], ["--nsamples", "16", "--eval-windows", "4"]),
+    ("browser_latency.py", ["--moves", "15"], ["--moves", "5"]),
 ]
 
 
@@ -45,12 +46,12 @@ def main() -> None:
                 _, metric, value, *goal = line.split(maxsplit=3)
                 results.append((name, metric, value, goal[0] if goal else ""))
             elif line.startswith("speed-up "):
-                results.append((name, "wanda_layerwise_over_onepass_time", line.split()[1].rstrip("x"), ">=2"))
+                results.append((name, "wanda_layerwise_over_onepass_time", line.split()[1].rstrip("x;"), ">=2"))
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print(f"\nBenchmarks {dt.date.today()} on {device}, torch {torch.__version__}")
-    print(f"| bench | metric | value | goal |\n|---|---|---|---|")
+    print("| bench | metric | value | goal |\n|---|---|---|---|")
     for r in results:
         print("| " + " | ".join(r) + " |")
 

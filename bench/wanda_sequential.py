@@ -15,7 +15,7 @@ Usage: python bench/wanda_sequential.py [--nsamples 32 --seqlen 256 --ratio 0.5 
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -23,15 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _mem import PeakRSS
 
 
 def _setup(args):
@@ -83,10 +75,12 @@ def sequential(model, windows, args):
         b = blocks[i]
         sq = {"gate": torch.zeros(b.gate.in_features, dtype=torch.float64),
               "down": torch.zeros(b.down.in_features, dtype=torch.float64)}
-        hooks = [b.gate.register_forward_pre_hook(
-                     lambda m, a: sq["gate"].add_(a[0].reshape(-1, a[0].shape[-1]).double().pow(2).sum(0))),
-                 b.down.register_forward_pre_hook(
-                     lambda m, a: sq["down"].add_(a[0].reshape(-1, a[0].shape[-1]).double().pow(2).sum(0)))]
+        def gather(key):
+            def hook(m, a):  # returns None: a pre-hook's return value would replace the input
+                sq[key].add_(a[0].reshape(-1, a[0].shape[-1]).double().pow(2).sum(0))
+            return hook
+
+        hooks = [b.gate.register_forward_pre_hook(gather("gate")), b.down.register_forward_pre_hook(gather("down"))]
         for j in range(len(inps)):  # pass 1: gather input norms
             outs[j] = _out(layer(inps[j:j + 1], **kwargs))
         for hk in hooks:
@@ -108,11 +102,11 @@ def worker(args) -> None:
     from neuronrank.models import mlp_blocks
 
     model, tok, windows = _setup(args)
-    base = rss_mb()
     t = time.perf_counter()
-    (ours if args.worker == "ours" else sequential)(model, windows, args)
+    with PeakRSS() as mem:
+        (ours if args.worker == "ours" else sequential)(model, windows, args)
     seconds = time.perf_counter() - t
-    extra = peak_mb() - base
+    extra = mem.extra_mb
     masks = np.concatenate([(getattr(b, r).weight == 0).numpy().ravel() for b in mlp_blocks(model)
                             for r in ("gate", "up", "down")])
     np.save(args.mask_out, np.packbits(masks))
@@ -141,7 +135,8 @@ def main() -> None:
                "--model", args.model, "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen),
                "--ratio", str(args.ratio), "--eval-seqlen", str(args.eval_seqlen),
                "--eval-windows", str(args.eval_windows)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
         res[name] = json.loads(out.stdout.strip().splitlines()[-1])
     a = np.unpackbits(np.load(tmp / "mask_ours.npy"))
     b = np.unpackbits(np.load(tmp / "mask_sequential.npy"))

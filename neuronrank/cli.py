@@ -188,23 +188,28 @@ def _stage_printer():
     return update
 
 
+def _run_with_bar(kind: str, params: dict, group: str | None = None) -> tuple[int, dict]:
+    """Run in this process (recorded in the run store) with a progress bar per stage."""
+    from neuronrank import jobs
+
+    bar = _stage_printer()
+    try:
+        return jobs.run_here(kind, params, progress=bar, group=group)
+    finally:
+        bar.close()
+
+
 def _fmt_ppl(x) -> str:
     return f"{x:.3f}" if x is not None and math.isfinite(x) else "inf"
 
 
 def cmd_prune(args) -> int:
-    from neuronrank import jobs
-
     params = _prune_params(args)
     from neuronrank.pipeline import PruneRequest
 
     # fail before anything heavy loads: the layer count comes from the config alone
     PruneRequest(**params).spec().validate(models.layer_count(args.model))
-    bar = _stage_printer()
-    try:
-        run_id, res = jobs.run_here("prune", params, progress=bar)
-    finally:
-        bar.close()
+    run_id, res = _run_with_bar("prune", params)
     proto = res["protocol"]
     print(f"run {run_id}: {args.prune_method} {args.sparsity_type} ratio={args.sparsity_ratio:g}"
           + (f" last={args.pruning_last}" if args.pruning_last else "")
@@ -222,15 +227,9 @@ def cmd_prune(args) -> int:
 
 
 def cmd_ppl(args) -> int:
-    from neuronrank import jobs
-
     params = {"model": args.model, "eval": args.eval, "eval_seqlen": args.eval_seqlen,
               "eval_windows": args.eval_windows, "dtype": args.dtype, "device": args.device}
-    bar = _stage_printer()
-    try:
-        run_id, res = jobs.run_here("ppl", params, progress=bar)
-    finally:
-        bar.close()
+    run_id, res = _run_with_bar("ppl", params)
     p = res["protocol"]
     print(f"perplexity {_fmt_ppl(res['ppl'])} ({p['source']}, seqlen {p['seqlen']}, {p['windows']} windows, "
           f"{p['tokens']:,} predicted tokens){' [cached]' if res['cached'] else ''}")
@@ -242,7 +241,6 @@ def cmd_sweep(args) -> int:
     import itertools
     import uuid
 
-    from neuronrank import jobs
     from neuronrank.pipeline import PruneRequest
 
     grid = list(itertools.product(_float_list(args.ratios), _float_list(args.alphas), _float_list(args.betas),
@@ -257,11 +255,7 @@ def cmd_sweep(args) -> int:
     for i, params in enumerate(combos, 1):
         print(f"[{i}/{len(combos)}] ratio={params['sparsity_ratio']:g} alpha={params['alpha']:g} "
               f"beta={params['beta']:g} gamma={params['gamma']:g}", file=sys.stderr)
-        bar = _stage_printer()
-        try:
-            run_id, res = jobs.run_here("prune", params, progress=bar, group=group)
-        finally:
-            bar.close()
+        run_id, res = _run_with_bar("prune", params, group=group)
         rows.append({"run_id": run_id, "ratio": params["sparsity_ratio"], "alpha": params["alpha"],
                      "beta": params["beta"], "gamma": params["gamma"], "dense_ppl": res["dense_ppl"],
                      "pruned_ppl": res["pruned_ppl"], "mlp_sparsity": res["sparsity"]["mlp"]})

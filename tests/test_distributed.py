@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuronrank.pipeline import StatsRequest, get_stats
+from neuronrank.pipeline import StatsRequest
 from neuronrank.store import get_entry, load_stats
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,10 +1,6 @@
 """Hardening: bad input gives one clear line, faults lose nothing, and nothing unsafe is loaded."""
 
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
