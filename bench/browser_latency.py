@@ -7,6 +7,11 @@ script run is finished and the histogram in the page holds new data. Prints the 
 Goal: <= 300 ms at 7B size. Usage: python bench/browser_latency.py [--moves 15]
 """
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
+
 import argparse
 import os
 import shutil

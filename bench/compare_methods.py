@@ -5,6 +5,11 @@ structured, with the same calibration windows and evaluation protocol, and print
 with the wall time of each stage. Usage: python bench/compare_methods.py [--eval-windows 16 ...]
 """
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
+
 import argparse
 import time
 

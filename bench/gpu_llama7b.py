@@ -5,6 +5,11 @@ of the 2·params FLOP floor at the chip's dense bf16 peak (default 790 TFLOP/s, 
 For a GPU session: `python bench/gpu_llama7b.py`. `--shape tiny --device cpu` is a smoke run anywhere.
 """
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
+
 import argparse
 import statistics
 import time
@@ -20,16 +25,12 @@ SHAPES = {
 
 
 def build(shape: str, device: str, dtype: torch.dtype):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """Random weights (the model's own init), built directly on the device in the target dtype."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     cfg = LlamaConfig(**SHAPES[shape])
-    with torch.device("meta"):
-        model = LlamaForCausalLM(cfg)
-    model = model.to_empty(device=device).to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.02)
-        model.model.rotary_emb.__init__(config=cfg, device=device)  # buffers were left empty on meta
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     return model.eval()
 
 

@@ -4,6 +4,11 @@ Both run in this process, interleaved, several repetitions; prints the median ra
 Goal: <= 1.10. Usage: python bench/stats_overhead.py [--nsamples 16 --seqlen 256 --reps 3 --site gate]
 """
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
+
 import argparse
 import statistics
 import time

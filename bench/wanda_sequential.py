@@ -13,6 +13,11 @@ and the perplexity each gives.
 Usage: python bench/wanda_sequential.py [--nsamples 32 --seqlen 256 --ratio 0.5 --eval-windows 16]
 """
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
+
 import argparse
 import json
 import os
