@@ -19,59 +19,67 @@ for col, (name, abg) in zip(cols, views.PRESETS.items()):
     col.button(f"{name} ({'/'.join(f'{v:g}' for v in abg)})", key=f"preset_{name}", on_click=ui.apply_preset,
                args=abg, width="stretch")
 
-c1, c2, c3, c4 = st.columns(4)
-c1.slider("α (|W| exponent)", 0.0, 3.0, step=0.1, key="_alpha")
-c2.slider("β (TF exponent)", 0.0, 3.0, step=0.1, key="_beta")
-c3.slider("γ (IDF exponent)", 0.0, 3.0, step=0.1, key="_gamma")
-c4.slider("sparsity (fraction pruned)", 0.0, 0.95, step=0.05, key="_sparsity")
-chosen = ui.keep_exponents()  # also stored as st.session_state alpha/beta/gamma/sparsity for later pages
-alpha, beta, gamma, sparsity = (chosen[k] for k in ("alpha", "beta", "gamma", "sparsity"))
 
-with ui.user_errors():
-    c1, c2 = st.columns([1, 3])
-    log_x = c1.checkbox("log x (log₁₀ score)", value=True, key="hist_log")
-    if st.session_state.get("hist_layer", 0) >= data.n_layers:  # chosen in an entry with more layers
-        st.session_state["hist_layer"] = 0
-    layer = c2.selectbox("Layer", list(range(data.n_layers)), key="hist_layer")
-    scores, overall, one_layer = views.score_histograms(arrays, alpha, beta, gamma, layer=layer, log=log_x)
+# A fragment: moving a slider reruns only this part (sliders, charts, tables), not the page around it
+# nor the sidebar. The preset buttons above rerun the whole page, which redraws the sliders.
+@st.fragment
+def explorer() -> None:
+    c1, c2, c3, c4 = st.columns(4)
+    c1.slider("α (|W| exponent)", 0.0, 3.0, step=0.1, key="_alpha")
+    c2.slider("β (TF exponent)", 0.0, 3.0, step=0.1, key="_beta")
+    c3.slider("γ (IDF exponent)", 0.0, 3.0, step=0.1, key="_gamma")
+    c4.slider("sparsity (fraction pruned)", 0.0, 0.95, step=0.05, key="_sparsity")
+    chosen = ui.keep_exponents()  # also stored as st.session_state alpha/beta/gamma/sparsity for later pages
+    alpha, beta, gamma, sparsity = (chosen[k] for k in ("alpha", "beta", "gamma", "sparsity"))
 
-    h1, h2 = st.columns(2)
-    with h1:
-        ui.chart(ui.hist_figure(overall, f"Scores, all {overall.total:,} neurons"), "score_histogram")
-    with h2:
-        ui.chart(ui.hist_figure(one_layer, f"Scores, layer {layer}"), f"score_histogram_layer{layer}")
+    with ui.user_errors():
+        c1, c2 = st.columns([1, 3])
+        log_x = c1.checkbox("log x (log₁₀ score)", value=True, key="hist_log")
+        if st.session_state.get("hist_layer", 0) >= data.n_layers:  # chosen in an entry with more layers
+            st.session_state["hist_layer"] = 0
+        layer = c2.selectbox("Layer", list(range(data.n_layers)), key="hist_layer")
+        scores, overall, one_layer = views.score_histograms(arrays, alpha, beta, gamma, layer=layer, log=log_x)
 
-    # --- global vs per-layer threshold ------------------------------------------------------
-    st.subheader(f"Which layers lose neurons at {sparsity:.0%} sparsity")
-    frac = views.pruned_fraction(scores, arrays["layer"], sparsity)
-    fig = go.Figure([
-        go.Bar(x=frac["layer"].tolist(), y=frac["global"].tolist(), name="one global threshold"),
-        go.Scatter(x=frac["layer"].tolist(), y=frac["per_layer"].tolist(), name="a threshold per layer",
-                   mode="lines+markers"),
-    ])
-    fig.update_layout(xaxis_title="layer", yaxis_title="fraction of the layer's neurons pruned",
-                      yaxis_tickformat=".0%", title="Pruned fraction per layer: global vs per-layer threshold")
-    ui.chart(fig, "pruned_fraction_per_layer")
+        h1, h2 = st.columns(2)
+        with h1:
+            ui.chart(ui.hist_figure(overall, f"Scores, all {overall.total:,} neurons"), "score_histogram")
+        with h2:
+            ui.chart(ui.hist_figure(one_layer, f"Scores, layer {layer}"), f"score_histogram_layer{layer}")
 
-    # --- agreement with the baselines -------------------------------------------------------
-    st.subheader("Overlap with magnitude and Wanda rankings")
-    grouping = st.radio("Compare pruned sets chosen", ["per layer", "globally"], horizontal=True,
-                        key="overlap_grouping",
-                        help="per layer: the lowest fraction of each layer (structured pruning); globally: the "
-                             "lowest fraction of the whole model")
-    summary, per_layer = views.ranking_overlap(scores, arrays, sparsity, per_layer=grouping == "per layer")
-    mcols = st.columns(len(summary))
-    for mc, row in zip(mcols, summary.itertuples()):
-        mc.metric(f"Jaccard with {row.baseline}", f"{row.jaccard:.3f}",
-                  help=f"{row.shared:,} of {row.pruned:,} pruned neurons shared")
-    fig = go.Figure([go.Scatter(x=per_layer["layer"].tolist(), y=per_layer[name].tolist(), name=label,
-                                mode="lines+markers") for name, label in views.BASELINES.items()])
-    fig.update_layout(xaxis_title="layer", yaxis_title="Jaccard overlap", yaxis_range=[0, 1.02],
-                      title="Overlap of the pruned sets per layer")
-    ui.chart(fig, "overlap_per_layer")
-    ui.table(per_layer.rename(columns={k: f"jaccard_{k}" for k in views.BASELINES}), "overlap_per_layer",
-             hide_index=True)
+        # --- global vs per-layer threshold ------------------------------------------------------
+        st.subheader(f"Which layers lose neurons at {sparsity:.0%} sparsity")
+        frac = views.pruned_fraction(scores, arrays["layer"], sparsity)
+        fig = go.Figure([
+            go.Bar(x=frac["layer"].tolist(), y=frac["global"].tolist(), name="one global threshold"),
+            go.Scatter(x=frac["layer"].tolist(), y=frac["per_layer"].tolist(), name="a threshold per layer",
+                       mode="lines+markers"),
+        ])
+        fig.update_layout(xaxis_title="layer", yaxis_title="fraction of the layer's neurons pruned",
+                          yaxis_tickformat=".0%", title="Pruned fraction per layer: global vs per-layer threshold")
+        ui.chart(fig, "pruned_fraction_per_layer")
 
-    # --- the lowest-scoring neurons ----------------------------------------------------------
-    st.subheader(f"The {views.LOWEST_N} lowest-scoring neurons")
-    ui.table(views.lowest_neurons(arrays, scores), "lowest_neurons", hide_index=True)
+        # --- agreement with the baselines -------------------------------------------------------
+        st.subheader("Overlap with magnitude and Wanda rankings")
+        grouping = st.radio("Compare pruned sets chosen", ["per layer", "globally"], horizontal=True,
+                            key="overlap_grouping",
+                            help="per layer: the lowest fraction of each layer (structured pruning); globally: the "
+                                 "lowest fraction of the whole model")
+        summary, per_layer = views.ranking_overlap(scores, arrays, sparsity, per_layer=grouping == "per layer")
+        mcols = st.columns(len(summary))
+        for mc, row in zip(mcols, summary.itertuples()):
+            mc.metric(f"Jaccard with {row.baseline}", f"{row.jaccard:.3f}",
+                      help=f"{row.shared:,} of {row.pruned:,} pruned neurons shared")
+        fig = go.Figure([go.Scatter(x=per_layer["layer"].tolist(), y=per_layer[name].tolist(), name=label,
+                                    mode="lines+markers") for name, label in views.BASELINES.items()])
+        fig.update_layout(xaxis_title="layer", yaxis_title="Jaccard overlap", yaxis_range=[0, 1.02],
+                          title="Overlap of the pruned sets per layer")
+        ui.chart(fig, "overlap_per_layer")
+        ui.table(per_layer.rename(columns={k: f"jaccard_{k}" for k in views.BASELINES}), "overlap_per_layer",
+                 hide_index=True)
+
+        # --- the lowest-scoring neurons ----------------------------------------------------------
+        st.subheader(f"The {views.LOWEST_N} lowest-scoring neurons")
+        ui.table(views.lowest_neurons(arrays, scores), "lowest_neurons", hide_index=True)
+
+
+explorer()
