@@ -97,3 +97,22 @@ def test_two_processes_converting_at_once_agree(tmp_path):
 
     m = AutoModelForCausalLM.from_pretrained(a)
     assert m.config.num_hidden_layers == 30
+
+
+def test_device_map_auto_loads_and_everything_runs_on_it(tiny_dir, text_file, tiny_windows):
+    """device_map="auto" (accelerate) places the layers itself; statistics, perplexity and pruning follow
+    each layer's device. Here every layer lands on the CPU; on GPUs the same code spans devices."""
+    import numpy as np
+
+    from neuronrank.evaluate import perplexity
+    from neuronrank.pruning import PruneSpec, prune, sparsity_report
+    from neuronrank.stats import batched, collect
+
+    mapped, _ = models.load(str(tiny_dir), device_map="auto")
+    plain, _ = models.load(str(tiny_dir))
+    ids = tiny_windows % 100
+    a, b = collect(mapped, batched(ids, 3)), collect(plain, batched(ids, 3))
+    np.testing.assert_allclose(a.tf, b.tf, rtol=1e-6)
+    assert perplexity(mapped, ids).ppl == pytest.approx(perplexity(plain, ids).ppl, rel=1e-5)
+    prune(mapped, PruneSpec(method="wanda", sparsity_ratio=0.5), a)
+    assert sparsity_report(mapped)["mlp"] == pytest.approx(0.5)
