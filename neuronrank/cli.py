@@ -207,8 +207,11 @@ def cmd_prune(args) -> int:
     params = _prune_params(args)
     from neuronrank.pipeline import PruneRequest
 
-    # fail before anything heavy loads: the layer count comes from the config alone
-    PruneRequest(**params).spec().validate(models.layer_count(args.model))
+    # fail before anything heavy loads: the parameters first, then the layer count from the config
+    spec = PruneRequest(**params).spec()
+    spec.validate()
+    if spec.last is not None:
+        spec.validate(models.layer_count(args.model))
     run_id, res = _run_with_bar("prune", params)
     proto = res["protocol"]
     print(f"run {run_id}: {args.prune_method} {args.sparsity_type} ratio={args.sparsity_ratio:g}"

@@ -218,6 +218,11 @@ def layer_count(spec: str) -> int | None:
         return None
 
 
+def converted_path(gguf_path: Path) -> Path:
+    """Where the safetensors copy of a GGUF lives in the cache (it may not exist yet)."""
+    return cache_dir() / "models" / f"{safe_name(gguf_path.stem)}-{sampled_file_hash(gguf_path)}"
+
+
 def converted_gguf(gguf_path: Path) -> Path:
     """The safetensors copy of a GGUF in the cache, made once.
 
@@ -225,7 +230,7 @@ def converted_gguf(gguf_path: Path) -> Path:
     half-written copy; a second process converting at the same time loses the rename race and
     simply uses the winner's copy.
     """
-    target = cache_dir() / "models" / f"{safe_name(gguf_path.stem)}-{sampled_file_hash(gguf_path)}"
+    target = converted_path(gguf_path)
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -250,12 +255,22 @@ def converted_gguf(gguf_path: Path) -> Path:
 def _convert(gguf_path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    # transformers draws its own dequantisation bar with plain tqdm: keep it to terminals, so a
+    # piped stderr (the CLI's error contract, the app's workers) stays clean
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=None)
     try:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
                                                      dtype=torch.float32)
     except Exception as e:  # the gguf reader raises many kinds of errors on a bad file
         raise UserError(f"cannot read GGUF file {gguf_path.name}: {_first_line(e)}") from e
+    finally:
+        gguf_utils.tqdm = bar
     # transformers refuses to save a model that "was quantized with gguf": the weights are
     # already dequantised to float32, so drop the quantizer marker and save plain safetensors.
     model.hf_quantizer = None

@@ -426,14 +426,12 @@ def tokenizer_source(spec: str) -> tuple[str, dict]:
     read from the GGUF's metadata instead.
     """
     from neuronrank import models
-    from neuronrank.paths import cache_dir, safe_name, sampled_file_hash
 
     ref = models.resolve(spec)
     if ref.kind in ("alias", "gguf"):
-        # the same folder name models.converted_gguf uses
-        copy = cache_dir() / "models" / f"{safe_name(ref.path.stem)}-{sampled_file_hash(ref.path)}"
+        copy = models.converted_path(ref.path)
         if (copy / "config.json").is_file():
-            return str(models.converted_gguf(ref.path)), {}
+            return str(copy), {}
         return str(ref.path.parent), {"gguf_file": ref.path.name}
     if ref.path is not None:
         return str(ref.path), {}
