@@ -45,7 +45,18 @@ def _tqdm_progress(desc: str):
 
 def _emit(args, payload: dict) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(payload, default=str, allow_nan=False))
+        print(json.dumps(_finite(payload), default=str, allow_nan=False))
+
+
+def _finite(obj):
+    """JSON has no inf/NaN: a diverged perplexity is written as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _add_stats_args(p: argparse.ArgumentParser) -> None:
@@ -153,10 +164,6 @@ def _add_prune_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
 
 
 def _prune_params(args, **over) -> dict:
-    if args.cache_dir:
-        import os
-
-        os.environ["HF_HUB_CACHE"] = str(Path(args.cache_dir).expanduser().resolve())
     keys = ("model", "prune_method", "sparsity_type", "pruning_last", "group", "scope", "targets", "calib",
             "nsamples", "seqlen", "seed", "site", "eval", "eval_seqlen", "eval_windows", "dtype", "device")
     params = {k: getattr(args, k) for k in keys}
@@ -325,10 +332,18 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(name)s: %(message)s")
+        if getattr(args, "cache_dir", None):  # before huggingface_hub reads its constants
+            import os
+
+            os.environ["HF_HUB_CACHE"] = str(Path(args.cache_dir).expanduser().resolve())
         _quiet_transformers(args.verbose)
         return args.func(args)
     except UserError as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else 'invalid input'}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unreadable or unwritable files named on the command line
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -339,6 +354,3 @@ def main(argv=None) -> int:
 
             distributed.shutdown()
 
-
-def finite(x: float) -> float | None:
-    return x if x is not None and math.isfinite(x) else None

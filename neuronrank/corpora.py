@@ -155,7 +155,12 @@ def _file(path_text: str) -> Corpus:
 def load_corpus(spec: str) -> Corpus:
     spec = str(spec).strip()
     if spec.startswith("file:"):
-        return _file(spec[len("file:"):])
+        try:
+            return _file(spec[len("file:"):])
+        except UnicodeDecodeError as e:
+            raise UserError(f"{spec[5:]} is not UTF-8 text (byte {e.start})") from e
+        except (OSError, RuntimeError) as e:  # permissions, a folder, "~unknownuser"
+            raise UserError(f"cannot read {spec[5:]}: {getattr(e, 'strerror', None) or e}") from e
     loaders = {"news": _news, "wiki": _wiki}
     if spec in loaders:
         return loaders[spec]()

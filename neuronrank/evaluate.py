@@ -72,7 +72,9 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int | None =
             progress(done * seqlen, n * seqlen)
     tokens = n * (seqlen - 1)
     total = float(nll)
-    return Perplexity(math.exp(total / tokens), total, tokens, n, seqlen, time.perf_counter() - t0, source)
+    mean = total / tokens
+    ppl = math.inf if mean > 709 else math.exp(mean)  # exp overflows past 709; a NaN stays NaN
+    return Perplexity(ppl, total, tokens, n, seqlen, time.perf_counter() - t0, source)
 
 
 def _batch_nll(model, body, head, ids: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,8 @@ def reap(store: RunStore | None = None) -> int:
     store = store or RunStore()
     n = 0
     for run in store.running():
+        if run["pid"] is None and time.time() - (run["started"] or 0) < 120:
+            continue  # claimed a moment ago; its worker is starting
         if not _alive(run["pid"]):
             n += store.finish(run["id"], "failed", error="the worker process disappeared (killed or crashed)",
                               only_if=("running",))
@@ -174,6 +176,8 @@ def execute(run_id: int, store: RunStore | None = None) -> dict | None:
     """Run one claimed run in this process and record its outcome."""
     store = store or RunStore()
     run = store.get(run_id)
+    if run["status"] != "running":  # cancelled between the claim and this worker's start
+        return None
     report = Reporter(store, run_id)
     try:
         result = _registry()[run["kind"]](run["params"], report)

@@ -85,7 +85,10 @@ def resolve(spec: str) -> ModelRef:
         raise UserError("model spec is empty")
     if spec.lower() in ALIASES:
         return ModelRef(spec.lower(), "alias", embedded_gguf(spec.lower()))
-    path = Path(spec).expanduser()
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError as e:  # "~user/..." for an unknown user
+        raise UserError(f"model path not found: {spec}") from e
     if spec.lower().endswith(".gguf"):
         if not path.is_file():
             raise UserError(f"model file not found: {spec}")
@@ -111,14 +114,17 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 
 def weights_fingerprint(ref: ModelRef) -> str:
+    """Sampled content hashes, plus modification time for the user's own files: a model re-saved
+    into the same folder (a pruned one, say) changes bytes the samples may miss, never its mtime."""
     if ref.path is None:
         return f"hub:{ref.spec}"
+    stamp = (lambda f: f.stat().st_mtime_ns) if ref.kind in ("dir", "gguf") else (lambda f: 0)
     if ref.path.is_file():
-        return sampled_file_hash(ref.path)
+        return short_hash([sampled_file_hash(ref.path), stamp(ref.path)])
     parts = []
     for f in sorted(ref.path.iterdir()):
         if f.suffix in (".safetensors", ".bin", ".gguf") or f.name == "config.json":
-            parts.append((f.name, sampled_file_hash(f)))
+            parts.append((f.name, sampled_file_hash(f), stamp(f)))
     return short_hash(parts)
 
 

@@ -87,7 +87,10 @@ def allowed_dirs() -> list[Path]:
 
 def confine(path_text: str) -> Path:
     """Resolve a user-given path (links and `..` included) and refuse it outside allowed_dirs()."""
-    path = Path(path_text).expanduser().resolve()
+    try:
+        path = Path(path_text.strip()).expanduser().resolve()
+    except RuntimeError as e:  # "~user" for an unknown user
+        raise UserError(f"cannot resolve path {path_text!r}") from e
     roots = allowed_dirs()
     if not any(path == r or r in path.parents for r in roots):
         raise UserError(f"{path_text} is outside the allowed folders ({', '.join(map(str, roots))}); "
@@ -98,7 +101,8 @@ def confine(path_text: str) -> Path:
 def confine_params(params: dict) -> dict:
     """Apply confine() to every path a run's parameters name: local model specs, file: text sources,
     save folders. Hub ids and the embedded alias pass through."""
-    out = dict(params)
+    # strip first: the loaders strip too, and " /etc" must not slip past the checks below
+    out = {k: v.strip() if isinstance(v, str) else v for k, v in params.items()}
     for key in ("calib", "eval"):
         if isinstance(out.get(key), str) and out[key].startswith("file:"):
             out[key] = "file:" + str(confine(out[key][5:]))

@@ -82,7 +82,7 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
             return StatsResult(store.load_stats(entry), entry, True, time.perf_counter() - t0)
         except store.CorruptEntry as e:
             log.warning("%s; recomputing", e)
-            store.delete_entry(entry.key)
+            store.delete_entry(entry.key, missing_ok=True)
     model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
     ids = corpora.token_stream(tokenizer, corpus)
@@ -303,6 +303,7 @@ def save_model(model, tok, folder: str, info: dict, spec) -> dict:
     from neuronrank import pruning
 
     out = Path(folder).expanduser().resolve()
+    _check_model_folder(out)
     note = "zeroed weights (same shapes)"
     if spec.sparsity_type == "structured":
         kept = set(info["neurons_kept"].values())
@@ -325,6 +326,18 @@ def save_model(model, tok, folder: str, info: dict, spec) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot save the model to {out}: {e.strerror or e}") from e
     return {"path": str(out), "format": note}
+
+
+def _check_model_folder(out: Path) -> None:
+    """A save folder is replaced whole: never one that holds other things (the repo, the cache, home)."""
+    from neuronrank.paths import REPO_ROOT, cache_dir
+
+    for keep in (Path.cwd(), cache_dir(), Path.home(), REPO_ROOT):
+        keep = keep.resolve()
+        if out == keep or out in keep.parents:
+            raise UserError(f"refusing to save a model over {out}: it contains {keep}")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
+        raise UserError(f"{out} exists and is not a saved model; choose a new or empty folder")
 
 
 def save_results(folder: str, params: dict, result: dict, sparsity: dict) -> dict:

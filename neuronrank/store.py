@@ -146,7 +146,7 @@ def find_stats(params: dict) -> Entry | None:
         _check(folder, manifest, deep=True)
     except CorruptEntry as e:
         log.warning("cache entry corrupt, recomputing: %s", e)
-        delete_entry(key)
+        delete_entry(key, missing_ok=True)
         return None
     return Entry(key, folder, manifest)
 
@@ -203,13 +203,20 @@ def list_entries() -> list[Entry]:
     return sorted(out, key=lambda e: e.created, reverse=True)
 
 
-def delete_entry(key: str) -> None:
+def delete_entry(key: str, missing_ok: bool = False) -> None:
     folder = stats_root() / key
     if folder.parent != stats_root() or not folder.exists():
+        if missing_ok:
+            return
         raise UserError(f"no cache entry {key!r}")
     # rename first so a concurrent reader never sees a half-deleted folder
     trash = folder.with_name(f".del-{key}-{os.getpid()}")
-    os.rename(folder, trash)
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:  # deleted meanwhile by someone else
+        if missing_ok:
+            return
+        raise UserError(f"no cache entry {key!r}") from None
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -313,8 +320,9 @@ class RunStore:
             if r is None:
                 db.execute("COMMIT")
                 return None
-            db.execute("UPDATE runs SET status='running', pid=?, started=?, message='starting' WHERE id=?",
-                       (pid, time.time(), r["id"]))
+            # pid stays NULL until the worker exists (set_pid): cancel must never signal the dispatcher
+            db.execute("UPDATE runs SET status='running', pid=NULL, started=?, message='starting' WHERE id=?",
+                       (time.time(), r["id"]))
             db.execute("COMMIT")
         return self.get(r["id"])
 

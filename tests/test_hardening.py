@@ -1,5 +1,6 @@
 """Hardening: bad input gives one clear line, faults lose nothing, and nothing unsafe is loaded."""
 
+import os
 import re
 from pathlib import Path
 
@@ -241,3 +242,93 @@ def test_mask_prunes_exactly_the_ratio(rows, blocks, ratio, group, seed):
         assert pruned.max() <= kept.min()
     nm = lowest_mask(metric, 0.5, "2:4")
     assert (nm.reshape(rows, -1, 4).sum(-1) == 2).all()
+
+
+# --- found in review ---------------------------------------------------------------------------
+
+def test_save_model_never_replaces_a_folder_that_holds_other_things(capsys, tiny_dir, text_file, tmp_path):
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("keep me")
+    base = ["prune", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--eval", f"file:{text_file}",
+            "--nsamples", "2", "--seqlen", "16", "--eval-seqlen", "16", "--eval-windows", "2", "--prune_method",
+            "magnitude"]
+    one_error_line(capsys, [*base, "--save_model", str(busy)], "exists and is not a saved model")
+    assert (busy / "notes.txt").read_text() == "keep me"
+    from neuronrank.paths import REPO_ROOT
+
+    one_error_line(capsys, [*base, "--save_model", str(REPO_ROOT)], "refusing to save a model over")
+    assert (REPO_ROOT / "README.md").is_file()
+
+
+def test_confinement_cannot_be_dodged_with_white_space(tmp_path, monkeypatch):
+    from neuronrank.paths import confine_params
+
+    monkeypatch.setenv("NEURONRANK_ALLOWED_DIRS", str(tmp_path))
+    for params in ({"model": " /etc"}, {"calib": " file:/etc/hosts"}, {"eval": "file: /etc/hosts"},
+                   {"save_model": "  /etc/x"}):
+        with pytest.raises(UserError, match="outside the allowed folders"):
+            confine_params(params)
+
+
+def test_a_run_cancelled_before_its_worker_starts_does_not_run(tiny_dir, text_file):
+    from neuronrank import jobs
+    from neuronrank.store import RunStore
+
+    store = RunStore()
+    rid = jobs.submit("stats", {"model": str(tiny_dir), "calib": f"file:{text_file}", "nsamples": 2,
+                                "seqlen": 16, "seed": 99}, start_dispatcher=False)
+    while True:  # claim everything queued up to our run, as a dispatcher would
+        run = store.claim_next(pid=12345)
+        assert run is not None
+        if run["id"] == rid:
+            break
+        store.finish(run["id"], "cancelled", only_if=("running",))
+    assert store.get(rid)["pid"] is None  # never the dispatcher's pid: cancel must not signal it
+    assert jobs.reap(store) == 0  # a just-claimed run is not "vanished"
+    assert jobs.cancel(rid) == "cancelled"
+    assert jobs.execute(rid, store) is None and store.get(rid)["status"] == "cancelled"
+
+
+def test_diverged_perplexity_is_inf_and_json_null(tiny, tiny_windows, capsys):
+    from neuronrank.cli import _emit, _finite
+    from neuronrank.evaluate import perplexity
+
+    with torch.no_grad():
+        tiny.lm_head.weight.mul_(1e5)
+    assert perplexity(tiny, tiny_windows).ppl == float("inf")
+    assert _finite({"a": float("inf"), "b": [float("nan"), 1.5]}) == {"a": None, "b": [None, 1.5]}
+
+    class Args:
+        json = True
+
+    _emit(Args, {"pruned_ppl": float("inf")})
+    assert capsys.readouterr().out.strip() == '{"pruned_ppl": null}'
+
+
+def test_delete_of_a_vanished_entry_is_quiet_for_internal_callers():
+    from neuronrank import store
+
+    store.delete_entry("0123456789abcdef", missing_ok=True)
+    with pytest.raises(UserError, match="no cache entry"):
+        store.delete_entry("0123456789abcdef")
+
+
+def test_file_system_errors_are_one_line(capsys, tiny_dir, text_file, tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"text": "caf\xe9"}\n')
+    one_error_line(capsys, ["stats", "--model", str(tiny_dir), "--calib", f"file:{bad}"], "not UTF-8")
+    one_error_line(capsys, ["stats", "--model", "~no_such_user_xyz/model"], "model path not found")
+    one_error_line(capsys, ["stats", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--nsamples", "2",
+                            "--seqlen", "16", "--out", "/proc/nope/x.parquet"], "error:")
+
+
+def test_resaving_a_model_folder_changes_its_identity(tmp_path):
+    from neuronrank import models
+    from tests.conftest import write_tiny_model_dir
+
+    folder = write_tiny_model_dir(tmp_path / "m")
+    before = models.resolve(str(folder)).identity()
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert models.resolve(str(folder)).identity() != before
