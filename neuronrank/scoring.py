@@ -129,16 +129,26 @@ def lowest(scores: np.ndarray, layers: np.ndarray | None, sparsity: float, per_l
     if not per_layer or layers is None:
         return _lowest_rows(scores[None, :], sparsity)[0]
     layers = np.asarray(layers)
-    ids = np.unique(layers)
-    if scores.size % len(ids) == 0:
-        grid = layers.reshape(len(ids), -1)
-        if (grid == ids[:, None]).all():  # layer-major, equal widths: the stats table's own order
-            return _lowest_rows(scores.reshape(grid.shape), sparsity).ravel()
+    shape = _layer_grid(layers)
+    if shape is not None:  # layer-major, equal widths: the stats table's own order
+        return _lowest_rows(scores.reshape(shape), sparsity).ravel()
     mask = np.zeros(scores.shape, dtype=bool)
-    for g in ids:
+    for g in np.unique(layers):
         idx = np.flatnonzero(layers == g)
         mask[idx] = _lowest_rows(scores[idx][None, :], sparsity)[0]
     return mask
+
+
+def _layer_grid(layers: np.ndarray) -> tuple[int, int] | None:
+    """(layers, width) when rows are layer-major with equal widths (0,0,…,1,1,…), else None.
+    A comparison, not np.unique: this runs on every slider move."""
+    if layers.size == 0 or layers[0] != 0:
+        return None
+    n = int(layers[-1]) + 1
+    if layers.size % n:
+        return None
+    grid = layers.reshape(n, -1)
+    return grid.shape if (grid == np.arange(n)[:, None]).all() else None
 
 
 def _lowest_rows(s: np.ndarray, sparsity: float) -> np.ndarray:
@@ -166,5 +176,13 @@ def overlap(scores_a: np.ndarray, scores_b: np.ndarray, sparsity: float, layers:
 
     out = {"jaccard": jac(a, b), "shared": int(np.count_nonzero(a & b)), "pruned": int(np.count_nonzero(a))}
     if layers is not None:
-        out["per_layer"] = {int(g): jac(a[layers == g], b[layers == g]) for g in np.unique(layers)}
+        layers = np.asarray(layers)
+        shape = _layer_grid(layers)
+        if shape is not None:  # vectorised over layers
+            inter = (a & b).reshape(shape).sum(axis=1)
+            union = (a | b).reshape(shape).sum(axis=1)
+            vals = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+            out["per_layer"] = {g: float(v) for g, v in enumerate(vals)}
+        else:
+            out["per_layer"] = {int(g): jac(a[layers == g], b[layers == g]) for g in np.unique(layers)}
     return out

@@ -76,3 +76,16 @@ def test_score_of_stats_matches_frame(tiny, tiny_windows):
 
     s = collect(tiny, [tiny_windows])
     np.testing.assert_allclose(scoring.score(s, 1.5, 1, 2), scoring.score(s.to_frame(), 1.5, 1, 2))
+
+
+def test_layer_major_fast_path_equals_the_general_path():
+    rng = np.random.default_rng(3)
+    layers = np.repeat(np.arange(4), 25)
+    a, b = rng.random(100), rng.random(100)
+    fast = scoring.overlap(a, b, 0.3, layers=layers)
+    perm = rng.permutation(100)  # same rows in another order: the general path
+    slow = scoring.overlap(a[perm], b[perm], 0.3, layers=layers[perm])
+    assert fast["per_layer"] == pytest.approx(slow["per_layer"]) and fast["jaccard"] == pytest.approx(slow["jaccard"])
+    m_fast = scoring.lowest(a, layers, 0.3)
+    m_slow = scoring.lowest(a[perm], layers[perm], 0.3)
+    assert np.array_equal(m_fast[perm], m_slow)
