@@ -128,19 +128,6 @@ def weights_fingerprint(ref: ModelRef) -> str:
     return short_hash(parts)
 
 
-def tensor_fingerprint(model: nn.Module, samples: int = 4096) -> str:
-    """Fingerprint of in-memory weights (for models handed to the Python API directly)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, p in model.state_dict().items():
-        flat = p.detach().reshape(-1)
-        step = max(1, flat.numel() // samples)
-        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
-        h.update(flat[::step].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 # ----------------------------------------------------------------------------------------------
 # devices and dtypes
 

@@ -191,14 +191,10 @@ class PruneRequest:
 
 def _eval_windows_for(req_windows: int | None, device) -> int | None:
     if req_windows is None:
-        return None if torch_device(device).type == "cuda" else 16
+        return None if device.type == "cuda" else 16
     if int(req_windows) < 0:
         raise UserError(f"eval-windows must be 0 (all) or positive (got {req_windows})")
     return None if int(req_windows) == 0 else int(req_windows)
-
-
-def torch_device(device):
-    return models.resolve_device(device) if isinstance(device, str) else device
 
 
 def eval_windows(tokenizer, source: str, seqlen: int, windows: int | None):

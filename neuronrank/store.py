@@ -10,7 +10,6 @@ recomputed, never silently used.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -218,12 +217,6 @@ def delete_entry(key: str, missing_ok: bool = False) -> None:
             return
         raise UserError(f"no cache entry {key!r}") from None
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def frame_bytes(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------
