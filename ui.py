@@ -16,11 +16,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from neuronrank import UserError, store, views
-from neuronrank.pipeline import MAX_SEQLEN, StatsRequest
-from neuronrank.stats import SITES
+from neuronrank import UserError, requests, specs, store, views
+from neuronrank.requests import SITES, StatsRequest
 
-CALIB_CHOICES = ("news", "wiki", "wikitext2", "c4", "file:PATH")
+CALIB_CHOICES = (*requests.TEXT_SOURCES, "file:PATH")
 # Exponents and sparsity chosen on the Exponents page; read by later pages (Prune & evaluate).
 # Widgets use the "_"-prefixed keys: Streamlit drops a widget's state on runs where the widget is
 # not drawn (another page), the plain keys are ordinary state and survive page switches.
@@ -91,7 +90,7 @@ def tokenizer(spec: str):
     """A model's tokenizer only (never its weights); shared read-only between sessions."""
     from transformers import AutoTokenizer
 
-    source, kwargs = views.tokenizer_source(spec)
+    source, kwargs = specs.tokenizer_source(spec)
     try:
         return AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, KeyError) as e:
@@ -195,20 +194,23 @@ def _entry_picker(entries: list[store.Entry]) -> None:
 
 def _stats_params(entries: list[store.Entry]) -> None:
     st.subheader("Parameters for new statistics")
-    d = StatsRequest()
-    model = st.text_input("Model", value=d.model, key="sb_model",
+    f = lambda name: requests.spec(StatsRequest, name)  # noqa: E731  (defaults, bounds, help)
+    model = st.text_input(f("model").label, value=f("model").default, key="sb_model",
                           help="`smollm2-135m` (embedded), a Hugging Face id, a local model folder or a .gguf file")
-    calib = st.selectbox("Calibration text", CALIB_CHOICES, key="sb_calib",
+    calib = st.selectbox(f("calib").label, CALIB_CHOICES, key="sb_calib",
                          help="news: BBC news (offline); wiki: Wikipedia leads (offline); wikitext2 and c4 need "
                               "a network or a local datasets cache")
     if calib == "file:PATH":
         calib = "file:" + st.text_input("Text file (.txt, .jsonl, .parquet)", key="sb_calib_file").strip()
-    site = st.selectbox("Activation site", list(SITES), key="sb_site", help="\n\n".join(
+    site = st.selectbox(f("site").label, list(f("site").choices), key="sb_site", help="\n\n".join(
         f"`{k}`: {v}" for k, v in SITES.items()))
     c1, c2 = st.columns(2)
-    nsamples = c1.number_input("nsamples", 1, 1_000_000, value=d.nsamples, key="sb_nsamples")
-    seqlen = c2.number_input("seqlen", 2, MAX_SEQLEN, value=d.seqlen, key="sb_seqlen")
-    seed = st.number_input("seed", 0, 2**31 - 1, value=d.seed, key="sb_seed")
+    nsamples = c1.number_input(f("nsamples").label, f("nsamples").lo, 1_000_000, value=f("nsamples").default,
+                               key="sb_nsamples", help=f("nsamples").help)
+    seqlen = c2.number_input(f("seqlen").label, f("seqlen").lo, f("seqlen").hi, value=f("seqlen").default,
+                             key="sb_seqlen", help=f("seqlen").help)
+    seed = st.number_input(f("seed").label, f("seed").lo, f("seed").hi, value=f("seed").default, key="sb_seed",
+                           help=f("seed").help)
     params = dict(model=model.strip(), calib=calib, nsamples=int(nsamples), seqlen=int(seqlen), seed=int(seed),
                   site=site)
     st.session_state["stats_params"] = params

@@ -20,12 +20,6 @@ Usage: python bench/app_latency.py [--reps 15] [--entry KEY] [--no-rest]
 
 from __future__ import annotations
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
-
 import argparse
 import statistics
 import time

@@ -7,11 +7,6 @@ script run is finished and the histogram in the page holds new data. Prints the 
 Goal: <= 300 ms at 7B size. Usage: python bench/browser_latency.py [--moves 15]
 """
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
 import argparse
 import os
 import shutil
@@ -53,7 +48,8 @@ def synthetic_entry(layers: int, width: int, hidden: int = 4096, k: int = 16) ->
 
 
 def embedded_entry() -> str:
-    from neuronrank.pipeline import StatsRequest, get_stats
+    from neuronrank.pipeline import get_stats
+    from neuronrank.requests import StatsRequest
 
     return get_stats(StatsRequest(nsamples=16, seqlen=256)).entry.key
 
@@ -130,7 +126,7 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                                "--server.headless", "true"], cwd=REPO, start_new_session=True,
-                              env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                              env=dict(os.environ), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     url = f"http://localhost:{port}"
     try:

@@ -5,16 +5,11 @@ structured, with the same calibration windows and evaluation protocol, and print
 with the wall time of each stage. Usage: python bench/compare_methods.py [--eval-windows 16 ...]
 """
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
 import argparse
 import time
 
-from neuronrank.pipeline import PruneRequest, prune_job
-from dataclasses import asdict
+from neuronrank.pipeline import prune_job
+from neuronrank.requests import PruneRequest
 
 
 def main() -> None:
@@ -34,7 +29,7 @@ def main() -> None:
                                sparsity_type=kind, nsamples=args.nsamples, seqlen=args.seqlen,
                                eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows)
             t = time.perf_counter()
-            res = prune_job(asdict(req), lambda *a, **k: None)
+            res = prune_job(req, lambda *a, **k: None)
             res["wall"] = time.perf_counter() - t
             rows.append((kind, ratio, method, res))
             print(f"done {kind} {ratio} {method}: {res['pruned_ppl']:.3f}", flush=True)

@@ -3,11 +3,6 @@
 Goal: eval/raw throughput >= 0.95. Usage: python bench/ppl_throughput.py [--seqlen 512 --windows 8 --reps 3]
 """
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
 import argparse
 import statistics
 import time

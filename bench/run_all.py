@@ -5,11 +5,6 @@ run: absolute times drift on shared machines, ratios much less.
 Usage: python bench/run_all.py [--quick]
 """
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
 import argparse
 import datetime as dt
 import platform

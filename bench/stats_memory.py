@@ -4,11 +4,6 @@ Each size runs in its own subprocess (peak RSS, or peak CUDA allocation on a GPU
 Usage: python bench/stats_memory.py [--sizes 8,32,128 --seqlen 256]
 """
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
 import argparse
 import json
 import os

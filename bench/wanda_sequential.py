@@ -13,11 +13,6 @@ and the perplexity each gives.
 Usage: python bench/wanda_sequential.py [--nsamples 32 --seqlen 256 --ratio 0.5 --eval-windows 16]
 """
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for `python bench/x.py`
-
 import argparse
 import json
 import os
@@ -42,11 +37,12 @@ def _setup(args):
 
 @torch.inference_mode()
 def ours(model, windows, args):
-    from neuronrank.pruning import PruneSpec, prune
+    from neuronrank.pruning import prune
+    from neuronrank.requests import PruneRequest
     from neuronrank.stats import batched, collect
 
     stats = collect(model, batched(windows, 8), site="gate")
-    prune(model, PruneSpec(method="wanda", sparsity_ratio=args.ratio, group="row"), stats)
+    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=args.ratio, group="row"), stats)
 
 
 @torch.inference_mode()

@@ -25,12 +25,11 @@ import torch
 
 from neuronrank.errors import UserError
 from neuronrank.paths import atomic_write_bytes, cache_dir, short_hash
+from neuronrank.requests import CALIB_DEFAULT, EVAL_DEFAULT, TEXT_SOURCES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-CALIB_DEFAULT = "news"
-EVAL_DEFAULT = "wiki"
-NAMED = ("news", "wiki", "wikitext2", "c4")
+NAMED = TEXT_SOURCES
 SEPARATOR = "\n\n"
 
 

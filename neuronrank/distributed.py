@@ -13,6 +13,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from neuronrank.neuron_stats import merge_topk
+
 log = logging.getLogger(__name__)
 
 
@@ -82,19 +84,14 @@ def all_reduce_stats(stats, device: torch.device, all_windows: np.ndarray):
         dist.all_gather(out, t)
         return [o.cpu().numpy() for o in out]
 
-    k = stats.top_vals.shape[2]
-    vals = np.concatenate(gathered(stats.top_vals), axis=2)
-    wins = np.concatenate(gathered(stats.top_window), axis=2)
-    poss = np.concatenate(gathered(stats.top_pos), axis=2)
-    # ranks hold ascending window ranges, so a stable sort keeps the earliest window first among ties,
-    # as one pass over all windows would
-    order = np.argsort(-vals, axis=2, kind="stable")[:, :, :k]
-    take = lambda x: np.take_along_axis(x, order, axis=2)  # noqa: E731
+    # ranks hold ascending window ranges: merge_topk keeps the earliest window first among ties
+    parts = list(zip(gathered(stats.top_vals), gathered(stats.top_window), gathered(stats.top_pos)))
+    top_vals, top_window, top_pos = merge_topk(parts, stats.top_vals.shape[2])
     return replace(
         stats,
         sum_abs=summed(stats.sum_abs), sum_act=summed(stats.sum_act), sum_sq=summed(stats.sum_sq),
         n_active=summed(stats.n_active), tokens=summed(stats.tokens),
         input_sq={name: summed(v) for name, v in sorted(stats.input_sq.items())},
-        top_vals=take(vals), top_window=take(wins), top_pos=take(poss),
+        top_vals=top_vals, top_window=top_window, top_pos=top_pos,
         windows=all_windows.astype(np.int32), first_window=0,
     )

@@ -36,9 +36,6 @@ class Perplexity:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def protocol(self) -> str:
-        return f"{self.source or 'text'}, seqlen {self.seqlen}, {self.windows} windows, {self.tokens:,} predicted tokens"
-
 
 def auto_batch_size(model: nn.Module, seqlen: int) -> int:
     """Windows per forward: ~4k tokens on a CPU (cache-friendly), ~64k on a GPU, at least 1."""

@@ -4,15 +4,13 @@ landscape of a sweep. pandas only; the app and tests share these."""
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import uuid
 
 import numpy as np
 import pandas as pd
 
-from neuronrank.errors import UserError
+from neuronrank.requests import EXPONENT_LABELS
 
-EXPONENTS = {"alpha": "α (|W|)", "beta": "β (TF)", "gamma": "γ (IDF)"}
+EXPONENTS = EXPONENT_LABELS
 
 
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
@@ -47,18 +45,6 @@ def comparison(frame: pd.DataFrame) -> pd.DataFrame:
             .sort_values(["method", "type", "ratio"]))
 
 
-def sweep_params(base: dict, x: str, xs: list[float], y: str, ys: list[float]) -> tuple[str, list[dict]]:
-    """A grid over two exponents at fixed everything else -> (group id, one params dict per cell)."""
-    if x == y or x not in EXPONENTS or y not in EXPONENTS:
-        raise UserError("a sweep needs two different exponents out of alpha, beta, gamma")
-    if not xs or not ys:
-        raise UserError("a sweep needs at least one value per axis")
-    if len(xs) * len(ys) > 100:
-        raise UserError(f"a sweep of {len(xs) * len(ys)} runs is too large (at most 100)")
-    group = f"sweep-{uuid.uuid4().hex[:8]}"
-    return group, [{**base, x: float(a), y: float(b)} for a, b in itertools.product(xs, ys)]
-
-
 def landscape(runs: list[dict], x: str, y: str) -> pd.DataFrame:
     """Pruned perplexity of a sweep's runs as a y × x grid (NaN for cells not finished yet)."""
     frame = runs_frame(runs)
@@ -67,11 +53,3 @@ def landscape(runs: list[dict], x: str, y: str) -> pd.DataFrame:
     grid = frame.pivot_table(index=y, columns=x, values="pruned_ppl", aggfunc="mean", dropna=False)
     cells = frame.pivot_table(index=y, columns=x, values="run", aggfunc="count")
     return grid.reindex(index=cells.index, columns=cells.columns)
-
-
-def parse_values(text: str) -> list[float]:
-    try:
-        vals = sorted({round(float(v), 6) for v in text.replace(";", ",").split(",") if v.strip()})
-    except ValueError as e:
-        raise UserError(f"expected comma-separated numbers, got {text!r}") from e
-    return vals

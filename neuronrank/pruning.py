@@ -19,7 +19,7 @@ pruned layers with scope="global". `last` restricts pruning to the last N decode
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -29,13 +29,14 @@ from torch import nn
 from neuronrank import scoring
 from neuronrank.errors import UserError
 from neuronrank.models import decoder_layers, mlp_blocks
+from neuronrank.requests import GROUPS, SPARSITY_TYPES, PruneRequest, nm  # noqa: F401
+from neuronrank.requests import METHODS as METHOD_INFO
+from neuronrank.requests import MethodInfo
 
 log = logging.getLogger(__name__)
 
-SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
-GROUPS = ("matrix", "row")
-MLP_ROLES = ("gate", "up", "down")
-ATTN_ROLES = ("q", "k", "v", "o")
+MLP_KINDS = ("gate", "up", "down")
+ATTN_KINDS = ("q", "k", "v", "o")
 _INPUT_NORM = {"gate": "mlp_in", "up": "mlp_in", "down": "down_in", "q": "attn_in", "k": "attn_in",
                "v": "attn_in", "o": "o_in"}
 
@@ -43,17 +44,17 @@ _INPUT_NORM = {"gate": "mlp_in", "up": "mlp_in", "down": "down_in", "q": "attn_i
 @dataclass(frozen=True)
 class Target:
     layer: int
-    role: str  # gate | up | down | q | k | v | o
+    kind: str  # module kind: gate | up | down | q | k | v | o
     module: nn.Linear
 
     @property
     def neuron_axis(self) -> int | None:
         """Axis of W that indexes MLP neurons: rows of gate/up, columns of down; None for attention."""
-        return {"gate": 0, "up": 0, "down": 1}.get(self.role)
+        return {"gate": 0, "up": 0, "down": 1}.get(self.kind)
 
 
 @dataclass
-class Context:
+class MetricInputs:
     """What a metric may use. `neuron_scores[layer]` is set for neuronrank_old."""
 
     stats: object | None = None  # NeuronStats
@@ -63,109 +64,64 @@ class Context:
     def input_norm(self, t: Target, device) -> torch.Tensor:
         if self.stats is None:
             raise UserError("this method needs calibration statistics")
-        key = _INPUT_NORM[t.role]
+        key = _INPUT_NORM[t.kind]
         if key not in self.stats.input_sq:
-            raise UserError(f"the statistics have no input norms for {t.role}_proj")
-        return torch.from_numpy(np.sqrt(self.stats.input_sq[key][t.layer])).to(device, torch.float32)
+            raise UserError(f"the statistics have no input norms for {t.kind}_proj")
+        return torch.from_numpy(self.stats.input_norm(key)[t.layer]).to(device, torch.float32)
 
     def generator(self, t: Target) -> torch.Generator:
         g = torch.Generator()
         # deterministic across processes (Python's str hash is salted per process)
-        g.manual_seed((self.seed * 1_000_003 + t.layer * 16 + (MLP_ROLES + ATTN_ROLES).index(t.role)) & 0x7FFF_FFFF)
+        g.manual_seed((self.seed * 1_000_003 + t.layer * 16 + (MLP_KINDS + ATTN_KINDS).index(t.kind)) & 0x7FFF_FFFF)
         return g
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    metric: Callable[[torch.Tensor, Target, Context], torch.Tensor]
-    needs_stats: bool
-    mlp_only: bool = False
+    metric: Callable[[torch.Tensor, Target, MetricInputs], torch.Tensor]
+    info: MethodInfo  # needs_stats, mlp_only, uses_exponents (declared in neuronrank.requests)
+
+    @property
+    def needs_stats(self) -> bool:
+        return self.info.needs_stats
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, needs_stats: bool, mlp_only: bool = False):
+def register(name: str):
+    """Add a metric to the registry; the method must be declared in `requests.METHODS`."""
     def wrap(fn):
-        METHODS[name] = Method(name, fn, needs_stats, mlp_only)
+        METHODS[name] = Method(name, fn, METHOD_INFO[name])
         return fn
 
     return wrap
 
 
-@register("magnitude", needs_stats=False)
+@register("magnitude")
 def _magnitude(w, t, ctx):
     return w.abs()
 
 
-@register("wanda", needs_stats=True)
+@register("wanda")
 def _wanda(w, t, ctx):
     return w.abs() * ctx.input_norm(t, w.device)[None, :]
 
 
-@register("neuronrank_old", needs_stats=True, mlp_only=True)
+@register("neuronrank_old")
 def _neuronrank_old(w, t, ctx):
     s = torch.from_numpy(ctx.neuron_scores[t.layer]).to(w.device, torch.float32)
     return w.abs() * (s[:, None] if t.neuron_axis == 0 else s[None, :])
 
 
-@register("random", needs_stats=False)
+@register("random")
 def _random(w, t, ctx):
     return torch.rand(w.shape, generator=ctx.generator(t)).to(w.device)
 
 
 # ----------------------------------------------------------------------------------------------
 # the plan
-
-
-@dataclass
-class PruneSpec:
-    method: str = "neuronrank_old"
-    sparsity_ratio: float = 0.5
-    sparsity_type: str = "unstructured"
-    last: int | None = None  # prune only the last N decoder layers
-    group: str = "matrix"  # unstructured comparison group
-    scope: str = "layer"  # structured: per-layer or global threshold
-    targets: str = "mlp"  # mlp | all (adds q/k/v/o for methods that support it)
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 1.0
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def validate(self, n_layers: int | None = None) -> None:
-        if self.method not in METHODS:
-            raise UserError(f"unknown pruning method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.sparsity_type not in SPARSITY_TYPES:
-            raise UserError(f"unknown sparsity type {self.sparsity_type!r}; choose one of {', '.join(SPARSITY_TYPES)}")
-        r = self.sparsity_ratio
-        if not isinstance(r, (int, float)) or not np.isfinite(r) or not 0.0 <= r < 1.0:
-            raise UserError(f"sparsity_ratio must be in [0, 1) (got {r!r})")
-        if ":" in self.sparsity_type:
-            n, m = map(int, self.sparsity_type.split(":"))
-            if abs(r - n / m) > 1e-9:
-                raise UserError(f"{self.sparsity_type} sparsity prunes {n} of every {m} weights: "
-                                f"sparsity_ratio must be {n / m:g} (got {r:g})")
-        if self.group not in GROUPS:
-            raise UserError(f"unknown comparison group {self.group!r}; choose matrix or row")
-        if self.scope not in ("layer", "global"):
-            raise UserError(f"unknown structured scope {self.scope!r}; choose layer or global")
-        if self.targets not in ("mlp", "all"):
-            raise UserError(f"unknown targets {self.targets!r}; choose mlp or all")
-        if self.targets == "all" and (METHODS[self.method].mlp_only or self.sparsity_type == "structured"):
-            raise UserError(f"--targets all is not defined for {self.method} / {self.sparsity_type}: "
-                            "NeuronRank scores and structured pruning address MLP neurons only")
-        if self.last is not None:
-            if int(self.last) < 1:
-                raise UserError(f"pruning_last must be at least 1 (got {self.last})")
-            if n_layers is not None and int(self.last) > n_layers:
-                raise UserError(f"pruning_last {self.last} exceeds the model's {n_layers} layers")
-        for name in ("alpha", "beta", "gamma"):
-            scoring.check_exponent(name, getattr(self, name))
-
-    def pruned_layers(self, n_layers: int) -> list[int]:
-        return list(range(n_layers - int(self.last), n_layers)) if self.last else list(range(n_layers))
 
 
 def targets(model: nn.Module, layers: list[int], which: str = "mlp") -> list[Target]:
@@ -175,7 +131,7 @@ def targets(model: nn.Module, layers: list[int], which: str = "mlp") -> list[Tar
             continue
         out += [Target(b.layer, "gate", b.gate), Target(b.layer, "up", b.up), Target(b.layer, "down", b.down)]
         if which == "all":
-            out += [Target(b.layer, r, b.attn[r]) for r in ATTN_ROLES if r in b.attn]
+            out += [Target(b.layer, k, b.attn[k]) for k in ATTN_KINDS if k in b.attn]
     return out
 
 
@@ -185,7 +141,7 @@ def neuron_scores(method: str, stats=None, model: nn.Module | None = None, alpha
     if method == "neuronrank_old":
         return scoring.score(stats, alpha, beta, gamma).reshape(stats.n_layers, stats.width)
     if method == "wanda":  # FLAP's wanda_sp: mean_r |W_down[r, i]| * ||x_i||
-        return stats.down_abs_mean * np.sqrt(stats.input_sq["down_in"])
+        return stats.down_abs_mean * stats.input_norm("down_in")
     if method == "magnitude":
         if stats is not None:
             return stats.w_norm
@@ -207,7 +163,7 @@ def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstru
     """Boolean mask (True = prune) of exactly round(ratio × group size) lowest entries of each group."""
     mask = torch.zeros(metric.shape, dtype=torch.bool, device=metric.device)
     if ":" in sparsity_type:
-        n, m = map(int, sparsity_type.split(":"))
+        n, m = nm(sparsity_type)
         rows, cols = metric.shape
         if cols % m:
             raise UserError(f"{sparsity_type} needs the input size ({cols}) to be a multiple of {m}")
@@ -226,36 +182,33 @@ def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstru
 
 
 @torch.no_grad()
-def prune(model: nn.Module, spec: PruneSpec, stats=None, progress: Callable | None = None) -> dict:
-    """Prune `model` in place; returns {"neurons_kept": per-layer counts (structured), ...}."""
+def prune(model: nn.Module, req: PruneRequest, stats=None) -> dict:
+    """Prune `model` in place as `req` says; -> {"layers", "neurons_kept" and "dropped" (structured)}."""
     n_layers = len(decoder_layers(model))
-    spec.validate(n_layers)
-    method = METHODS[spec.method]
+    req.validate(n_layers)
+    method = METHODS[req.prune_method]
     if method.needs_stats and stats is None:
-        raise UserError(f"{spec.method} needs calibration statistics")
+        raise UserError(f"{req.prune_method} needs calibration statistics")
     if stats is not None and stats.n_layers != n_layers:
         raise UserError("the statistics were collected on a different model (layer count differs)")
-    layers = spec.pruned_layers(n_layers)
-    if spec.sparsity_type == "structured":
-        return _prune_structured(model, spec, stats, layers)
-    ctx = Context(stats=stats, seed=spec.seed)
-    if spec.method == "neuronrank_old":
-        ctx.neuron_scores = neuron_scores("neuronrank_old", stats, None, spec.alpha, spec.beta, spec.gamma)
-    todo = targets(model, layers, spec.targets)
-    for i, t in enumerate(todo):
+    layers = req.pruned_layers(n_layers)
+    if req.sparsity_type == "structured":
+        return _prune_structured(model, req, stats, layers)
+    inputs = MetricInputs(stats=stats, seed=req.seed)
+    if req.prune_method == "neuronrank_old":
+        inputs.neuron_scores = neuron_scores("neuronrank_old", stats, None, req.alpha, req.beta, req.gamma)
+    for t in targets(model, layers, req.targets):
         w = t.module.weight
-        metric = method.metric(w.detach().float(), t, ctx)
-        w.masked_fill_(lowest_mask(metric, spec.sparsity_ratio, spec.sparsity_type, spec.group), 0)
-        if progress is not None:
-            progress(i + 1, len(todo))
+        metric = method.metric(w.detach().float(), t, inputs)
+        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.group), 0)
     return {"layers": layers}
 
 
-def _prune_structured(model, spec: PruneSpec, stats, layers: list[int]) -> dict:
-    scores = neuron_scores(spec.method, stats, model, spec.alpha, spec.beta, spec.gamma, spec.seed)
+def _prune_structured(model, req: PruneRequest, stats, layers: list[int]) -> dict:
+    scores = neuron_scores(req.prune_method, stats, model, req.alpha, req.beta, req.gamma, req.seed)
     sub = scores[layers]
     layer_ids = np.repeat(np.arange(len(layers)), sub.shape[1])
-    drop = scoring.lowest(sub.ravel(), layer_ids, spec.sparsity_ratio, per_layer=spec.scope == "layer")
+    drop = scoring.lowest(sub.ravel(), layer_ids, req.sparsity_ratio, per_layer=req.scope == "layer")
     drop = drop.reshape(sub.shape)
     kept = {}
     blocks = {b.layer: b for b in mlp_blocks(model)}
@@ -283,9 +236,9 @@ def sparsity_report(model: nn.Module) -> dict:
     rows = []
     for b in mlp_blocks(model):
         mods = {"gate": b.gate, "up": b.up, "down": b.down, **b.attn}
-        for role, lin in mods.items():
+        for kind, lin in mods.items():
             zeros = int((lin.weight == 0).sum())
-            rows.append({"layer": b.layer, "module": role, "zeros": zeros, "numel": lin.weight.numel(),
+            rows.append({"layer": b.layer, "module": kind, "zeros": zeros, "numel": lin.weight.numel(),
                          "fraction": zeros / lin.weight.numel()})
 
     def total(sel):
@@ -293,8 +246,8 @@ def sparsity_report(model: nn.Module) -> dict:
         n = sum(r["numel"] for r in rows if sel(r))
         return z / n if n else 0.0
 
-    return {"modules": rows, "mlp": total(lambda r: r["module"] in MLP_ROLES),
-            "attention": total(lambda r: r["module"] in ATTN_ROLES), "all_linear": total(lambda r: True)}
+    return {"modules": rows, "mlp": total(lambda r: r["module"] in MLP_KINDS),
+            "attention": total(lambda r: r["module"] in ATTN_KINDS), "all_linear": total(lambda r: True)}
 
 
 @torch.no_grad()
@@ -324,3 +277,7 @@ def _take(lin: nn.Linear, idx: torch.Tensor, axis: int) -> nn.Linear:
     if lin.bias is not None:
         out.bias.copy_(lin.bias.index_select(0, idx) if axis == 0 else lin.bias)
     return out
+
+
+# every declared method has a metric, and every metric is declared
+assert set(METHODS) == set(METHOD_INFO), "pruning.METHODS and requests.METHODS disagree"

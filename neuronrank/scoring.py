@@ -55,12 +55,11 @@ def _power(base: np.ndarray, exp: float) -> np.ndarray:
     return np.power(base, exp)
 
 
-def score_components(w: np.ndarray, tf: np.ndarray, idf: np.ndarray, alpha=1.0, beta=1.0, gamma=1.0,
-                     out_dtype=np.float64) -> np.ndarray:
+def score_components(w: np.ndarray, tf: np.ndarray, idf: np.ndarray, alpha=1.0, beta=1.0, gamma=1.0) -> np.ndarray:
     a, b, g = check_exponent("alpha", alpha), check_exponent("beta", beta), check_exponent("gamma", gamma)
     with np.errstate(over="ignore", under="ignore"):
-        s = _power(np.asarray(w, out_dtype), a) * _power(np.asarray(tf, out_dtype), b)
-        s *= _power(np.asarray(idf, out_dtype), g)
+        s = _power(np.asarray(w, np.float64), a) * _power(np.asarray(tf, np.float64), b)
+        s *= _power(np.asarray(idf, np.float64), g)
     return s
 
 

@@ -15,129 +15,20 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from neuronrank.errors import UserError
 from neuronrank.models import GatedMLP, decoder_body, mlp_blocks
+from neuronrank.neuron_stats import (  # noqa: F401  (the stats API: collect -> NeuronStats)
+    DEFAULT_TOPK, FORMAT_VERSION, INPUT_NORMS, SITES, NeuronStats, merge)
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-SITES = {
-    "gate": "act_fn(blocks.{L}.mlp.hook_pre) = act_fn(gate_proj(x))",
-    "product": "blocks.{L}.mlp.hook_post = act_fn(gate_proj(x)) * up_proj(x)",
-}
-DEFAULT_TOPK = 16
 Progress = Callable[[int, int | None], None]
-
-# names of the per-layer sums over input features, [layers, in_features] each
-INPUT_NORMS = ("mlp_in", "down_in", "attn_in", "o_in")
-
-
-@dataclass
-class NeuronStats:
-    """Additive per-neuron sums over calibration tokens; arrays are [layers, neurons] unless noted."""
-
-    site: str
-    sum_abs: np.ndarray
-    sum_act: np.ndarray
-    sum_sq: np.ndarray
-    n_active: np.ndarray
-    tokens: np.ndarray  # [layers] T seen by each layer
-    w_norm: np.ndarray  # ‖gate_proj row i‖₂
-    up_norm: np.ndarray  # ‖up_proj row i‖₂
-    down_norm: np.ndarray  # ‖down_proj column i‖₂
-    down_abs_mean: np.ndarray  # mean_r |down_proj[r, i]| (FLAP / wanda_sp neuron score with ‖x_i‖)
-    input_sq: dict[str, np.ndarray]  # INPUT_NORMS -> [layers, in_features] Σx² per input feature
-    top_vals: np.ndarray  # [layers, neurons, k] largest activations, descending
-    top_window: np.ndarray  # [layers, neurons, k] calibration window of each (global index)
-    top_pos: np.ndarray  # [layers, neurons, k] position inside that window
-    windows: np.ndarray | None = None  # [n_windows, seqlen] token ids seen, in window order
-    first_window: int = 0  # global index of windows[0] (shards cover disjoint ranges)
-    meta: dict = field(default_factory=dict)
-
-    # --- derived ---------------------------------------------------------------------------
-    @property
-    def n_layers(self) -> int:
-        return self.sum_abs.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.sum_abs.shape[1]
-
-    @property
-    def tf(self) -> np.ndarray:
-        return self.sum_abs / self.tokens[:, None]
-
-    @property
-    def idf(self) -> np.ndarray:
-        t = self.tokens[:, None].astype(np.float64)
-        return np.log((t + 1.0) / (self.n_active + 1.0)) + 1.0
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self.sum_act / self.tokens[:, None]
-
-    @property
-    def std(self) -> np.ndarray:
-        var = self.sum_sq / self.tokens[:, None] - self.mean**2
-        return np.sqrt(np.maximum(var, 0.0))
-
-    def input_norm(self, name: str) -> np.ndarray:
-        """Wanda's ‖X_k‖₂ per input feature, [layers, in_features]."""
-        return np.sqrt(self.input_sq[name])
-
-    def to_frame(self) -> pd.DataFrame:
-        """The contract table: one row per neuron (layer-major), plus the raw sums."""
-        L, n = self.sum_abs.shape
-        return pd.DataFrame({
-            "layer": np.repeat(np.arange(L, dtype=np.int32), n),
-            "neuron": np.tile(np.arange(n, dtype=np.int32), L),
-            "tf": self.tf.ravel(),
-            "idf": self.idf.ravel(),
-            "n_active": self.n_active.ravel(),
-            "tokens": np.repeat(self.tokens, n),
-            "w_norm": self.w_norm.ravel(),
-            "up_norm": self.up_norm.ravel(),
-            "down_norm": self.down_norm.ravel(),
-            "down_abs_mean": self.down_abs_mean.ravel(),
-            "act_mean": self.mean.ravel(),
-            "act_std": self.std.ravel(),
-            "x_norm_down": np.sqrt(self.input_sq["down_in"]).ravel(),
-            "sum_abs": self.sum_abs.ravel(),
-            "sum_act": self.sum_act.ravel(),
-            "sum_sq": self.sum_sq.ravel(),
-        })
-
-
-def merge(a: NeuronStats, b: NeuronStats) -> NeuronStats:
-    """Stats of two disjoint shards of windows -> the stats of both (exactly what one pass gives)."""
-    if a.site != b.site or a.sum_abs.shape != b.sum_abs.shape:
-        raise UserError("cannot merge statistics of different sites or model shapes")
-    if b.first_window < a.first_window:
-        a, b = b, a
-    vals = np.concatenate([a.top_vals, b.top_vals], axis=2)
-    # a stable sort keeps a's (earlier windows) first among ties, as a single pass would
-    order = np.argsort(-vals, axis=2, kind="stable")[:, :, : a.top_vals.shape[2]]
-    take = lambda x, y: np.take_along_axis(np.concatenate([x, y], axis=2), order, axis=2)  # noqa: E731
-    windows = None
-    if a.windows is not None and b.windows is not None:
-        windows = np.concatenate([a.windows, b.windows])
-    return replace(
-        a,
-        sum_abs=a.sum_abs + b.sum_abs, sum_act=a.sum_act + b.sum_act, sum_sq=a.sum_sq + b.sum_sq,
-        n_active=a.n_active + b.n_active, tokens=a.tokens + b.tokens,
-        input_sq={k: a.input_sq[k] + b.input_sq[k] for k in a.input_sq},
-        top_vals=take(a.top_vals, b.top_vals), top_window=take(a.top_window, b.top_window),
-        top_pos=take(a.top_pos, b.top_pos), windows=windows, first_window=a.first_window,
-        meta=dict(a.meta),
-    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -40,6 +39,11 @@ PRESETS: dict[str, tuple[float, float, float]] = {
 
 # the sidebar's parameters; a cache entry matches them when its manifest agrees on all of these
 STATS_PARAM_NAMES = ("model", "calib", "nsamples", "seqlen", "seed", "site")
+
+
+def stats_params_of(params: Mapping) -> dict:
+    """The sidebar's statistics parameters out of a larger mapping (an entry's or a run's)."""
+    return {k: params[k] for k in STATS_PARAM_NAMES if k in params}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,7 +372,9 @@ def scatter_sample(n: int, max_points: int = SCATTER_MAX, seed: int = 0) -> np.n
 
 
 @dataclass(frozen=True)
-class Context:
+class ActivationContext:
+    """One top activation of a neuron and the tokens around it."""
+
     value: float
     window: int  # global window index
     pos: int  # position of the firing token in the window
@@ -376,7 +382,7 @@ class Context:
     at: int  # index of the firing token in `ids`
 
 
-def top_contexts(data: EntryData, layer: int, neuron: int, radius: int = CONTEXT_RADIUS) -> list[Context]:
+def top_contexts(data: EntryData, layer: int, neuron: int, radius: int = CONTEXT_RADIUS) -> list[ActivationContext]:
     """The neuron's top activations (one per window, descending) with ±radius tokens of context."""
     if data.windows is None:
         return []
@@ -387,7 +393,7 @@ def top_contexts(data: EntryData, layer: int, neuron: int, radius: int = CONTEXT
             continue  # padding (fewer windows than k) or a window outside this shard
         ids = data.windows[row]
         lo, hi = max(0, int(p) - radius), min(len(ids), int(p) + radius + 1)
-        out.append(Context(float(v), int(w), int(p), [int(t) for t in ids[lo:hi]], int(p) - lo))
+        out.append(ActivationContext(float(v), int(w), int(p), [int(t) for t in ids[lo:hi]], int(p) - lo))
     return out
 
 
@@ -401,7 +407,7 @@ def escape_markdown(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def context_markdown(tokenizer, ctx: Context) -> str:
+def context_markdown(tokenizer, ctx: ActivationContext) -> str:
     """The context as one markdown line, the firing token in bold (whitespace kept outside the
     asterisks: `** word**` would not render bold)."""
     before = tokenizer.decode(ctx.ids[:ctx.at])
@@ -415,43 +421,3 @@ def context_markdown(tokenizer, ctx: Context) -> str:
         lead, trail = "", ""
         shown = f"**{escape_markdown(token.replace(' ', '␣').replace(chr(9), '⇥')) or '∅'}**"
     return escape_markdown(before) + escape_markdown(lead) + shown + escape_markdown(trail) + escape_markdown(after)
-
-
-def tokenizer_source(spec: str) -> tuple[str, dict]:
-    """Where to load a model's tokenizer from without loading the model -> (path or id, kwargs).
-
-    A GGUF (and the embedded alias) is read from its converted copy in the cache, which a statistics
-    run for that model has made. `models.converted_gguf` would convert it if missing, and converting
-    loads the whole model, which the app process must never do; so without a copy the tokenizer is
-    read from the GGUF's metadata instead.
-    """
-    from neuronrank import models
-
-    ref = models.resolve(spec)
-    if ref.kind in ("alias", "gguf"):
-        copy = models.converted_path(ref.path)
-        if (copy / "config.json").is_file():
-            return str(copy), {}
-        return str(ref.path.parent), {"gguf_file": ref.path.name}
-    if ref.path is not None:
-        return str(ref.path), {}
-    return ref.spec, {}
-
-
-def check_stats_params(params: Mapping) -> None:
-    """Fail fast in the app on parameters a worker would reject (UserError), before queueing a run."""
-    from neuronrank import corpora, models
-    from neuronrank.errors import UserError
-    from neuronrank.pipeline import StatsRequest
-
-    StatsRequest(**{k: params[k] for k in STATS_PARAM_NAMES}).validate()
-    models.resolve(params["model"])
-    calib = str(params["calib"])
-    if calib.startswith("file:"):
-        if not calib[len("file:"):].strip():
-            raise UserError("enter the path of the calibration text file")
-        path = Path(calib[len("file:"):]).expanduser()
-        if not path.is_file():
-            raise UserError(f"text file not found: {path}")
-    elif calib not in corpora.NAMED:
-        raise UserError(f"unknown text source {calib!r}; choose one of {', '.join(corpora.NAMED)} or file:PATH")

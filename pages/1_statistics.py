@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, jobs, store, views
+from neuronrank import UserError, jobs, requests, runs, store, views
 
 ui.page_setup()
 st.title("Statistics")
@@ -18,8 +18,10 @@ params = st.session_state.get("stats_params", {})
 st.caption("Parameters (from the sidebar): `" + json.dumps(params) + "`")
 if st.button("Compute statistics", type="primary"):
     with ui.user_errors():
-        views.check_stats_params(params)
-        run_id = jobs.submit("stats", params)
+        req = requests.StatsRequest(**params)
+        req.validate()
+        requests.check_inputs(req)
+        run_id = jobs.submit("stats", req)
         st.session_state["stats_run"] = run_id
         st.session_state.pop("last_run", None)
         st.query_params["run"] = str(run_id)
@@ -34,14 +36,14 @@ def _forget_run() -> None:
 def run_progress(run_id: int) -> None:
     """Polls the run store once a second while the run is queued or running."""
     try:
-        run = store.RunStore().get(run_id)
+        run = runs.RunStore().get(run_id)
         if run["status"] in ("queued", "running"):
             text = run["message"] or ("waiting for a worker" if run["status"] == "queued" else "starting")
             st.progress(float(run["progress"]), text=f"Run {run_id} ({run['status']}): {text}")
             if not st.button("Cancel", key=f"cancel_{run_id}"):
                 return
             jobs.cancel(run_id)
-            run = store.RunStore().get(run_id)
+            run = runs.RunStore().get(run_id)
     except UserError as e:
         st.error(str(e))
         _forget_run()
@@ -59,7 +61,7 @@ def _stats_run_id() -> int | None:
     switch). "run" in the URL is shared with other pages' runs: only a stats run is followed here."""
     for raw in (st.query_params.get("run"), st.session_state.get("stats_run")):
         try:
-            if raw is not None and store.RunStore().get(int(raw))["kind"] == "stats":
+            if raw is not None and runs.RunStore().get(int(raw))["kind"] == "stats":
                 return int(raw)
         except (ValueError, UserError):
             pass

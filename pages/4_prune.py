@@ -1,22 +1,24 @@
 """Prune & evaluate: start a run in a worker process, follow it (it survives reloads: the run id is in
 the URL), compare runs, and sweep two exponents into a perplexity landscape."""
 
+from dataclasses import replace
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, history, jobs
-from neuronrank.corpora import EVAL_DEFAULT
-from neuronrank.pipeline import PruneRequest
-from neuronrank.pruning import METHODS, SPARSITY_TYPES
-from neuronrank.store import RunStore, get_entry
+from neuronrank import UserError, history, jobs, requests, views
+from neuronrank.requests import PruneRequest
+from neuronrank.runs import RunStore
+from neuronrank.store import get_entry
 
 ui.page_setup()
 st.title("Prune & evaluate")
-defaults = PruneRequest()
+f = lambda name: requests.spec(PruneRequest, name)  # noqa: E731  (defaults, bounds, choices, help)
 chosen = ui.exponents()
+
 
 def calibration_params() -> dict:
     """The loaded statistics entry's calibration (so the prune uses the statistics being explored),
@@ -24,56 +26,55 @@ def calibration_params() -> dict:
     key = st.session_state.get("entry_key")
     if key:
         try:
-            params = get_entry(key).params
-            return {k: params[k] for k in ("model", "calib", "nsamples", "seqlen", "seed", "site") if k in params}
+            return views.stats_params_of(get_entry(key).params)
         except UserError:
             pass
-    return st.session_state.get("stats_params", {})
+    return views.stats_params_of(st.session_state.get("stats_params", {}))
 
 
 calib = calibration_params()
+base = PruneRequest(**calib)
 
 # plain widgets, not a form: the sweep below reuses these settings, and a form would only commit them
 # on its own submit
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
-    method = c1.selectbox("Method", list(METHODS), index=list(METHODS).index("neuronrank_old"), help="neuronrank_old uses the exponents below; "
-                          "magnitude, wanda and random are the baselines")
-    stype = c2.selectbox("Sparsity type", list(SPARSITY_TYPES),
-                         help="unstructured: lowest |W|·metric per matrix; structured: whole neurons per layer; "
-                              "2:4 / 4:8: N of every M weights (ratio must be N/M)")
-    ratio = c3.slider("Sparsity ratio", 0.0, 0.95, float(chosen["sparsity"]), 0.05)
+    method = c1.selectbox(f("prune_method").label, list(f("prune_method").choices),
+                          index=list(f("prune_method").choices).index(f("prune_method").default),
+                          help="neuronrank_old uses the exponents below; magnitude, wanda and random are the baselines")
+    stype = c2.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help)
+    ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, float(chosen["sparsity"]), 0.05)
     c1, c2, c3, c4 = st.columns(4)
-    alpha = c1.number_input("α (|W|)", 0.0, 10.0, chosen["alpha"], 0.1)
-    beta = c2.number_input("β (TF)", 0.0, 10.0, chosen["beta"], 0.1)
-    gamma = c3.number_input("γ (IDF)", 0.0, 10.0, chosen["gamma"], 0.1)
-    last = c4.number_input("Prune only the last N layers (0 = all)", 0, 1000, 0)
+    alpha = c1.number_input(f("alpha").label, 0.0, 10.0, chosen["alpha"], 0.1)
+    beta = c2.number_input(f("beta").label, 0.0, 10.0, chosen["beta"], 0.1)
+    gamma = c3.number_input(f("gamma").label, 0.0, 10.0, chosen["gamma"], 0.1)
+    last = c4.number_input(f("pruning_last").label, 0, 1000, 0)
     c1, c2, c3 = st.columns(3)
-    eval_src = c1.text_input("Evaluation text", EVAL_DEFAULT, help="wiki, news, wikitext2, c4 or file:PATH")
-    eval_seqlen = c2.number_input("Eval seqlen", 2, 4096, defaults.eval_seqlen)
-    eval_windows = c3.number_input("Eval windows (0 = all)", 0, 100_000, 16,
-                                   help="A cap keeps a CPU run near a minute; it is shown with every result")
-    st.caption(f"Calibration (the loaded statistics entry): {calib.get('model', defaults.model)}, {calib.get('calib', defaults.calib)}, "
-               f"{calib.get('nsamples', defaults.nsamples)} × {calib.get('seqlen', defaults.seqlen)} tokens, "
-               f"seed {calib.get('seed', defaults.seed)}, site {calib.get('site', defaults.site)}")
+    eval_src = c1.text_input(f("eval").label, f("eval").default, help=f("eval").help)
+    eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, requests.MAX_SEQLEN,
+                                  f("eval_seqlen").default)
+    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, f("eval_windows").default,
+                                   placeholder="auto: 16 on a CPU, all on a GPU",
+                                   help="A cap keeps a CPU run near a minute; empty = automatic (16 windows on a "
+                                        "CPU, all on a GPU); it is shown with every result")
+    st.caption(f"Calibration (the loaded statistics entry): {base.model}, {base.calib}, "
+               f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}")
     start = st.button("Start prune + evaluate", type="primary")
 
 
-def params_now(**over) -> dict:
-    p = dict(model=calib.get("model", defaults.model), calib=calib.get("calib", defaults.calib),
-             nsamples=calib.get("nsamples", defaults.nsamples), seqlen=calib.get("seqlen", defaults.seqlen),
-             seed=calib.get("seed", defaults.seed), site=calib.get("site", defaults.site),
-             prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
-             beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
-             eval_seqlen=int(eval_seqlen), eval_windows=int(eval_windows))
-    p.update(over)
-    PruneRequest(**p).spec().validate()  # refuse bad input here, not in the worker
-    return p
+def request_now(**over) -> PruneRequest:
+    values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
+                  beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
+                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows))
+    req = replace(base, **{**values, **over})
+    req.validate()  # refuse bad input here, not in the worker
+    requests.check_inputs(req)
+    return req
 
 
 if start:
     with ui.user_errors():
-        st.query_params["run"] = str(jobs.submit("prune", params_now()))
+        st.query_params["run"] = str(jobs.submit("prune", request_now()))
 
 store = RunStore()
 
@@ -145,18 +146,19 @@ st.divider()
 st.subheader("Exponent landscape (sweep)")
 with st.form("sweep"):
     c1, c2 = st.columns(2)
-    x = c1.selectbox("x axis", list(history.EXPONENTS), format_func=history.EXPONENTS.get, index=0)
+    x = c1.selectbox("x axis", list(requests.EXPONENT_LABELS), format_func=requests.EXPONENT_LABELS.get, index=0)
     xs = c1.text_input("x values", "0, 1, 2")
-    y = c2.selectbox("y axis", list(history.EXPONENTS), format_func=history.EXPONENTS.get, index=2)
+    y = c2.selectbox("y axis", list(requests.EXPONENT_LABELS), format_func=requests.EXPONENT_LABELS.get, index=2)
     ys = c2.text_input("y values", "0, 1, 2")
     st.caption("Every other setting comes from the form above (method neuronrank_old is used).")
     go_sweep = st.form_submit_button("Queue sweep")
 if go_sweep:
     with ui.user_errors():
-        group, grid = history.sweep_params(params_now(prune_method="neuronrank_old"), x,
-                                           history.parse_values(xs), y, history.parse_values(ys))
-        for p in grid:
-            jobs.submit("prune", p, group=group)
+        sweep = requests.sweep_axes(request_now(prune_method="neuronrank_old"), x, xs, y, ys)
+        sweep.validate()
+        group = requests.new_sweep_group()
+        for req in sweep.grid():
+            jobs.submit("prune", req, group=group)
         st.query_params["sweep"] = group
         st.query_params["sweep_axes"] = f"{x},{y}"
 
@@ -178,8 +180,8 @@ def landscape() -> None:
     fig = go.Figure(go.Heatmap(z=grid.to_numpy().tolist(), x=[f"{v:g}" for v in grid.columns], y=[f"{v:g}" for v in grid.index],
                                colorscale="Viridis", colorbar_title="ppl",
                                hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{z:.3f}}<extra></extra>"))
-    fig.update_layout(title="Pruned perplexity", xaxis_title=history.EXPONENTS[axes[0]],
-                      yaxis_title=history.EXPONENTS[axes[1]])
+    fig.update_layout(title="Pruned perplexity", xaxis_title=requests.EXPONENT_LABELS[axes[0]],
+                      yaxis_title=requests.EXPONENT_LABELS[axes[1]])
     ui.chart(fig, f"landscape_{group}", key=f"land_{group}")
     ui.table(grid.reset_index(), f"landscape_{group}")
 

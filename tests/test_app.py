@@ -14,7 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from neuronrank import scoring, store
-from neuronrank.pipeline import StatsRequest, get_stats
+from neuronrank.pipeline import get_stats
+from neuronrank.requests import StatsRequest
+from neuronrank.runs import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("pages/1_statistics.py", "pages/2_exponents.py", "pages/3_roles.py")
@@ -277,7 +279,7 @@ def test_compute_statistics_runs_in_a_worker_and_loads_the_result(app, tiny_dir,
     compute_button(app).click().run()
     assert_clean(app)
     run_id = int(app.query_params["run"] if "run" in app.query_params else app.session_state["stats_run"])
-    runs = store.RunStore()
+    runs = RunStore()
     deadline = time.time() + 120
     while (run := runs.get(run_id))["status"] in ("queued", "running"):
         assert time.time() < deadline, f"run {run_id} still {run['status']}: {run['message']}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuronrank.pipeline import StatsRequest
+from neuronrank.requests import StatsRequest
 from neuronrank.store import get_entry, load_stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,12 +33,12 @@ def test_torchrun_two_cpu_ranks_equal_single_process(tiny_dir, text_file, tmp_pa
     args = ["--model", str(tiny_dir), "--calib", f"file:{text_file}", "--nsamples", "5", "--seqlen", "16",
             "--seed", "3", "--site", site, "--batch-size", "2", "--topk", "3"]
     # the single-process reference, in its own cache
-    env = dict(os.environ, NEURONRANK_CACHE=str(tmp_path / "single"), PYTHONPATH=str(REPO))
+    env = dict(os.environ, NEURONRANK_CACHE=str(tmp_path / "single"))
     single = subprocess.run([sys.executable, "-m", "neuronrank", "stats", *args, "--json"], env=env,
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert single.returncode == 0, single.stderr
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env2 = dict(os.environ, NEURONRANK_CACHE=str(tmp_path / "sharded"), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env2 = dict(os.environ, NEURONRANK_CACHE=str(tmp_path / "sharded"), OMP_NUM_THREADS="1")
     sharded = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "neuronrank", "stats", *args,
                               "--json"], env=env2, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert sharded.returncode == 0, sharded.stderr[-3000:]

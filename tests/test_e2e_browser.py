@@ -32,12 +32,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(isolated_cache):
-    from neuronrank.pipeline import StatsRequest, get_stats
+    from neuronrank.pipeline import get_stats
+    from neuronrank.requests import StatsRequest
 
     # the statistics being explored: the embedded model, a small calibration set
     get_stats(StatsRequest(nsamples=4, seqlen=64, batch_size=4))
     port = _free_port()
-    env = dict(os.environ, NEURONRANK_CACHE=str(isolated_cache), PYTHONPATH=str(REPO))
+    env = dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -118,7 +119,7 @@ def test_browser_slider_and_prune_run_survive_reload(server):
             assert "Dense perplexity" in text and "seqlen 128, 2 windows" in text
         finally:
             browser.close()
-    from neuronrank.store import RunStore
+    from neuronrank.runs import RunStore
 
     runs = RunStore().list(kind="prune")
     assert runs and runs[0]["status"] == "done" and runs[0]["result"]["protocol"]["windows"] == 2

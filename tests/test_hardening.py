@@ -77,7 +77,8 @@ def test_full_disk_while_writing_an_entry(tiny_dir, text_file, monkeypatch):
     import errno
 
     from neuronrank import store
-    from neuronrank.pipeline import StatsRequest, get_stats
+    from neuronrank.pipeline import get_stats
+    from neuronrank.requests import StatsRequest
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -93,7 +94,7 @@ def test_full_disk_while_writing_an_entry(tiny_dir, text_file, monkeypatch):
 
 def test_unknown_run_id():
     from neuronrank import jobs
-    from neuronrank.store import RunStore
+    from neuronrank.runs import RunStore
 
     with pytest.raises(UserError, match="no run with id 123456"):
         RunStore().get(123456)
@@ -273,7 +274,7 @@ def test_confinement_cannot_be_dodged_with_white_space(tmp_path, monkeypatch):
 
 def test_a_run_cancelled_before_its_worker_starts_does_not_run(tiny_dir, text_file):
     from neuronrank import jobs
-    from neuronrank.store import RunStore
+    from neuronrank.runs import RunStore
 
     store = RunStore()
     rid = jobs.submit("stats", {"model": str(tiny_dir), "calib": f"file:{text_file}", "nsamples": 2,

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from neuronrank import UserError, history
+from neuronrank import UserError, history, requests
+from neuronrank.requests import PruneRequest
 
 
 def run(i, status, alpha, gamma, ppl=None, method="neuronrank_old", ratio=0.5, grp="g"):
@@ -33,12 +34,13 @@ def test_comparison_averages_finished_runs_only():
 
 
 def test_sweep_params_grid():
-    group, grid = history.sweep_params({"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "x": 5}, "alpha", [0, 1], "gamma", [0, 2, 3])
+    base = PruneRequest(beta=1.0, nsamples=5)
+    group, grid = requests.new_sweep_group(), requests.sweep_axes(base, "alpha", [0, 1], "gamma", [0, 2, 3]).grid()
     assert group.startswith("sweep-") and len(grid) == 6
-    assert {(g["alpha"], g["gamma"]) for g in grid} == {(a, b) for a in (0, 1) for b in (0, 2, 3)}
-    assert all(g["beta"] == 1.0 and g["x"] == 5 for g in grid)
+    assert {(g.alpha, g.gamma) for g in grid} == {(a, b) for a in (0, 1) for b in (0, 2, 3)}
+    assert all(g.beta == 1.0 and g.nsamples == 5 for g in grid)
     with pytest.raises(UserError):
-        history.sweep_params({}, "alpha", [1], "alpha", [1])
-    assert history.parse_values("2, 0,1,1") == [0.0, 1.0, 2.0]
+        requests.sweep_axes(base, "alpha", [1], "alpha", [1])
+    assert list(requests.parse_floats("2, 0,1,1")) == [0.0, 1.0, 2.0]
     with pytest.raises(UserError):
-        history.parse_values("a,b")
+        requests.parse_floats("a,b")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from neuronrank import UserError, jobs
-from neuronrank.store import RunStore
+from neuronrank.runs import RunStore
 
 
 def wait_for(store, run_id, statuses=("done", "failed", "cancelled"), timeout=180):

@@ -105,7 +105,8 @@ def test_device_map_auto_loads_and_everything_runs_on_it(tiny_dir, text_file, ti
     import numpy as np
 
     from neuronrank.evaluate import perplexity
-    from neuronrank.pruning import PruneSpec, prune, sparsity_report
+    from neuronrank.pruning import prune, sparsity_report
+    from neuronrank.requests import PruneRequest
     from neuronrank.stats import batched, collect
 
     mapped, _ = models.load(str(tiny_dir), device_map="auto")
@@ -114,5 +115,5 @@ def test_device_map_auto_loads_and_everything_runs_on_it(tiny_dir, text_file, ti
     a, b = collect(mapped, batched(ids, 3)), collect(plain, batched(ids, 3))
     np.testing.assert_allclose(a.tf, b.tf, rtol=1e-6)
     assert perplexity(mapped, ids).ppl == pytest.approx(perplexity(plain, ids).ppl, rel=1e-5)
-    prune(mapped, PruneSpec(method="wanda", sparsity_ratio=0.5), a)
+    prune(mapped, PruneRequest(prune_method="wanda", sparsity_ratio=0.5), a)
     assert sparsity_report(mapped)["mlp"] == pytest.approx(0.5)

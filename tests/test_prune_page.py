@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from neuronrank.pipeline import StatsRequest, get_stats
-from neuronrank.store import RunStore
+from neuronrank.pipeline import get_stats
+from neuronrank.requests import StatsRequest
+from neuronrank.runs import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/4_prune.py"

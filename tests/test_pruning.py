@@ -9,7 +9,8 @@ import torch
 from neuronrank import UserError, scoring
 from neuronrank.evaluate import perplexity
 from neuronrank.models import mlp_blocks
-from neuronrank.pruning import METHODS, PruneSpec, lowest_mask, prune, slice_structured, sparsity_report
+from neuronrank.requests import PruneRequest
+from neuronrank.pruning import METHODS, lowest_mask, prune, slice_structured, sparsity_report
 from neuronrank.stats import collect
 from tests.conftest import make_tiny
 
@@ -27,7 +28,7 @@ def weights(model):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_unstructured_meets_ratio_exactly_per_matrix(model_and_stats, method):
     model, stats = model_and_stats
-    prune(model, PruneSpec(method=method, sparsity_ratio=0.3), stats)
+    prune(model, PruneRequest(prune_method=method, sparsity_ratio=0.3), stats)
     for b in mlp_blocks(model):
         for lin in (b.gate, b.up, b.down):
             assert int((lin.weight == 0).sum()) == round(0.3 * lin.weight.numel())
@@ -39,7 +40,7 @@ def test_neuronrank_mask_equals_hand_computed_threshold(model_and_stats):
     model, stats = model_and_stats
     before = weights(model)
     a, b_, g = 1.5, 1.0, 2.0
-    prune(model, PruneSpec(method="neuronrank_old", sparsity_ratio=0.5, alpha=a, beta=b_, gamma=g), stats)
+    prune(model, PruneRequest(prune_method="neuronrank_old", sparsity_ratio=0.5, alpha=a, beta=b_, gamma=g), stats)
     s = (stats.w_norm ** a) * (stats.tf ** b_) * (stats.idf ** g)  # independent of scoring.score
     for (layer, role), w in before.items():
         w = w.double().numpy()
@@ -57,7 +58,7 @@ def test_neuronrank_mask_equals_hand_computed_threshold(model_and_stats):
 def test_wanda_row_groups_use_input_norms(model_and_stats):
     model, stats = model_and_stats
     before = weights(model)
-    prune(model, PruneSpec(method="wanda", sparsity_ratio=0.5, group="row"), stats)
+    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, group="row"), stats)
     for (layer, role), w in before.items():
         key = "down_in" if role == "down" else "mlp_in"
         metric = np.abs(w.double().numpy()) * np.sqrt(stats.input_sq[key][layer])[None, :]
@@ -72,7 +73,7 @@ def test_wanda_row_groups_use_input_norms(model_and_stats):
 @pytest.mark.parametrize("nm", ["2:4", "4:8"])
 def test_n_m_sparsity(model_and_stats, nm):
     model, stats = model_and_stats
-    prune(model, PruneSpec(method="wanda", sparsity_ratio=0.5, sparsity_type=nm), stats)
+    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, sparsity_type=nm), stats)
     n, m = map(int, nm.split(":"))
     for b in mlp_blocks(model):
         z = (b.gate.weight == 0).reshape(b.gate.weight.shape[0], -1, m).sum(-1)
@@ -83,7 +84,7 @@ def test_n_m_sparsity(model_and_stats, nm):
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_structured_removes_whole_neurons(model_and_stats, method, scope):
     model, stats = model_and_stats
-    info = prune(model, PruneSpec(method=method, sparsity_ratio=0.25, sparsity_type="structured", scope=scope), stats)
+    info = prune(model, PruneRequest(prune_method=method, sparsity_ratio=0.25, sparsity_type="structured", scope=scope), stats)
     total = 0
     for b in mlp_blocks(model):
         dead_rows = (b.gate.weight == 0).all(1) & (b.up.weight == 0).all(1) & (b.down.weight == 0).all(0)
@@ -100,7 +101,7 @@ def test_structured_removes_whole_neurons(model_and_stats, method, scope):
 def test_pruning_last_touches_only_the_last_layers(model_and_stats):
     model, stats = model_and_stats
     before = weights(model)
-    info = prune(model, PruneSpec(method="magnitude", sparsity_ratio=0.5, last=1), stats)
+    info = prune(model, PruneRequest(prune_method="magnitude", sparsity_ratio=0.5, pruning_last=1), stats)
     assert info["layers"] == [2]
     for (layer, role), w in before.items():
         now = getattr(mlp_blocks(model)[layer], role).weight
@@ -109,18 +110,18 @@ def test_pruning_last_touches_only_the_last_layers(model_and_stats):
 
 def test_targets_all_adds_attention(model_and_stats):
     model, stats = model_and_stats
-    prune(model, PruneSpec(method="wanda", sparsity_ratio=0.5, targets="all"), stats)
+    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, targets="all"), stats)
     rep = sparsity_report(model)
     assert rep["attention"] == pytest.approx(0.5) and rep["mlp"] == pytest.approx(0.5)
     with pytest.raises(UserError, match="not defined for neuronrank_old"):
-        prune(model, PruneSpec(method="neuronrank_old", targets="all"), stats)
+        prune(model, PruneRequest(prune_method="neuronrank_old", targets="all"), stats)
 
 
 def test_random_is_seeded(tiny_windows):
     masks = []
     for seed in (1, 1, 2):
         m = make_tiny()
-        prune(m, PruneSpec(method="random", sparsity_ratio=0.5, seed=seed))
+        prune(m, PruneRequest(prune_method="random", sparsity_ratio=0.5, seed=seed))
         masks.append(mlp_blocks(m)[0].gate.weight == 0)
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
 
@@ -130,15 +131,15 @@ def test_random_is_seeded(tiny_windows):
     (dict(sparsity_ratio=float("nan")), "in \\[0, 1\\)"),
     (dict(sparsity_ratio=-0.1), "in \\[0, 1\\)"),
     (dict(sparsity_type="2:4", sparsity_ratio=0.3), "must be 0.5"),
-    (dict(last=0), "at least 1"),
-    (dict(last=9), "exceeds the model's 3 layers"),
+    (dict(pruning_last=0), "at least 1"),
+    (dict(pruning_last=9), "exceeds the model's 3 layers"),
     (dict(alpha=-1), "alpha must be between"),
-    (dict(method="sparsegpt"), "unknown pruning method"),
+    (dict(prune_method="sparsegpt"), "unknown pruning method"),
 ])
 def test_bad_specs(model_and_stats, spec, needle):
     model, stats = model_and_stats
     with pytest.raises(UserError, match=needle):
-        prune(model, PruneSpec(**spec), stats)
+        prune(model, PruneRequest(**spec), stats)
 
 
 def test_lowest_mask_ties_give_exact_count():
@@ -160,7 +161,7 @@ def test_structured_export_reloads_smaller_with_same_perplexity(model_and_stats,
     from transformers import AutoModelForCausalLM
 
     model, stats = model_and_stats
-    info = prune(model, PruneSpec(method="neuronrank_old", sparsity_ratio=0.25, sparsity_type="structured"), stats)
+    info = prune(model, PruneRequest(prune_method="neuronrank_old", sparsity_ratio=0.25, sparsity_type="structured"), stats)
     zeroed = perplexity(model, tiny_windows).ppl
     slice_structured(model, info["dropped"])
     model.save_pretrained(tmp_path)

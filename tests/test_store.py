@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from neuronrank import store
-from neuronrank.pipeline import StatsRequest, get_stats
+from neuronrank.pipeline import get_stats
+from neuronrank.requests import StatsRequest
 
 
 @pytest.fixture

@@ -232,10 +232,10 @@ def test_top_contexts_windows_and_padding():
 
 def test_context_markdown_bolds_and_escapes():
     tok = FakeTokenizer()
-    text = views.context_markdown(tok, views.Context(1.0, 0, 2, [3, 4, 5, 0], 2))
+    text = views.context_markdown(tok, views.ActivationContext(1.0, 0, 2, [3, 4, 5, 0], 2))
     assert text == r"\*x\*⏎ **big**a"  # markdown escaped, newline visible, space outside the bold
     assert views.escape_markdown("$1 :red[x] #") == r"\$1 \:red\[x\] \#"
-    newline = views.context_markdown(tok, views.Context(1.0, 0, 1, [0, 4, 0], 1))
+    newline = views.context_markdown(tok, views.ActivationContext(1.0, 0, 1, [0, 4, 0], 1))
     assert newline == "a**⏎**a"  # a whitespace token is made visible, not an empty bold
 
 
@@ -274,14 +274,21 @@ def test_human_units():
 def test_tokenizer_source_and_param_checks(tiny_dir, text_file):
     from neuronrank import UserError
 
-    assert views.tokenizer_source(str(tiny_dir)) == (str(Path(tiny_dir).resolve()), {})
+    from neuronrank import requests, specs
+
+    def check_stats_params(params):
+        req = requests.StatsRequest(**params)
+        req.validate()
+        requests.check_inputs(req)
+
+    assert specs.tokenizer_source(str(tiny_dir)) == (str(Path(tiny_dir).resolve()), {})
     good = dict(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=0, site="gate")
-    views.check_stats_params(good)
+    check_stats_params(good)
     for bad, msg in [({"seqlen": 1}, "seqlen"), ({"site": "up"}, "activation site"),
                      ({"calib": "file:/no/such.txt"}, "not found"), ({"calib": "file:"}, "enter the path"), ({"calib": "books"}, "unknown text source"),
                      ({"model": "/no/such/model"}, "not found")]:
         with pytest.raises(UserError, match=msg):
-            views.check_stats_params({**good, **bad})
+            check_stats_params({**good, **bad})
 
 
 def test_roles_accepts_the_full_stats_frame(frame):

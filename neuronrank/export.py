@@ -1,0 +1,62 @@
+"""Writing what a run produced: the pruned model (physically smaller where it can be) and the
+result files. Output targets are checked before a run starts (see `check_model_folder`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from neuronrank import models, pruning
+from neuronrank.errors import UserError
+from neuronrank.paths import REPO_ROOT, atomic_write_bytes, atomic_write_json, cache_dir
+
+
+def save_model(model, tok, folder: str, info: dict, req) -> dict:
+    """Structured with equal counts per layer: a physically smaller model; else the zeroed model."""
+    out = Path(folder).expanduser().resolve()
+    check_model_folder(out)
+    note = "zeroed weights (same shapes)"
+    if req.sparsity_type == "structured":
+        kept = set(info["neurons_kept"].values())
+        n_layers = len(models.decoder_layers(model))
+        if len(info["neurons_kept"]) == n_layers and len(kept) == 1:
+            pruning.slice_structured(model, {int(k): v for k, v in info["dropped"].items()})
+            note = f"sliced: intermediate_size {kept.pop()}"
+        else:
+            note = ("zeroed weights (same shapes): layers keep different neuron counts"
+                    + (" (pruning_last)" if len(info["neurons_kept"]) < n_layers else ""))
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot save the model to {out}: {e.strerror or e}") from e
+    return {"path": str(out), "format": note}
+
+
+def check_model_folder(out: Path) -> None:
+    """A save folder is replaced whole: never one that holds other things (the repo, the cache, home)."""
+    for keep in (Path.cwd(), cache_dir(), Path.home(), REPO_ROOT):
+        keep = keep.resolve()
+        if out == keep or out in keep.parents:
+            raise UserError(f"refusing to save a model over {out}: it contains {keep}")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
+        raise UserError(f"{out} exists and is not a saved model; choose a new or empty folder")
+
+
+def save_results(folder: str, params: dict, result: dict, sparsity: dict) -> dict:
+    out = Path(folder).expanduser().resolve()
+    try:
+        atomic_write_json(out / "result.json", {"params": params, "result": result})
+        frame = pd.DataFrame(sparsity["modules"])
+        atomic_write_bytes(out / "sparsity.csv", frame.to_csv(index=False).encode())
+    except OSError as e:
+        raise UserError(f"cannot write results to {out}: {e.strerror or e}") from e
+    return {"path": str(out)}

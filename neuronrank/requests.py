@@ -1,0 +1,404 @@
+"""Run parameters: one typed request per job kind, the single home of every default, bound, choice
+and help text. Imports no torch.
+
+The CLI builds its flags from these fields (`add_arguments`), the app's pages take their defaults,
+bounds and choices from them (`spec`), the run store persists `kind + asdict(request)` and a worker
+rebuilds the request with `REQUESTS[kind](**params)` and validates it once. Pruning reads the
+`PruneRequest` itself: there is no parallel spec object.
+
+Adding a prune parameter: a field on `PruneRequest` (default, flags, bounds, help), its check in
+`validate()` if the generic bounds do not say enough, and its use where it acts (pruning.py or
+pipeline.py); the CLI flag, the stored run and the page's widget defaults follow from the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import itertools
+import math
+import uuid
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from neuronrank.errors import UserError
+from neuronrank.scoring import check_exponent
+
+DEFAULT_MODEL = "smollm2-135m"
+CALIB_DEFAULT = "news"
+EVAL_DEFAULT = "wiki"
+TEXT_SOURCES = ("news", "wiki", "wikitext2", "c4")  # plus file:PATH
+MAX_SEQLEN = 4096  # never size anything by max_position_embeddings (Llama-3 says 131072)
+MAX_SEED = 2**31 - 1
+DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
+
+# Activation sites (TransformerLens names in brackets).
+SITES = {
+    "gate": "act_fn(blocks.{L}.mlp.hook_pre) = act_fn(gate_proj(x))",
+    "product": "blocks.{L}.mlp.hook_post = act_fn(gate_proj(x)) * up_proj(x)",
+}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the orchestration needs to know of a pruning method (its metric lives in pruning.py)."""
+
+    needs_stats: bool
+    mlp_only: bool = False
+    uses_exponents: bool = False
+    summary: str = ""
+
+
+METHODS: dict[str, MethodInfo] = {
+    "neuronrank_old": MethodInfo(True, mlp_only=True, uses_exponents=True,
+                                 summary="NeuronRank-OLD: |W_jk| × score_i, score = |W|^α × TF^β × IDF^γ"),
+    "magnitude": MethodInfo(False, summary="Magnitude: |W_jk|"),
+    "wanda": MethodInfo(True, summary="Wanda: |W_jk| × ‖X_k‖₂"),
+    "random": MethodInfo(False, summary="Random: seeded uniform noise (the control)"),
+}
+SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
+GROUPS = ("matrix", "row")
+SCOPES = ("layer", "global")
+TARGETS = ("mlp", "all")
+EXPONENT_LABELS = {"alpha": "α (|W|)", "beta": "β (TF)", "gamma": "γ (IDF)"}
+
+
+def param(default: Any, *flags: str, help: str = "", lo=None, hi=None, choices=None, type=None,
+          label: str | None = None, noun: str | None = None):
+    """A request field: its default and what the CLI, the app and validate() need to know of it.
+    `flags` empty: not a command-line flag; `noun` names the field in messages ("unknown <noun> ...")."""
+    meta = dict(flags=flags, help=help, lo=lo, hi=hi, choices=choices, label=label, noun=noun,
+                type=type or (builtins.type(default) if isinstance(default, (int, float)) else str))
+    return field(default=default, metadata=meta)
+
+
+def parse_floats(text: str | list | tuple) -> tuple[float, ...]:
+    """Comma- (or semicolon-) separated numbers -> sorted distinct floats: the one list parser."""
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        items = [v for v in str(text).replace(";", ",").split(",") if v.strip()]
+    try:
+        return tuple(sorted({round(float(v), 6) for v in items}))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def _check_bounds(req) -> None:
+    """The generic checks every field declares: type, lower and upper bound, choices."""
+    for f in fields(req):
+        m, v = f.metadata, getattr(req, f.name)
+        if not m or v is None:
+            continue
+        if m["choices"] and v not in m["choices"]:
+            raise UserError(f"unknown {m['noun'] or f.name} {v!r}; choose one of {', '.join(map(str, m['choices']))}")
+        lo, hi = m["lo"], m["hi"]
+        if lo is None and hi is None:
+            continue
+        try:
+            num = float(v)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{f.name} must be a number (got {v!r})") from e
+        if m["type"] is int and (not math.isfinite(num) or num != int(num)):
+            raise UserError(f"{f.name} must be a whole number (got {v!r})")
+        if (lo is not None and not num >= lo) or (hi is not None and not num <= hi):
+            if lo is not None and hi is not None:
+                raise UserError(f"{f.name} must be between {lo} and {hi} (got {v})")
+            if lo is not None:
+                raise UserError(f"{f.name} must be at least {lo} (got {v})")
+            raise UserError(f"{f.name} must be at most {hi} (got {v})")
+
+
+# ----------------------------------------------------------------------------------------------
+# the requests
+
+
+@dataclass(frozen=True)
+class StatsRequest:
+    """Per-neuron statistics over calibration text (cached)."""
+
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", label="Model")
+    calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH",
+                       label="Calibration text")
+    nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows", label="nsamples")
+    seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window",
+                        label="seqlen")
+    seed: int = param(0, "--seed", lo=0, hi=MAX_SEED, help="seed of the calibration window offsets", label="seed")
+    site: str = param("gate", "--site", choices=tuple(SITES), noun="activation site",
+                      help="gate: act_fn(gate_proj(x)) (original); product: act_fn(gate_proj(x))*up_proj(x)",
+                      label="Activation site")
+    dtype: str = param("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 | fp16")
+    device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
+    batch_size: int = param(8, "--batch-size", lo=1, help="calibration windows per forward pass")
+    topk: int = param(16, "--topk", lo=1, hi=256, help="top activations kept per neuron")
+
+    def validate(self) -> None:
+        _check_bounds(self)
+        _check_dtype(self.dtype)
+        _check_source_name(self.calib)
+
+
+@dataclass(frozen=True)
+class EvalFields:
+    """The evaluation protocol shared by prune and ppl runs."""
+
+    eval: str = param(EVAL_DEFAULT, "--eval", help="wiki | news | wikitext2 | c4 | file:PATH",
+                      label="Evaluation text")
+    eval_seqlen: int = param(512, "--eval-seqlen", "--eval_seqlen", lo=2,
+                             help="tokens per evaluation window", label="Eval seqlen")
+    eval_windows: int | None = param(None, "--eval-windows", "--eval_windows", lo=0, type=int,
+                                     help="cap on evaluation windows (default 16 on CPU, all on GPU; 0 = all)",
+                                     label="Eval windows (0 = all)")
+
+    def eval_window_cap(self, on_gpu: bool) -> int | None:
+        """None = all windows. The default keeps a CPU run near a minute."""
+        if self.eval_windows is None:
+            return None if on_gpu else 16
+        return None if int(self.eval_windows) == 0 else int(self.eval_windows)
+
+
+@dataclass(frozen=True)
+class PplRequest(EvalFields):
+    """Perplexity of a model (Wanda protocol)."""
+
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m")
+    dtype: str = param("auto", "--dtype", help="auto | fp32 | bf16 | fp16")
+    device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
+
+    def validate(self) -> None:
+        _check_bounds(self)
+        _check_dtype(self.dtype)
+        _check_source_name(self.eval)
+
+
+@dataclass(frozen=True)
+class PruneRequest(EvalFields):
+    """A prune + perplexity run. Field names follow the original's (Wanda-style) flags."""
+
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m")
+    prune_method: str = param("neuronrank_old", "--prune_method", "--prune-method", choices=tuple(METHODS),
+                              help="neuronrank_old or a baseline", label="Method", noun="pruning method")
+    sparsity_ratio: float = param(0.5, "--sparsity_ratio", "--sparsity-ratio", label="Sparsity ratio",
+                                  help="fraction of each comparison group to prune, in [0, 1)")
+    sparsity_type: str = param("unstructured", "--sparsity_type", "--sparsity-type", choices=SPARSITY_TYPES,
+                               label="Sparsity type", noun="sparsity type",
+                               help="unstructured: lowest metric per matrix; structured: whole neurons per "
+                                    "layer; 2:4 / 4:8: N of every M weights")
+    pruning_last: int | None = param(None, "--pruning_last", "--pruning-last", lo=1, type=int,
+                                     help="prune only the last N decoder layers",
+                                     label="Prune only the last N layers (0 = all)")
+    alpha: float = param(1.0, "--weight-exp", "--weight_exp", help="alpha: exponent of |W|", label="α (|W|)")
+    beta: float = param(1.0, "--tf-exp", "--tf_exp", help="beta: exponent of TF", label="β (TF)")
+    gamma: float = param(1.0, "--idf-exp", "--idf_exp", help="gamma: exponent of IDF", label="γ (IDF)")
+    group: str = param("matrix", "--group", choices=GROUPS, noun="comparison group",
+                       help="unstructured comparison group: one threshold per matrix (original) or per "
+                            "output row (Wanda)")
+    scope: str = param("layer", "--structured-scope", choices=SCOPES, noun="structured scope",
+                       help="structured: one threshold per layer or one across the pruned layers")
+    targets: str = param("mlp", "--targets", choices=TARGETS,
+                         help="mlp (default) or all: adds attention projections (magnitude/wanda/random)")
+    # calibration (the statistics a method needs)
+    calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH")
+    nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows")
+    seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window")
+    seed: int = param(0, "--seed", lo=0, hi=MAX_SEED, help="calibration offsets and the random baseline")
+    site: str = param("gate", "--site", choices=tuple(SITES), noun="activation site",
+                      help="activation site of the statistics")
+    dtype: str = param("auto", "--dtype", help="auto | fp32 | bf16 | fp16")
+    device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
+    # outputs
+    save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv")
+    save_model: str | None = param(None, "--save_model", "--save-model", type=str,
+                                   help="folder for the pruned model")
+
+    @property
+    def method(self) -> MethodInfo:
+        return METHODS[self.prune_method]
+
+    def validate(self, n_layers: int | None = None) -> None:
+        _check_bounds(self)
+        _check_dtype(self.dtype)
+        r = self.sparsity_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or not 0.0 <= r < 1.0:
+            raise UserError(f"sparsity_ratio must be in [0, 1) (got {r!r})")
+        if ":" in self.sparsity_type:
+            n, m = nm(self.sparsity_type)
+            if abs(r - n / m) > 1e-9:
+                raise UserError(f"{self.sparsity_type} sparsity prunes {n} of every {m} weights: "
+                                f"sparsity_ratio must be {n / m:g} (got {r:g})")
+        if self.targets == "all" and (self.method.mlp_only or self.sparsity_type == "structured"):
+            raise UserError(f"--targets all is not defined for {self.prune_method} / {self.sparsity_type}: "
+                            "NeuronRank scores and structured pruning address MLP neurons only")
+        if n_layers is not None:
+            self.check_layers(n_layers)
+        for name in EXPONENT_LABELS:
+            check_exponent(name, getattr(self, name))
+        _check_source_name(self.calib)
+        _check_source_name(self.eval)
+
+    def check_layers(self, n_layers: int) -> None:
+        if self.pruning_last is not None and int(self.pruning_last) > n_layers:
+            raise UserError(f"pruning_last {self.pruning_last} exceeds the model's {n_layers} layers")
+
+    def pruned_layers(self, n_layers: int) -> list[int]:
+        last = self.pruning_last
+        return list(range(n_layers - int(last), n_layers)) if last else list(range(n_layers))
+
+    def stats_request(self) -> StatsRequest:
+        """The statistics this run's method is computed from (shared with the cache)."""
+        return StatsRequest(model=self.model, calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
+                            seed=self.seed, site=self.site, dtype=self.dtype, device=self.device)
+
+
+@dataclass(frozen=True)
+class SweepRequest(PruneRequest):
+    """A grid of prune runs over sparsity ratios and exponents, every other setting fixed."""
+
+    ratios: tuple = param((0.5,), "--ratios", type=parse_floats, help="comma-separated sparsity ratios")
+    alphas: tuple = param((1.0,), "--alphas", type=parse_floats, help="comma-separated |W| exponents")
+    betas: tuple = param((1.0,), "--betas", type=parse_floats, help="comma-separated TF exponents")
+    gammas: tuple = param((1.0,), "--gammas", type=parse_floats, help="comma-separated IDF exponents")
+
+    MAX_RUNS = 100
+
+    def grid(self) -> list[PruneRequest]:
+        base = {f.name: getattr(self, f.name) for f in fields(PruneRequest)}
+        out = [PruneRequest(**{**base, "sparsity_ratio": r, "alpha": a, "beta": b, "gamma": g})
+               for r, a, b, g in itertools.product(self.ratios, self.alphas, self.betas, self.gammas)]
+        return out
+
+    def validate(self) -> None:
+        runs = self.grid()
+        if not runs:
+            raise UserError("the sweep grid is empty")
+        if len(runs) > self.MAX_RUNS:
+            raise UserError(f"a sweep of {len(runs)} runs is too large (at most {self.MAX_RUNS})")
+        for r in runs:
+            r.validate()
+
+
+# CLI-only flags of a command that are not part of the request (not stored with the run)
+SWEEP_ONLY = ("ratios", "alphas", "betas", "gammas")
+SWEPT = ("sparsity_ratio", "alpha", "beta", "gamma")
+
+
+def sweep_axes(base: PruneRequest, x: str, xs, y: str, ys) -> SweepRequest:
+    """A sweep of two exponents (the app's landscape): everything else from `base`."""
+    if x == y or x not in EXPONENT_LABELS or y not in EXPONENT_LABELS:
+        raise UserError("a sweep needs two different exponents out of alpha, beta, gamma")
+    xs, ys = parse_floats(xs), parse_floats(ys)
+    if not xs or not ys:
+        raise UserError("a sweep needs at least one value per axis")
+    axes = {"alphas": (base.alpha,), "betas": (base.beta,), "gammas": (base.gamma,)}
+    axes[x + "s"], axes[y + "s"] = xs, ys
+    return SweepRequest(**asdict(base), ratios=(base.sparsity_ratio,), **axes)
+
+
+def new_sweep_group() -> str:
+    """The run-store group id of one sweep (its runs share it)."""
+    return f"sweep-{uuid.uuid4().hex[:8]}"
+
+
+REQUESTS: dict[str, type] = {"stats": StatsRequest, "prune": PruneRequest, "ppl": PplRequest}
+
+
+def from_params(kind: str, params: dict):
+    """A stored run's parameters -> its request (unknown keys refused: they would be ignored silently)."""
+    if kind not in REQUESTS:
+        raise UserError(f"unknown run kind {kind!r}")
+    cls = REQUESTS[kind]
+    names = {f.name for f in fields(cls)}
+    extra = set(params) - names
+    if extra:
+        raise UserError(f"unknown {kind} parameter(s): {', '.join(sorted(extra))}")
+    return cls(**params)
+
+
+# ----------------------------------------------------------------------------------------------
+# checks beyond one field
+
+
+def nm(sparsity_type: str) -> tuple[int, int]:
+    n, m = sparsity_type.split(":")
+    return int(n), int(m)
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; choose auto, fp32, bf16 or fp16")
+
+
+def _check_source_name(source: str) -> None:
+    """A text source is a known name or file:PATH (whether the file exists is check_inputs' part)."""
+    s = str(source).strip()
+    if s.startswith("file:"):
+        if not s[len("file:"):].strip():
+            raise UserError("enter the path of the text file after file:")
+        return
+    if s not in TEXT_SOURCES:
+        raise UserError(f"unknown text source {s!r}; choose one of {', '.join(TEXT_SOURCES)} or file:PATH")
+
+
+def check_inputs(req) -> None:
+    """What exists on disk, checked before anything is queued or loaded: the model spec resolves
+    and every file: text source is a file. (No model is loaded.)"""
+    from neuronrank.specs import resolve
+
+    if hasattr(req, "model"):
+        resolve(req.model)
+    for name in ("calib", "eval"):
+        source = str(getattr(req, name, "") or "").strip()
+        if source.startswith("file:"):
+            path = Path(source[len("file:"):].strip()).expanduser()
+            if not path.is_file():
+                raise UserError(f"text file not found: {path}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the command line and the pages read the fields
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    default: Any
+    flags: tuple
+    help: str
+    lo: Any
+    hi: Any
+    choices: tuple | None
+    label: str
+
+
+def spec(cls, name: str) -> FieldSpec:
+    """Default, bounds, choices, help and label of one field (the pages' widgets use these)."""
+    f = next((f for f in fields(cls) if f.name == name), None)
+    if f is None:
+        raise KeyError(f"{cls.__name__} has no field {name!r}")
+    m = f.metadata
+    default = f.default if f.default is not MISSING else None
+    return FieldSpec(name, default, m["flags"], m["help"], m["lo"], m["hi"], m["choices"], m["label"] or name)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
+    """One argparse flag per field of `cls` that has flags, dest = the field name, default = its default."""
+    for f in fields(cls):
+        m = f.metadata
+        if not m or not m["flags"] or f.name in skip:
+            continue
+        kwargs = dict(dest=f.name, default=f.default, help=m["help"] or None)
+        if m["choices"]:
+            kwargs["choices"] = list(m["choices"])
+        t = m["type"]
+        if t is not str:
+            kwargs["type"] = t
+        parser.add_argument(*m["flags"], **kwargs)
+
+
+def from_args(cls, args: argparse.Namespace, **over):
+    """A request from parsed arguments (fields without a flag keep their defaults)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    values.update(over)
+    return cls(**values)
+
