@@ -1,6 +1,7 @@
 """NeuronRank Studio — the Streamlit entry point: page navigation and the shared sidebar.
 
-Run with `streamlit run app.py` (or `bash scripts/app.sh`). Pages live in pages/ (a plain folder);
+Run with `streamlit run app.py` (or `bash scripts/app.sh`). Pages live in app_pages/ (not pages/: Streamlit
+treats a folder of that name as old-style pages);
 their list, in navigation order, is `ui.pages()` (add new pages there: the "Prune & evaluate" page has
 its place marked). Computation lives in neuronrank/ and never imports streamlit.
 """

@@ -130,10 +130,10 @@ def _on_pick() -> None:
 def pages() -> list:
     """The app's pages, in navigation order (app.py passes them to st.navigation)."""
     return [
-        st.Page("pages/1_statistics.py", title="Statistics", icon=":material/bar_chart:", default=True),
-        st.Page("pages/2_exponents.py", title="Exponents", icon=":material/tune:"),
-        st.Page("pages/3_roles.py", title="Roles", icon=":material/grid_view:"),
-        st.Page("pages/4_prune.py", title="Prune & evaluate", icon=":material/content_cut:"),
+        st.Page("app_pages/1_statistics.py", title="Statistics", icon=":material/bar_chart:", default=True),
+        st.Page("app_pages/2_exponents.py", title="Exponents", icon=":material/tune:"),
+        st.Page("app_pages/3_roles.py", title="Roles", icon=":material/grid_view:"),
+        st.Page("app_pages/4_prune.py", title="Prune & evaluate", icon=":material/content_cut:"),
     ]
 
 
@@ -151,12 +151,13 @@ def pages_of_app() -> Iterator[None]:
 
 
 def page_setup() -> None:
-    """First call of every page: does app.py's part when app.py did not run.
+    """First call of every page: does app.py's part when app.py did not run (AppTest runs a page file
+    directly after switch_page).
 
-    Because the app has a pages/ folder, Streamlit runs a page file directly, without app.py, until
-    st.navigation has been called once in the process: the first run after a server start when it
-    opens on a page URL (and every AppTest run after the first). Calling st.navigation here replaces
-    the folder-based page list with ours, and from the next run on app.py runs as usual.
+    The pages live in app_pages/, not pages/: with a pages/ folder Streamlit ran a page file directly,
+    without app.py, on the first run after a server start that opened on a page URL (a shared link),
+    and a chart's selection event from that run was lost on the next run — the first click on the
+    Roles scatter did nothing.
     """
     if not getattr(_run, "sidebar_drawn", False):
         st.set_page_config(layout="wide", page_title="NeuronRank Studio")

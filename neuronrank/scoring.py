@@ -21,7 +21,7 @@ ROLE_TEXT = {
     "important": "high TF, low IDF: general feature, fires on most tokens",
     "moderate": "low TF, high IDF: rare pattern, small contribution",
     "prune-first": "low TF, low IDF: weak and unselective",
-    "dead": "active on (almost) no token: its IDF is maximal, so a TF/IDF split would call it a detector",
+    "dead": "(almost) never active: maximal IDF, near-zero TF",
 }
 DEAD = "dead"
 DEAD_BELOW = 0.001  # the app's "dead" class: active (a > 0) on fewer than 0.1 % of the tokens

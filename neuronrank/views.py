@@ -511,3 +511,12 @@ def app_words(message: str) -> str:
     for pattern, repl in _APP_WORDS:
         message = pattern.sub(repl, message)
     return message
+
+
+def critical_vs_chance(rt: RoleTables, quantile: float) -> pd.DataFrame:
+    """Per layer: the % of neurons that are 'critical' (high TF and high IDF) against the % expected if
+    TF and IDF were independent, (1 - q)². With per-layer quantile thresholds this is the one number
+    a layer's matrix holds."""
+    crit = [c for c in rt.percent.columns if c.split(" / ")[0] == "critical"]
+    return pd.DataFrame({"layer": rt.percent.index.to_numpy(), "observed": rt.percent[crit].sum(axis=1).to_numpy(),
+                         "expected": np.full(len(rt.percent), 100 * (1 - float(quantile)) ** 2)})

@@ -19,7 +19,7 @@ from neuronrank.requests import StatsRequest
 from neuronrank.runs import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ("pages/1_statistics.py", "pages/2_exponents.py", "pages/3_roles.py")
+PAGES = ("app_pages/1_statistics.py", "app_pages/2_exponents.py", "app_pages/3_roles.py")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def entry(tiny_dir, text_file):
 def app(entry):
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["entry_key"] = entry[0]
-    # AppTest runs app.py on the first run only; later runs execute the page file directly (the app
-    # has a pages/ folder), and ui.page_setup() then does app.py's part: the sidebar and navigation
+    # AppTest runs app.py on the first run only; after switch_page it executes the page file directly,
+    # and ui.page_setup() then does app.py's part: the sidebar and navigation
     at.run()
     return at
 
@@ -133,7 +133,7 @@ def test_alpha_moves_the_histogram_as_recomputed(app, entry):
     _, stats, frame = entry
     # the tiny model's gate rows all have norm > 1, so a larger α raises every score
     assert (frame["w_norm"] > 1).all()
-    goto(app, "pages/2_exponents.py")
+    goto(app, "app_pages/2_exponents.py")
     app.checkbox(key="hist_log").uncheck().run()
     assert_clean(app)
     x1, y1, w1 = _overall_hist(app)
@@ -170,21 +170,21 @@ def test_alpha_moves_the_histogram_as_recomputed(app, entry):
 
 
 def test_presets_set_the_sliders_and_the_shared_state(app):
-    goto(app, "pages/2_exponents.py")
+    goto(app, "app_pages/2_exponents.py")
     app.button(key="preset_high sparsity").click().run()
     assert_clean(app)
     assert [app.slider(key=k).value for k in ("_alpha", "_beta", "_gamma")] == [1.5, 1.0, 1.5]
     assert (app.session_state["alpha"], app.session_state["beta"], app.session_state["gamma"]) == (1.5, 1.0, 1.5)
     # the choice outlives a page switch (for the Prune page)
-    goto(app, "pages/1_statistics.py")
+    goto(app, "app_pages/1_statistics.py")
     assert app.session_state["gamma"] == 1.5
-    goto(app, "pages/2_exponents.py")
+    goto(app, "app_pages/2_exponents.py")
     assert app.slider(key="_gamma").value == 1.5
 
 
 def test_lowest_table_overlap_and_pruned_fraction(app, entry):
     _, stats, frame = entry
-    goto(app, "pages/2_exponents.py")
+    goto(app, "app_pages/2_exponents.py")
     app.slider(key="_beta").set_value(0.5).run()
     app.slider(key="_sparsity").set_value(0.3).run()
     assert_clean(app)
@@ -212,7 +212,7 @@ def test_lowest_table_overlap_and_pruned_fraction(app, entry):
 
 def test_roles_counts_equal_scoring_roles(app, entry):
     _, stats, frame = entry
-    goto(app, "pages/3_roles.py")
+    goto(app, "app_pages/3_roles.py")
     # the default: 'high' = the layer's top 10 %, (nearly) never-active neurons in their own class
     _, counts = scoring.roles(frame, quantile=0.9, dead_below=scoring.DEAD_BELOW)
     per_layer = table_with(app, "critical")
@@ -223,7 +223,7 @@ def test_roles_counts_equal_scoring_roles(app, entry):
     app.select_slider(key="role_quantile").set_value(0.5).run()
     app.checkbox(key="role_dead").uncheck().run()
     assert_clean(app)
-    assert any("one degree of freedom per layer" in i.value for i in app.info)
+    assert any("one degree of freedom" in c.value and "critical* = *prune-first*" in c.value for c in app.caption)
     _, counts = scoring.roles(frame)
     per_layer = table_with(app, "critical")
     np.testing.assert_array_equal(per_layer[list(scoring.ROLES)].to_numpy(), counts.drop(index="all").to_numpy())
@@ -256,7 +256,7 @@ def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir
     from transformers import AutoTokenizer
 
     _, stats, frame = entry
-    goto(app, "pages/3_roles.py")
+    goto(app, "app_pages/3_roles.py")
     app.checkbox(key="scatter_log").uncheck().run()
     scatter = chart(app, "TF vs IDF")["data"][0]
     assert scatter["type"] == "scattergl" and len(arr(scatter["x"])) == len(frame)  # small: not sampled

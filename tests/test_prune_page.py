@@ -15,7 +15,7 @@ from neuronrank.requests import StatsRequest
 from neuronrank.runs import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGE = "pages/4_prune.py"
+PAGE = "app_pages/4_prune.py"
 
 
 @pytest.fixture(scope="module")

@@ -332,3 +332,10 @@ def test_app_words_replace_cli_flags():
     assert views.app_words("pruning_last 40 exceeds the model's 30 layers") == \
         "'Prune only the last N layers' is 40, but the model has 30 layers"
     assert "sparsity_ratio" not in views.app_words("sparsity_ratio must be in [0, 1) (got 1.0)")
+
+
+def test_critical_vs_chance_is_the_critical_share(frame):
+    rt = views.role_tables(frame, quantile=0.9)
+    chance = views.critical_vs_chance(rt, 0.9)
+    np.testing.assert_allclose(chance["observed"], rt.percent["critical"].to_numpy())
+    np.testing.assert_allclose(chance["expected"], 1.0)  # (1 - 0.9)² = 1 %

@@ -61,7 +61,7 @@ with st.container(border=True):
     c1, c2, c3 = st.columns(3)
     methods = list(f("prune_method").choices)
     method = c1.selectbox(f("prune_method").label, methods, key=ui.persisted("pr_method", f("prune_method").default),
-                          format_func=lambda m: f"{m} — {METHODS[m].summary.split(': ', 1)[-1]}")
+                          help="\n\n".join(f"**{m}** — {METHODS[m].summary}" for m in methods))
     ui.keep("pr_method")
     stype = c2.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
                          key=ui.persisted("pr_type", f("sparsity_type").default))

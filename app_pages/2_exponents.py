@@ -29,8 +29,8 @@ ui.init_exponent_widgets()
 cols = st.columns(len(views.PRESETS))
 for col, (name, preset) in zip(cols, views.PRESETS.items()):
     a, b, g, sp = preset
-    label = f"{name} (α {a:g}, β {b:g}, γ {g:g}" + (f", {sp:.0%} sparsity)" if sp is not None else ")")
-    col.button(label, key=f"preset_{name}", on_click=ui.apply_preset, args=preset, width="stretch")
+    col.button(name, key=f"preset_{name}", on_click=ui.apply_preset, args=preset, width="stretch",
+               help=f"α = {a:g}, β = {b:g}, γ = {g:g}" + (f"; sparsity {sp:.0%}" if sp is not None else ""))
 
 
 # A fragment: moving a slider reruns only this part (sliders, charts, tables), not the page around it

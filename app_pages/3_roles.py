@@ -43,11 +43,12 @@ else:
     quantile = st.select_slider("'High' means above this quantile of the layer", [0.5, 0.75, 0.8, 0.9, 0.95, 0.99],
                                 value=0.9, key="role_quantile", format_func=lambda q: "median" if q == 0.5 else
                                 f"{q:g} (top {1 - q:.0%})")
-    if quantile == 0.5:
-        st.info("With per-layer **median** thresholds each layer has exactly half its neurons above the TF median "
-                "and half above the IDF median, so the matrix has one degree of freedom per layer: *critical* "
-                "always equals *prune-first* and *important* equals *moderate*. Half the heatmap repeats the other "
-                "half. A higher quantile (e.g. the top 10 %) makes the cells informative.")
+    st.caption(
+        "With per-layer quantile thresholds every layer has the same number of 'high TF' and of 'high IDF' "
+        "neurons, so each layer's matrix has one degree of freedom: the *critical* count fixes the rest "
+        "(*important* = *moderate*" + (", and at the median *critical* = *prune-first*" if quantile == 0.5 else "")
+        + "). The informative number is how far *critical* is from chance — see the chart below the tables. "
+        "Global values give the matrix all its freedom.")
 
 rt = views.role_tables(arrays, thresholds["tf"], thresholds["idf"], thresholds["w_norm"], split_w,
                        quantile=quantile, dead_below=scoring.DEAD_BELOW if dead_class else None)
@@ -78,6 +79,15 @@ with c2:
         "meaning": st.column_config.TextColumn("meaning", width="large")})
 with st.expander("Counts per layer"):
     ui.table(rt.counts.reset_index(), "roles_counts_per_layer", hide_index=True)
+
+if quantile is not None:
+    chance = views.critical_vs_chance(rt, quantile)
+    fig = go.Figure([go.Bar(x=chance["layer"].tolist(), y=chance["observed"].tolist(), name="observed"),
+                     go.Scatter(x=chance["layer"].tolist(), y=chance["expected"].tolist(), mode="lines",
+                                name="if TF and IDF were independent", line=dict(dash="dash"))])
+    fig.update_layout(title=f"Critical neurons (top {1 - quantile:.0%} in both TF and IDF) per layer vs chance",
+                      xaxis_title="layer", yaxis_title="% of the layer", yaxis_ticksuffix="%", height=360)
+    ui.chart(fig, "critical_vs_chance")
 
 # dead neurons and the score: where the original score protects them
 ex = ui.exponents()
