@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from neuronrank.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+STALE_SECONDS = 15 * 60  # a hidden temporary older than this, and not locked, is a leftover
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -55,12 +63,107 @@ def sampled_file_hash(path: Path, piece: int = 1 << 22) -> str:
     return h.hexdigest()[:16]
 
 
+# ----------------------------------------------------------------------------------------------
+# permissions: tempfile makes owner-only files and folders (0600 / 0700); a cache shared by a group
+# needs the umask's modes, as plain open()/mkdir() would give
+
+
+def current_umask() -> int:
+    try:  # Linux >= 4.7: read it without changing it (os.umask is process-wide, racy with threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_mode(path: Path) -> None:
+    """Give a file made by tempfile the mode open() would have given it (0o666 / 0o777 & ~umask)."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    try:
+        os.chmod(path, base & ~current_umask())
+    except OSError:
+        pass
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """tempfile.mkdtemp with the umask respected."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    share_mode(tmp)
+    return tmp
+
+
+# ----------------------------------------------------------------------------------------------
+# leftovers of killed writers
+
+
+@contextlib.contextmanager
+def held(path: Path):
+    """Hold an exclusive flock on a temporary file or folder while it is being written, so that
+    `sweep_stale` never removes work in progress however long it takes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def sweep_stale(folder: Path, max_age: float = STALE_SECONDS) -> int:
+    """Remove hidden temporaries (`.name...`) in `folder` that are older than `max_age` and that no
+    writer holds (see `held`): what a killed run left behind. Returns how many were removed."""
+    removed = 0
+    try:
+        items = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    now = time.time()
+    for item in items:
+        if not item.name.startswith(".") or item.name.endswith(".lock") or item.is_symlink():
+            continue
+        try:
+            if now - item.lstat().st_mtime < max_age:
+                continue
+            fd = os.open(item, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a writer holds it
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d stale temporary item(s) in %s", removed, folder)
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    share_mode(Path(tmp))
     try:
         with os.fdopen(fd, "wb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # see sweep_stale
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
