@@ -231,7 +231,10 @@ def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarra
             log.warning("token cache %s is damaged (%s); re-tokenizing", path.name, e)
     ids = tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"]
     arr = np.asarray(ids, dtype=np.int32)
-    _check_ids(arr, expect["vocab_size"])
+    try:
+        _check_ids(arr, expect["vocab_size"])
+    except ValueError as e:
+        raise UserError(f"text source {corpus.name!r} with this tokenizer: {e}") from e
     if use_cache:
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)

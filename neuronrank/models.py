@@ -123,7 +123,7 @@ def load_tokenizer(spec: str):
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot load the tokenizer of {spec!r}: {_first_line(e)}") from e
+        raise UserError(f"cannot load model {spec!r} (its tokenizer): {_first_line(e)}") from e
 
 
 def vocab_size(model) -> int:

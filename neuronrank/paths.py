@@ -120,9 +120,10 @@ def held(path: Path):
         os.close(fd)
 
 
-def sweep_stale(folder: Path, max_age: float = STALE_SECONDS) -> int:
+def sweep_stale(folder: Path, max_age: float = STALE_SECONDS, match=None) -> int:
     """Remove hidden temporaries (`.name...`) in `folder` that are older than `max_age` and that no
-    writer holds (see `held`): what a killed run left behind. Returns how many were removed."""
+    writer holds (see `held`): what a killed run left behind. `match(path)` narrows it further (a
+    user's folder holds hidden things that are not ours). Returns how many were removed."""
     removed = 0
     try:
         items = list(Path(folder).iterdir())
@@ -131,6 +132,8 @@ def sweep_stale(folder: Path, max_age: float = STALE_SECONDS) -> int:
     now = time.time()
     for item in items:
         if not item.name.startswith(".") or item.name.endswith(".lock") or item.is_symlink():
+            continue
+        if match is not None and not match(item):
             continue
         try:
             if now - item.lstat().st_mtime < max_age:
@@ -217,3 +220,53 @@ def confine_params(params: dict) -> dict:
         if out.get(key):
             out[key] = str(confine(out[key]))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# output targets, checked before a run loads anything (an hour of work must not end in a typo)
+
+
+def _probe_writable(folder: Path, flag: str, shown: str) -> None:
+    """Create and remove a file in the nearest existing ancestor of `folder`."""
+    anc = folder
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{flag} {shown}: {anc} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=anc, prefix=".nr-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{flag} {shown}: cannot write in {anc} ({e.strerror or e})") from e
+
+
+def check_output_folder(path_text: str, flag: str) -> Path:
+    """A folder the run will write files into (created if missing): not an existing file, writable."""
+    out = Path(str(path_text).strip()).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {path_text}: exists and is not a folder")
+    _probe_writable(out, flag, str(path_text))
+    return out
+
+
+def check_output_file(path_text: str, flag: str) -> Path:
+    """A file the run will write (replaced if present): not a folder, its folder writable."""
+    out = Path(str(path_text).strip()).expanduser().resolve()
+    if out.is_dir():
+        raise UserError(f"{flag} {path_text}: is a folder, expected a file name")
+    _probe_writable(out.parent, flag, str(path_text))
+    return out
+
+
+def check_model_folder(out: Path, flag: str = "--save_model") -> None:
+    """A save folder is replaced whole: never one that holds other things (the repo, the cache, home),
+    never an existing file or a folder of other files; and it must be writable."""
+    out = Path(out).expanduser().resolve()
+    for keep in (Path.cwd(), cache_dir(), Path.home(), REPO_ROOT):
+        keep = keep.resolve()
+        if out == keep or out in keep.parents:
+            raise UserError(f"refusing to save a model over {out}: it contains {keep}")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
+        raise UserError(f"{out} exists and is not a saved model; choose a new or empty folder")
+    _probe_writable(out.parent, flag, str(out))

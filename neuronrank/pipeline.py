@@ -85,26 +85,35 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
               recompute: bool = False, device_map=None) -> StatsResult:
     """Cached statistics for `req`, computed once. `bundle` is an already loaded (model, tokenizer).
 
-    The key includes the checksum of the (verified) token stream, so the tokenizer is loaded first
-    (without the weights); the model is loaded only on a miss."""
+    The key includes the checksum of the (verified) token stream. When an entry with these
+    parameters may exist, only the tokenizer is loaded to compute it; the model loads on a miss."""
     req.validate()
     t0 = time.perf_counter()
     ref = models.resolve(req.model)
     corpus = corpora.load_corpus(req.calib)
-    tokenizer = bundle[1] if bundle is not None else models.load_tokenizer(req.model)
-    ids = corpora.token_stream(tokenizer, corpus)
-    params = cache_params(req, ref, corpus, corpora.token_checksum(ids))
-    entry = None if recompute else store.find_stats(params)
-    if entry is not None:
-        try:
-            return StatsResult(store.load_stats(entry), entry, True, time.perf_counter() - t0)
-        except store.CorruptEntry as e:
-            log.warning("%s; recomputing", e)
-            store.delete_entry(entry.key, missing_ok=True)
-    windows = corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)  # before the model loads
+    params = cache_params(req, ref, corpus, tokens_sha256=None)
+    tokenizer = ids = None
+    if bundle is not None:
+        tokenizer = bundle[1]
+    elif not recompute and store.has_candidate(params):
+        tokenizer = models.load_tokenizer(req.model)
+    if tokenizer is not None:
+        ids = corpora.token_stream(tokenizer, corpus)
+        params["tokens_sha256"] = corpora.token_checksum(ids)
+        entry = None if recompute else store.find_stats(params)
+        if entry is not None:
+            try:
+                return StatsResult(store.load_stats(entry), entry, True, time.perf_counter() - t0)
+            except store.CorruptEntry as e:
+                log.warning("%s; recomputing", e)
+                store.delete_entry(entry.key, missing_ok=True)
     model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
+    if ids is None:
+        ids = corpora.token_stream(tokenizer, corpus)
+        params["tokens_sha256"] = corpora.token_checksum(ids)
     corpora.check_vocab(ids, models.vocab_size(model))
+    windows = corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
     progress = _announce(progress, len(windows), req.seqlen) if distributed.rank() == 0 else progress
     if not distributed.launched():
         stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)

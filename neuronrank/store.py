@@ -142,6 +142,18 @@ def _valid(folder: Path) -> bool:
         return False
 
 
+def has_candidate(params: dict) -> bool:
+    """Could an entry for these parameters exist, whatever its token checksum? (A manifest scan:
+    lets a miss skip loading the tokenizer twice.)"""
+    want = {k: v for k, v in params.items() if k != "tokens_sha256"}
+    want = json.loads(json.dumps(want, sort_keys=True, default=str))  # as a manifest stores it
+    for entry in list_entries():
+        have = {k: v for k, v in entry.params.items() if k != "tokens_sha256"}
+        if have == want:
+            return True
+    return False
+
+
 def find_stats(params: dict) -> Entry | None:
     """The entry for these parameters, if one exists and looks whole (sizes); a damaged one is removed.
     Its contents are verified (sha256) when it is loaded: `load_stats`."""
