@@ -32,7 +32,11 @@ _PER_NEURON = ("sum_abs", "sum_act", "sum_sq", "n_active", "w_norm", "up_norm", 
 
 
 class CorruptEntry(Exception):
-    """A cache entry whose files do not match its manifest."""
+    """A cache entry whose files do not match its manifest (the message starts with its key)."""
+
+    @property
+    def key(self) -> str:
+        return str(self).split(":", 1)[0]
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,9 @@ def _forget_run() -> None:
 def run_progress(run_id: int) -> None:
     """Polls the run store once a second while the run is queued or running."""
     try:
-        run = runs.RunStore().get(run_id)
+        run = runs.RunStore().get(run_id)  # reading marks a run whose process is gone as failed
+        if run["status"] == "queued":
+            jobs.recover()  # no dispatcher alive (killed)? start one: the queue never strands
         if run["status"] in ("queued", "running"):
             text = run["message"] or ("waiting for a worker" if run["status"] == "queued" else "starting")
             st.progress(float(run["progress"]), text=f"Run {run_id} ({run['status']}): {text}")

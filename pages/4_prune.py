@@ -77,6 +77,8 @@ if start:
         st.query_params["run"] = str(jobs.submit("prune", request_now()))
 
 store = RunStore()
+if store.notice:  # a damaged run store was moved aside and a fresh one started
+    st.warning(store.notice)
 
 
 @st.fragment(run_every=1.0)
@@ -96,7 +98,7 @@ def follow() -> None:
         if st.button("Cancel run", key=f"cancel_{run['id']}"):
             jobs.cancel(run["id"])
             st.rerun()
-        jobs.reap(store)
+        jobs.recover(store)  # runs whose process is gone -> failed; a queue without a dispatcher gets one
         return
     if run["status"] == "failed":
         st.error(f"Run {run['id']} failed: {run['error']}")
@@ -105,6 +107,9 @@ def follow() -> None:
         st.warning(f"Run {run['id']} was cancelled.")
         return
     res = run["result"]
+    for miss in res.get("not_written", []):
+        st.warning(f"Not written: {miss['target']} {miss['path']}: {miss['error']}. The results below are "
+                   "kept in the run history.")
     proto = res["protocol"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Dense perplexity", f"{res['dense_ppl']:.3f}")
