@@ -42,7 +42,7 @@ def user_errors() -> Iterator[None]:
             store.delete_entry(e.key, missing_ok=True)
         st.error(f"The cache entry was damaged ({e}) and has been removed: compute the statistics again.")
     except UserError as e:
-        st.error(str(e))
+        st.error(views.app_words(str(e)))
 
 
 def safe_entries() -> list[store.Entry]:
@@ -170,9 +170,56 @@ def page_setup() -> None:
 def sidebar() -> None:
     with st.sidebar:
         entries = safe_entries()
+        restore_from_url(entries)
         _entry_picker(entries)
         st.divider()
         _stats_params(entries)
+    write_url()
+
+
+# ----------------------------------------------------------------------------------------------
+# the view in the URL: a shared link restores the page, the statistics entry and the exponents
+
+URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
+
+
+def restore_from_url(entries: list[store.Entry]) -> None:
+    """Once per browser session: take `entry`, `alpha`, `beta`, `gamma`, `sparsity` from the URL."""
+    if st.session_state.get("_url_restored"):
+        return
+    st.session_state["_url_restored"] = True
+    qp = st.query_params
+    key = qp.get("entry")
+    if key:
+        if key in {e.key for e in entries}:
+            select_entry(key)
+        else:
+            st.session_state["_url_note"] = f"The link names statistics entry {key}, which is not in this cache."
+    for name, (lo, hi) in URL_NUMBERS.items():
+        raw = qp.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if lo <= value <= hi:
+            value = round(value, 2)
+            st.session_state[name] = value
+            st.session_state[f"_{name}"] = value
+
+
+def write_url() -> None:
+    """Keep the URL equal to the view (only changed values are written: each write is a browser update)."""
+    want = {"entry": st.session_state.get("entry_key")}
+    for name, default in EXPONENT_DEFAULTS.items():
+        want[name] = f"{float(st.session_state.get(name, default)):g}"
+    for k, v in want.items():
+        if v is None:
+            if k in st.query_params:
+                del st.query_params[k]
+        elif st.query_params.get(k) != v:
+            st.query_params[k] = v
 
 
 def _entry_picker(entries: list[store.Entry]) -> None:
@@ -239,11 +286,27 @@ def init_exponent_widgets() -> None:
 def keep_exponents() -> dict[str, float]:
     chosen = {name: float(st.session_state[f"_{name}"]) for name in EXPONENT_DEFAULTS}
     st.session_state.update(chosen)
+    write_url()
     return chosen
 
 
-def apply_preset(alpha: float, beta: float, gamma: float) -> None:
+def apply_preset(alpha: float, beta: float, gamma: float, sparsity: float | None = None) -> None:
     st.session_state.update(_alpha=alpha, _beta=beta, _gamma=gamma)
+    if sparsity is not None:
+        st.session_state["_sparsity"] = sparsity
+
+
+def persisted(name: str, default):
+    """A widget value that outlives the page: the widget uses key `_name`, and `name` keeps a copy in
+    plain session state (Streamlit drops a widget's own state on runs where it is not drawn)."""
+    if f"_{name}" not in st.session_state:
+        st.session_state[f"_{name}"] = st.session_state.get(name, default)
+    return f"_{name}"
+
+
+def keep(name: str):
+    st.session_state[name] = st.session_state.get(f"_{name}")
+    return st.session_state[name]
 
 
 def exponents() -> dict[str, float]:
@@ -270,7 +333,24 @@ def table(df: pd.DataFrame, name: str, **kwargs):
     return out
 
 
-def hist_figure(hist: views.Hist, title: str) -> go.Figure:
+def log_axis(fig: go.Figure, values, axis: str = "y") -> None:
+    """A log axis with readable ticks: one labelled tick per decade when the data spans several (no bare
+    "2 3 … 9" digits), plain 3-digit numbers when it spans less than one."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    span = float(np.log10(v.max() / v.min())) if v.size else 0.0
+    opts = dict(type="log", exponentformat="power", showexponent="all")
+    if span >= 1.0:
+        opts["dtick"] = 1
+    else:
+        opts["tickformat"] = ".3~g"
+    fig.update_layout(**{f"{axis}axis": opts})
+
+
+def hist_figure(hist: views.Hist, title: str, threshold: float | None = None,
+                threshold_label: str = "") -> go.Figure:
     """Pre-binned counts as bars (lists, so the spec holds plain numbers)."""
     x_title = "log₁₀ score" if hist.log else "score"
     fig = go.Figure(go.Bar(x=hist.centers.tolist(), y=hist.counts.tolist(), width=hist.widths.tolist(),
@@ -283,4 +363,54 @@ def hist_figure(hist: views.Hist, title: str) -> go.Figure:
         notes.append(f"{hist.dropped:,} non-finite scores not shown")
     fig.update_layout(title=title + (f" ({'; '.join(notes)})" if notes else ""), xaxis_title=x_title,
                       yaxis_title="neurons", bargap=0, showlegend=False)
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_color="#d62728", line_dash="dash", line_width=2,
+                      annotation_text=threshold_label, annotation_position="top left",
+                      annotation_font_color="#d62728")
     return fig
+
+
+def url_note() -> None:
+    """Say once when a shared link named something this cache does not have."""
+    note = st.session_state.pop("_url_note", None)
+    if note:
+        st.warning(note)
+
+
+def run_progress_bars(run: dict) -> None:
+    """A queued or running run: the whole run's bar with its current stage, and the stage's own bar."""
+    stage, detail, fraction = views.stage_progress(run["message"] or "")
+    if run["status"] == "queued":
+        stage = "waiting for a worker"
+    st.progress(float(run["progress"]), text=f"Run {run['id']} ({run['status']}) — {stage or 'starting'}")
+    if fraction is not None:
+        st.progress(fraction, text=f"{stage}: {detail}")
+    elif detail:
+        st.caption(detail)
+
+
+def fmt_ppl(x) -> str:
+    """A perplexity for display: a diverged one (inf, or stored as null) reads "∞"."""
+    import math
+
+    return f"{x:.3f}" if x is not None and math.isfinite(float(x)) else "∞"
+
+
+def source_problem(text: str, what: str) -> str | None:
+    """What is wrong with a typed text source, in the app's words (None if nothing)."""
+    text = (text or "").strip()
+    if not text:
+        return f"Enter the {what}: {', '.join(requests.TEXT_SOURCES)} or file:PATH."
+    if text.startswith("file:"):
+        path = text[len("file:"):].strip()
+        if not path:
+            return f"Enter the path of the {what} file after file:."
+        from pathlib import Path
+
+        if not Path(path).expanduser().is_file():
+            return f"The {what} file {path} does not exist."
+        return None
+    if text not in requests.TEXT_SOURCES:
+        return (f"'{text}' is not a text source: choose one of {', '.join(requests.TEXT_SOURCES)}, or file:PATH "
+                "for a file of your own.")
+    return None

@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from neuronrank.requests import EXPONENT_LABELS
+from neuronrank.requests import EXPONENT_LABELS, METHODS
 
 EXPONENTS = EXPONENT_LABELS
 
@@ -35,14 +35,36 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None) -> str:
+    """One name per compared configuration: the method, its type, and its exponents where it has any."""
+    label = f"{method} · {sparsity_type}"
+    if method in METHODS and METHODS[method].uses_exponents and alpha is not None:
+        label += f" · α={alpha:g} β={beta:g} γ={gamma:g}"
+    return label
+
+
 def comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """Finished runs as (method, type, ratio) -> mean pruned ppl, for a ppl-vs-sparsity chart."""
-    done = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()]
+    """Finished runs -> one row per (configuration, protocol, ratio): the pruned perplexity for a
+    ppl-vs-sparsity chart. A configuration is the method, the sparsity type and — for methods that use
+    them — the exponents: runs that differ in any of these are never averaged together. Repeats of the
+    same configuration are averaged (`runs` says how many)."""
+    cols = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio",
+            "pruned_ppl", "dense_ppl", "runs"]
+    done = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()] if not frame.empty else frame
     if done.empty:
-        return pd.DataFrame(columns=["method", "type", "ratio", "pruned_ppl", "runs"])
-    return (done.groupby(["method", "type", "ratio"], as_index=False)
-            .agg(pruned_ppl=("pruned_ppl", "mean"), runs=("run", "count"))
-            .sort_values(["method", "type", "ratio"]))
+        return pd.DataFrame(columns=cols)
+    done = done.copy()
+    uses = done["method"].map(lambda m: m in METHODS and METHODS[m].uses_exponents)
+    for k in ("alpha", "beta", "gamma"):
+        done[k] = done[k].where(uses, np.nan)
+    done["series"] = [series_label(m, t, a, b, g) if u else series_label(m, t)
+                      for m, t, a, b, g, u in zip(done["method"], done["type"], done["alpha"], done["beta"],
+                                                  done["gamma"], uses)]
+    keys = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio"]
+    out = (done.groupby(keys, as_index=False, dropna=False)
+           .agg(pruned_ppl=("pruned_ppl", "mean"), dense_ppl=("dense_ppl", "mean"), runs=("run", "count"))
+           .sort_values(["series", "ratio"]))
+    return out[cols].reset_index(drop=True)
 
 
 def landscape(runs: list[dict], x: str, y: str) -> pd.DataFrame:
@@ -53,3 +75,62 @@ def landscape(runs: list[dict], x: str, y: str) -> pd.DataFrame:
     grid = frame.pivot_table(index=y, columns=x, values="pruned_ppl", aggfunc="mean", dropna=False)
     cells = frame.pivot_table(index=y, columns=x, values="run", aggfunc="count")
     return grid.reindex(index=cells.index, columns=cells.columns)
+
+
+def sweep_groups(runs: list[dict]) -> pd.DataFrame:
+    """The sweeps in the run store, newest first: group id, runs, finished, the two swept exponents."""
+    rows = {}
+    for r in runs:
+        g = r.get("grp")
+        if not g or not str(g).startswith("sweep-"):
+            continue
+        d = rows.setdefault(g, {"group": g, "runs": 0, "done": 0, "created": r["created"], "params": []})
+        d["runs"] += 1
+        d["done"] += r["status"] == "done"
+        d["created"] = min(d["created"], r["created"])
+        d["params"].append(r["params"])
+    out = []
+    for d in rows.values():
+        x, y = swept_axes(d.pop("params"))
+        out.append({**d, "x": x, "y": y})
+    frame = pd.DataFrame(out, columns=["group", "runs", "done", "created", "x", "y"])
+    return frame.sort_values("created", ascending=False).reset_index(drop=True)
+
+
+def swept_axes(params: list[dict]) -> tuple[str, str]:
+    """Which two exponents a sweep's runs vary (the first two that take more than one value)."""
+    varied = [k for k in EXPONENT_LABELS if len({p.get(k) for p in params}) > 1]
+    rest = [k for k in ("alpha", "gamma", "beta") if k not in varied]
+    x, y = (varied + rest)[:2]
+    return x, y
+
+
+def reference_ppl(frame: pd.DataFrame, sparsity_type: str, ratio: float, eval_source: str, eval_seqlen: int,
+                  eval_windows: int) -> dict[str, float]:
+    """The baselines' pruned perplexity at the same sparsity and evaluation protocol (finished runs,
+    repeats averaged), and the dense perplexity: what a sweep's cells are read against."""
+    if frame.empty:
+        return {}
+    same = frame[(frame["status"] == "done") & (frame["type"] == sparsity_type)
+                 & (np.isclose(frame["ratio"].astype(float), float(ratio)))
+                 & (frame["eval"] == eval_source) & (frame["eval_seqlen"] == eval_seqlen)
+                 & (frame["eval_windows"] == eval_windows)]
+    out = {}
+    for method in ("wanda", "magnitude"):
+        v = same.loc[same["method"] == method, "pruned_ppl"].dropna()
+        if len(v):
+            out[method] = float(v.mean())
+    dense = same["dense_ppl"].dropna()
+    if len(dense):
+        out["dense"] = float(dense.iloc[0])
+    return out
+
+
+def best_cell(grid: pd.DataFrame) -> tuple | None:
+    """(y value, x value, ppl) of the lowest finished cell of a landscape grid, or None."""
+    if grid.empty or not np.isfinite(grid.to_numpy(dtype=float)).any():
+        return None
+    stacked = grid.stack().astype(float)
+    stacked = stacked[np.isfinite(stacked)]
+    (yv, xv), ppl = stacked.idxmin(), float(stacked.min())
+    return yv, xv, ppl

@@ -55,7 +55,7 @@ def _stored(kind: str, req) -> dict:
         raise UserError(f"unknown run kind {kind!r}")
     if not isinstance(req, REQUESTS[kind]):
         raise UserError(f"a {kind} run needs a {REQUESTS[kind].__name__}, got {type(req).__name__}")
-    return asdict(req)
+    return asdict(req.normalized() if hasattr(req, "normalized") else req)
 
 
 # ----------------------------------------------------------------------------------------------

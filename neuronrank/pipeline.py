@@ -82,22 +82,28 @@ def _duration(seconds: float) -> str:
 
 
 def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
-              recompute: bool = False, device_map=None) -> StatsResult:
-    """Cached statistics for `req`, computed once. `bundle` is an already loaded (model, tokenizer).
+              recompute: bool = False, device_map=None, stage=None) -> StatsResult:
+    """Cached statistics for `req`, computed once. `bundle` is an already loaded (model, tokenizer);
+    `stage(name)` is told each step before it starts (reading the text, loading or converting the
+    model, tokenizing, the pass itself through `progress`, writing the entry).
 
     The key includes the checksum of the (verified) token stream. When an entry with these
     parameters may exist, only the tokenizer is loaded to compute it; the model loads on a miss."""
     req.validate()
+    stage = stage or (lambda name: None)
     t0 = time.perf_counter()
     ref = models.resolve(req.model)
+    stage("reading the calibration text")
     corpus = corpora.load_corpus(req.calib)
     params = cache_params(req, ref, corpus, tokens_sha256=None)
     tokenizer = ids = None
     if bundle is not None:
         tokenizer = bundle[1]
     elif not recompute and store.has_candidate(params):
+        stage("loading the tokenizer")
         tokenizer = models.load_tokenizer(req.model)
     if tokenizer is not None:
+        stage("tokenizing the calibration text")
         ids = corpora.token_stream(tokenizer, corpus)
         params["tokens_sha256"] = corpora.token_checksum(ids)
         entry = None if recompute else store.find_stats(params)
@@ -107,9 +113,12 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
             except store.CorruptEntry as e:
                 log.warning("%s; recomputing", e)
                 store.delete_entry(entry.key, missing_ok=True)
+    if bundle is None:
+        stage(_load_stage(ref))
     model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
     if ids is None:
+        stage("tokenizing the calibration text")
         ids = corpora.token_stream(tokenizer, corpus)
         params["tokens_sha256"] = corpora.token_checksum(ids)
     corpora.check_vocab(ids, models.vocab_size(model))
@@ -123,11 +132,19 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
                       dtype=params["dtype"], seconds=time.perf_counter() - t0,
                       world_size=distributed.world() if distributed.launched() else 1)
     if distributed.rank() == 0:
+        stage("writing the cache entry")
         entry = store.save_stats(params, stats)
     distributed.barrier()
     if distributed.rank() != 0:
         entry = store.find_stats(params)
     return StatsResult(stats, entry, False, time.perf_counter() - t0)
+
+
+def _load_stage(ref) -> str:
+    """The name of the loading step: a GGUF's one-off conversion takes most of a first run."""
+    if ref.kind in ("alias", "gguf") and not (models.converted_path(ref.path) / "config.json").is_file():
+        return "converting the GGUF model to safetensors (once, about 20 s on a CPU)"
+    return "loading the model"
 
 
 def _collect_sharded(model, windows, req: StatsRequest, progress):
@@ -151,6 +168,7 @@ def _collect_sharded(model, windows, req: StatsRequest, progress):
 def token_progress(report, stage: str, start: float = 0.0, span: float = 1.0):
     """Adapt a (done, total) token callback to the run store's (fraction, message) with rate and ETA."""
     t0 = time.perf_counter()
+    report(start, f"{stage}: starting", True)  # the stage shows before its first batch finishes
 
     def update(done: int, total: int | None) -> None:
         dt = max(time.perf_counter() - t0, 1e-9)
@@ -164,7 +182,8 @@ def token_progress(report, stage: str, start: float = 0.0, span: float = 1.0):
 
 
 def stats_job(req: StatsRequest, report) -> dict:
-    res = get_stats(req, progress=token_progress(report, "statistics"))
+    res = get_stats(req, progress=token_progress(report, "statistics", 0.1, 0.88),
+                    stage=lambda name: report(0.98 if name.startswith("writing") else 0.02, name, True))
     return {"cache_key": res.entry.key, "cached": res.cached, "seconds": round(res.seconds, 3),
             "tokens": int(res.stats.tokens[0]), "layers": res.stats.n_layers, "width": res.stats.width}
 
@@ -246,8 +265,9 @@ def _on_gpu(model) -> bool:
 
 
 def ppl_job(req: PplRequest, report) -> dict:
-    report(0.01, "loading model", True)
-    identity = models.resolve(req.model).identity()
+    ref = models.resolve(req.model)
+    report(0.01, _load_stage(ref), True)
+    identity = ref.identity()
     model, tok = models.load(req.model, req.device, req.dtype)
     res, cached = measure_ppl(model, tok, req.eval, req.eval_seqlen, req.eval_window_cap(_on_gpu(model)),
                               identity, progress=token_progress(report, "perplexity", 0.05, 0.95))
@@ -292,8 +312,9 @@ def prune_job(req: PruneRequest, report) -> dict:
 
     timer = _Timer()
     with timer.stage("load"):
-        report(0.01, "loading model", True)
-        identity = models.resolve(req.model).identity()
+        ref = models.resolve(req.model)
+        report(0.01, _load_stage(ref), True)
+        identity = ref.identity()
         model, tok = models.load(req.model, req.device, req.dtype)
         req.check_layers(len(models.decoder_layers(model)))
         windows = req.eval_window_cap(_on_gpu(model))
@@ -302,7 +323,8 @@ def prune_job(req: PruneRequest, report) -> dict:
     if req.method.needs_stats:
         with timer.stage("stats"):
             sres = get_stats(req.stats_request(), bundle=(model, tok),
-                             progress=token_progress(report, "calibration statistics", 0.05, 0.3))
+                             progress=token_progress(report, "calibration statistics", 0.05, 0.3),
+                             stage=lambda name: report(0.05, f"calibration statistics: {name}", True))
             stats, stats_key = sres.stats, sres.entry.key
 
     with timer.stage("dense_eval"):

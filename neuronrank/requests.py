@@ -18,7 +18,7 @@ import builtins
 import itertools
 import math
 import uuid
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,9 +188,10 @@ class PruneRequest(EvalFields):
     pruning_last: int | None = param(None, "--pruning_last", "--pruning-last", lo=1, type=int,
                                      help="prune only the last N decoder layers",
                                      label="Prune only the last N layers (0 = all)")
-    alpha: float = param(1.0, "--weight-exp", "--weight_exp", help="alpha: exponent of |W|", label="α (|W|)")
-    beta: float = param(1.0, "--tf-exp", "--tf_exp", help="beta: exponent of TF", label="β (TF)")
-    gamma: float = param(1.0, "--idf-exp", "--idf_exp", help="gamma: exponent of IDF", label="γ (IDF)")
+    # the exponents of score = |W|^α × TF^β × IDF^γ; None (not recorded) for methods that ignore them
+    alpha: float | None = param(1.0, "--weight-exp", "--weight_exp", help="alpha: exponent of |W|", label="α (|W|)")
+    beta: float | None = param(1.0, "--tf-exp", "--tf_exp", help="beta: exponent of TF", label="β (TF)")
+    gamma: float | None = param(1.0, "--idf-exp", "--idf_exp", help="gamma: exponent of IDF", label="γ (IDF)")
     group: str = param("matrix", "--group", choices=GROUPS, noun="comparison group",
                        help="unstructured comparison group: one threshold per matrix (original) or per "
                             "output row (Wanda)")
@@ -232,10 +233,18 @@ class PruneRequest(EvalFields):
                             "NeuronRank scores and structured pruning address MLP neurons only")
         if n_layers is not None:
             self.check_layers(n_layers)
-        for name in EXPONENT_LABELS:
-            check_exponent(name, getattr(self, name))
+        if self.method.uses_exponents:
+            for name in EXPONENT_LABELS:
+                check_exponent(name, getattr(self, name))
         _check_source_name(self.calib)
         _check_source_name(self.eval)
+
+    def normalized(self) -> "PruneRequest":
+        """What a run records: the exponents only for a method that uses them (None otherwise), so a
+        baseline's run never shows exponents it ignored."""
+        if self.method.uses_exponents:
+            return self
+        return replace(self, alpha=None, beta=None, gamma=None)
 
     def check_layers(self, n_layers: int) -> None:
         if self.pruning_last is not None and int(self.pruning_last) > n_layers:

@@ -20,8 +20,11 @@ ROLE_TEXT = {
     "critical": "high TF, high IDF: specialised detector",
     "important": "high TF, low IDF: general feature, fires on most tokens",
     "moderate": "low TF, high IDF: rare pattern, small contribution",
-    "prune-first": "low TF, low IDF: dead or nearly dead",
+    "prune-first": "low TF, low IDF: weak and unselective",
+    "dead": "active on (almost) no token: its IDF is maximal, so a TF/IDF split would call it a detector",
 }
+DEAD = "dead"
+DEAD_BELOW = 0.001  # the app's "dead" class: active (a > 0) on fewer than 0.1 % of the tokens
 
 
 def _is_stats(obj) -> bool:
@@ -72,36 +75,51 @@ def score(stats, alpha=1.0, beta=1.0, gamma=1.0) -> np.ndarray:
 # roles
 
 
-def _layer_median(values: np.ndarray, layers: np.ndarray) -> np.ndarray:
-    """Per-row threshold: the median of the row's own layer."""
+def _layer_quantile(values: np.ndarray, layers: np.ndarray, q: float) -> np.ndarray:
+    """Per-row threshold: the q-quantile of the row's own layer (q = 0.5: the median)."""
     out = np.empty_like(values, dtype=np.float64)
     for layer in np.unique(layers):
         m = layers == layer
-        out[m] = np.median(values[m])
+        out[m] = np.quantile(values[m], q) if q != 0.5 else np.median(values[m])
     return out
 
 
-def roles(stats, tf_threshold=None, idf_threshold=None, w_threshold=None, split_w: bool = False):
+def roles(stats, tf_threshold=None, idf_threshold=None, w_threshold=None, split_w: bool = False,
+          quantile: float | None = None, dead_below: float | None = None):
     """The component interpretation matrix.
 
     Returns (labels, counts): labels[i] is the role of row i; counts is a DataFrame of counts per
     layer and role (plus an 'all' row). A neuron is "high" when strictly above the threshold.
-    Thresholds default to the per-layer median; a number applies to every layer. With `split_w`
-    (or a `w_threshold`) each role splits into "... / high |W|" and "... / low |W|".
+    Thresholds default to the per-layer median — or, with `quantile` q, the per-layer q-quantile
+    (0.9: "high" is the top 10 % of the layer); a number applies to every layer. With `split_w` (or a
+    `w_threshold`) each role splits into "... / high |W|" and "... / low |W|". With `dead_below` f,
+    neurons active (a > 0) on fewer than a fraction f of the tokens get the role "dead" whatever
+    their TF and IDF (it needs n_active and tokens in `stats`).
     """
     import pandas as pd
 
     w, tf, idf = _components(stats)
     layers = np.asarray(stats["layer"]) if not _is_stats(stats) else \
         np.repeat(np.arange(stats.n_layers), stats.width)
-    tf_t = _layer_median(tf, layers) if tf_threshold is None else float(tf_threshold)
-    idf_t = _layer_median(idf, layers) if idf_threshold is None else float(idf_threshold)
+    q = 0.5 if quantile is None else float(quantile)
+    if not 0.0 < q < 1.0:
+        raise UserError(f"the threshold quantile must be between 0 and 1 (got {quantile})")
+    tf_t = _layer_quantile(tf, layers, q) if tf_threshold is None else float(tf_threshold)
+    idf_t = _layer_quantile(idf, layers, q) if idf_threshold is None else float(idf_threshold)
     code = (~(tf > tf_t)).astype(np.int8) * 2 + (~(idf > idf_t)).astype(np.int8)  # 0=hh 1=hl 2=lh 3=ll
     names = list(ROLES)
     if split_w or w_threshold is not None:
-        w_t = _layer_median(w, layers) if w_threshold is None else float(w_threshold)
+        w_t = _layer_quantile(w, layers, q) if w_threshold is None else float(w_threshold)
         code = code * 2 + (~(w > w_t)).astype(np.int8)
         names = [f"{r} / {h} |W|" for r in ROLES for h in ("high", "low")]
+    if dead_below is not None:
+        if _is_stats(stats):
+            active, tokens = stats.n_active.ravel(), np.repeat(stats.tokens, stats.width)
+        else:
+            active, tokens = np.asarray(stats["n_active"]), np.asarray(stats["tokens"])
+        dead = active < float(dead_below) * tokens
+        code = np.where(dead, len(names), code).astype(np.int8)
+        names = names + [DEAD]
     labels = np.asarray(names, dtype=object)[code]
     n_layers = int(layers.max()) + 1 if layers.size else 0
     table = np.zeros((n_layers, len(names)), dtype=np.int64)

@@ -13,6 +13,7 @@ never computes a score of its own.
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from dataclasses import dataclass
@@ -28,13 +29,14 @@ SCATTER_MAX = 20_000
 CONTEXT_RADIUS = 12
 LOWEST_N = 50
 
-# Exponent presets (α, β, γ) from the original method's usage guide.
-PRESETS: dict[str, tuple[float, float, float]] = {
-    "balanced": (1.0, 1.0, 1.0),
-    "high sparsity": (1.5, 1.0, 1.5),
-    "low sparsity": (2.0, 0.5, 0.5),
-    "pure magnitude": (1.0, 0.0, 0.0),
-    "pure TF-IDF": (0.0, 1.0, 1.0),
+# Exponent presets (α, β, γ, sparsity or None) from the original method's usage guide; a preset that
+# names a sparsity regime sets the sparsity slider too.
+PRESETS: dict[str, tuple[float, float, float, float | None]] = {
+    "balanced": (1.0, 1.0, 1.0, None),
+    "high sparsity": (1.5, 1.0, 1.5, 0.7),
+    "low sparsity": (2.0, 0.5, 0.5, 0.3),
+    "pure magnitude": (1.0, 0.0, 0.0, None),
+    "pure TF-IDF": (0.0, 1.0, 1.0, None),
 }
 
 # the sidebar's parameters; a cache entry matches them when its manifest agrees on all of these
@@ -90,6 +92,7 @@ def neuron_arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         "tf": f64("tf"),
         "idf": f64("idf"),
         "n_active": frame["n_active"].to_numpy(dtype=np.int64),
+        "tokens": frame["tokens"].to_numpy(dtype=np.int64),
         # baselines at neuron granularity: magnitude = ‖gate row‖, Wanda = mean|down col| × ‖x_down‖
         "magnitude": f64("w_norm"),
         "wanda": f64("down_abs_mean") * f64("x_norm_down"),
@@ -262,6 +265,19 @@ def score_histograms(arrays: Mapping[str, np.ndarray], alpha: float, beta: float
     return scores, overall, per_layer
 
 
+def prune_threshold(scores: np.ndarray, sparsity: float, log: bool = False) -> float | None:
+    """The score at which a ranking stops pruning: the largest of the round(n × sparsity) lowest scores
+    (on the log10 axis with `log`). None when nothing is pruned or the value has no place on the axis."""
+    s = np.asarray(scores, dtype=np.float64)
+    k = int(round(float(sparsity) * s.size))
+    if k <= 0 or s.size == 0:
+        return None
+    t = float(np.partition(s, k - 1)[k - 1])
+    if not np.isfinite(t) or (log and t <= 0):
+        return None
+    return float(np.log10(t)) if log else t
+
+
 def pruned_fraction(scores: np.ndarray, layers: np.ndarray, sparsity: float) -> pd.DataFrame:
     """Per layer: the fraction of neurons a global threshold and a per-layer threshold would prune."""
     n_layers = int(layers[-1]) + 1 if len(layers) else 0
@@ -273,7 +289,11 @@ def pruned_fraction(scores: np.ndarray, layers: np.ndarray, sparsity: float) -> 
     return pd.DataFrame(out)
 
 
-BASELINES = {"magnitude": "Magnitude (‖gate row‖)", "wanda": "Wanda (mean|down col| × ‖x‖)"}
+# Neuron-level baselines, named as on every page. At neuron granularity magnitude is ‖gate row‖₂ and
+# Wanda is FLAP's wanda-sp score mean_r |W_down[r, i]| · ‖x_i‖₂ (what structured Wanda prunes by).
+BASELINES = {"magnitude": "magnitude", "wanda": "Wanda"}
+BASELINE_NOTE = ("Neuron-level baselines: magnitude = ‖gate_proj row‖₂; Wanda = mean |down_proj column| × "
+                 "‖x‖₂ of its input (FLAP's wanda-sp, the score structured Wanda prunes by).")
 
 
 def ranking_overlap(scores: np.ndarray, arrays: Mapping[str, np.ndarray], sparsity: float,
@@ -323,36 +343,56 @@ class RoleTables:
     labels: np.ndarray  # role of every row
     counts: pd.DataFrame  # [layers, roles]
     percent: pd.DataFrame  # [layers, roles], % of the layer's neurons
-    overall: pd.DataFrame  # TF high/low × IDF high/low (× |W| high/low): neuron counts
+    overall: pd.DataFrame  # TF high/low × IDF high/low (× |W| high/low): neuron counts (dead ones apart)
     summary: pd.DataFrame  # one row per role: TF, IDF, |W|, neurons, %, meaning
+    dead: int  # neurons in the "dead" class (0 without one)
 
 
 def role_tables(frame, tf_threshold: float | None = None, idf_threshold: float | None = None,
-                w_threshold: float | None = None, split_w: bool = False) -> RoleTables:
-    """`scoring.roles` (thresholds None = per-layer median), arranged for a heatmap and a 2×2 table."""
-    labels, counts = scoring.roles(frame, tf_threshold, idf_threshold,
-                                   w_threshold if split_w else None, split_w)
+                w_threshold: float | None = None, split_w: bool = False, quantile: float | None = None,
+                dead_below: float | None = None) -> RoleTables:
+    """`scoring.roles` (thresholds None = per-layer median, or per-layer `quantile`), arranged for a
+    heatmap and a 2×2 table. With `dead_below`, (nearly) never-active neurons form their own class."""
+    labels, counts = scoring.roles(frame, tf_threshold, idf_threshold, w_threshold if split_w else None, split_w,
+                                   quantile=quantile, dead_below=dead_below)
     per_layer = counts.drop(index="all")
     per_layer.index = per_layer.index.astype(int)
     total = counts.loc["all"]
     sizes = per_layer.sum(axis=1).replace(0, 1)
     percent = per_layer.div(sizes, axis=0) * 100
-    split = len(counts.columns) == 2 * len(scoring.ROLES)
+    cells = [c for c in counts.columns if c != scoring.DEAD]
+    split = len(cells) == 2 * len(scoring.ROLES)
     # scoring.ROLES is ordered (TF, IDF) = hh, hl, lh, ll; with the split each role is (high, low) |W|
-    grid = np.asarray(total, dtype=np.int64).reshape(2, 2, 2 if split else 1)  # [tf, idf, w]
+    grid = np.asarray(total[cells], dtype=np.int64).reshape(2, 2, 2 if split else 1)  # [tf, idf, w]
     level = ("high", "low")
     columns = [f"IDF {i}" + (f", |W| {w}" if split else "") for i in level for w in (level if split else ("",))]
     overall = pd.DataFrame(grid.reshape(2, -1), index=[f"TF {t}" for t in level], columns=columns)
     rows = []
     n_all = max(int(total.sum()), 1)
-    for c, name in enumerate(counts.columns):
+    for c, name in enumerate(cells):
         base = name.split(" / ")[0]
         tf_level, idf_level = level[c // (4 if split else 2)], level[(c // (2 if split else 1)) % 2]
         rows.append({"role": name, "TF": tf_level, "IDF": idf_level,
                      **({"|W|": level[c % 2]} if split else {}),
                      "neurons": int(total[name]), "percent": 100 * int(total[name]) / n_all,
                      "meaning": scoring.ROLE_TEXT[base]})
-    return RoleTables(labels, per_layer, percent, overall, pd.DataFrame(rows))
+    dead = int(total[scoring.DEAD]) if scoring.DEAD in total.index else 0
+    if scoring.DEAD in total.index:
+        rows.append({"role": scoring.DEAD, "TF": "–", "IDF": "–", **({"|W|": "–"} if split else {}),
+                     "neurons": dead, "percent": 100 * dead / n_all, "meaning": scoring.ROLE_TEXT[scoring.DEAD]})
+    return RoleTables(labels, per_layer, percent, overall, pd.DataFrame(rows), dead)
+
+
+def first_position_only(data: "EntryData", arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Row mask of neurons that fire only at the first position of a window (attention-sink neurons):
+    active on at most one token per window, and every recorded top activation above 0 is at position 0."""
+    if data.windows is None:
+        return np.zeros(len(arrays["tf"]), dtype=bool)
+    n_windows = len(data.windows)
+    vals, pos = data.top_vals.reshape(-1, data.top_vals.shape[-1]), data.top_pos.reshape(-1, data.top_pos.shape[-1])
+    fired = vals > 0
+    only_first = fired.any(axis=1) & ~(fired & (pos != 0)).any(axis=1)
+    return only_first & (arrays["n_active"] > 0) & (arrays["n_active"] <= n_windows)
 
 
 def global_medians(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -397,27 +437,77 @@ def top_contexts(data: EntryData, layer: int, neuron: int, radius: int = CONTEXT
     return out
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=^])")
+def context_html(tokenizer, ctx: ActivationContext) -> str:
+    """The context as one line of HTML: every piece of text escaped (no markdown, so punctuation next
+    to the firing token can never turn into literal asterisks), line breaks shown as ⏎, the firing
+    token in a <mark> (a whitespace token made visible: ⏎ newline, ␣ space, ⇥ tab)."""
+    def shown(text: str) -> str:
+        return html.escape(text.replace("\r", "").replace("\n", "⏎"))
 
-
-def escape_markdown(text: str) -> str:
-    """Text shown literally in st.markdown: markdown, LaTeX ($), emoji/colour directives (:) escaped,
-    line breaks shown as ⏎ so a context stays on one line."""
-    text = text.replace("\r", "").replace("\n", "⏎")
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def context_markdown(tokenizer, ctx: ActivationContext) -> str:
-    """The context as one markdown line, the firing token in bold (whitespace kept outside the
-    asterisks: `** word**` would not render bold)."""
     before = tokenizer.decode(ctx.ids[:ctx.at])
     token = tokenizer.decode(ctx.ids[ctx.at:ctx.at + 1])
     after = tokenizer.decode(ctx.ids[ctx.at + 1:])
-    core = token.strip()
-    if core:
-        lead, trail = token[: len(token) - len(token.lstrip())], token[len(token.rstrip()):]
-        shown = f"**{escape_markdown(core)}**"
-    else:  # a whitespace token: make it visible (⏎ newline, ␣ space, ⇥ tab)
-        lead, trail = "", ""
-        shown = f"**{escape_markdown(token.replace(' ', '␣').replace(chr(9), '⇥')) or '∅'}**"
-    return escape_markdown(before) + escape_markdown(lead) + shown + escape_markdown(trail) + escape_markdown(after)
+    visible = token if token.strip() else (token.replace(" ", "␣").replace("\t", "⇥") or "∅")
+    return f"{shown(before)}<mark>{shown(visible)}</mark>{shown(after)}"
+
+
+def ids_html(ctx: ActivationContext) -> str:
+    """A context as token ids (when no tokenizer can be loaded), the firing one marked."""
+    return " ".join(f"<mark>{t}</mark>" if i == ctx.at else str(t) for i, t in enumerate(ctx.ids))
+
+
+def picked_neuron(point: Mapping, shown: np.ndarray, arrays: Mapping[str, np.ndarray]) -> tuple[int, int] | None:
+    """(layer, neuron) of a point clicked in the TF-vs-IDF scatter.
+
+    A browser sends a point's customdata as an object keyed "0", "1", ... (AppTest and older clients as
+    a list); without customdata, its point_index into the plotted rows `shown` is used.
+    """
+    cd = point.get("customdata")
+    if isinstance(cd, Mapping):
+        cd = [cd[k] for k in sorted(cd, key=lambda k: int(k))] if all(str(k).isdigit() for k in cd) else None
+    if isinstance(cd, (list, tuple)) and len(cd) >= 2:
+        return int(cd[0]), int(cd[1])
+    idx = point.get("point_index", point.get("pointIndex"))
+    if idx is None or not 0 <= int(idx) < len(shown):
+        return None
+    row = int(shown[int(idx)])
+    return int(arrays["layer"][row]), int(arrays["neuron"][row])
+
+
+_TOKENS = re.compile(r"([\d,]+)/([\d,]+) tokens")
+
+
+def stage_progress(message: str) -> tuple[str, str, float | None]:
+    """A run's progress message "stage: detail" -> (stage, detail, the stage's own fraction or None).
+    Stages that count tokens say "done/total tokens" in their detail."""
+    stage, _, detail = message.partition(":")
+    m = _TOKENS.search(detail)
+    fraction = None
+    if m:
+        done, total = (int(x.replace(",", "")) for x in m.groups())
+        fraction = min(1.0, done / total) if total else None
+    return stage.strip(), detail.strip(), fraction
+
+
+# The library's messages name CLI flags; the app's widgets have other names.
+_APP_WORDS = [
+    (re.compile(r"(\d+):(\d+) sparsity prunes (\d+) of every (\d+) weights: sparsity_ratio must be ([\d.]+) \(got [^)]*\)"),
+     lambda m: f"{m[1]}:{m[2]} prunes {m[3]} of every {m[4]} weights: set the sparsity ratio to "
+               f"{float(m[5]):.0%}"),
+    (re.compile(r"sparsity_ratio must be in \[0, 1\) \(got ([^)]*)\)"),
+     lambda m: f"The sparsity ratio must be at least 0 % and below 100 % (got {m[1]})"),
+    (re.compile(r"pruning_last (\d+) exceeds the model's (\d+) layers"),
+     lambda m: f"'Prune only the last N layers' is {m[1]}, but the model has {m[2]} layers"),
+    (re.compile(r"pruning_last must be at least 1"), lambda m: "'Prune only the last N layers' must be at least 1"),
+    (re.compile(r"--targets all"), lambda m: "Pruning attention too"),
+    (re.compile(r"\beval_seqlen\b"), lambda m: "Eval seqlen"),
+    (re.compile(r"\beval_windows\b"), lambda m: "Eval windows"),
+    (re.compile(r"\bnsamples\b"), lambda m: "nsamples (calibration windows)"),
+]
+
+
+def app_words(message: str) -> str:
+    """A library message in the app's vocabulary (widget names instead of command-line flags)."""
+    for pattern, repl in _APP_WORDS:
+        message = pattern.sub(repl, message)
+    return message

@@ -1,7 +1,5 @@
 """Statistics: compute an entry in a worker process, manage the cache, per-layer summary of the loaded one."""
 
-import json
-
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -9,13 +7,29 @@ import ui
 from neuronrank import UserError, jobs, requests, runs, store, views
 
 ui.page_setup()
-st.title("Statistics")
+st.title("NeuronRank Studio")
+st.markdown(
+    "Which MLP neurons of a language model matter, and what happens when the others are pruned? One pass of "
+    "calibration text through the model gives every neuron three numbers:\n"
+    "- **TF** — its mean |activation| over all tokens (how strongly it fires);\n"
+    "- **IDF** — its selectivity, ln((T+1)/(n_active+1)) + 1 (high when it fires on few tokens);\n"
+    "- **|W|** — the L2 norm of its `gate_proj` row (how large its input weights are).\n\n"
+    "NeuronRank-OLD ranks neurons by **score = |W|^α × TF^β × IDF^γ**. The four steps, one page each: "
+    "**Statistics** (compute or load them, here) → **Exponents** (move α, β, γ and see the ranking change) → "
+    "**Roles** (neurons sorted by high/low TF and IDF, and single neurons with the text they fire on) → "
+    "**Prune & evaluate** (a real prune and its perplexity, against magnitude, Wanda and random).")
+ui.url_note()
 
 # ----------------------------------------------------------------------------------------------
 # compute (in a worker process: the app never holds a model)
 
+st.header("Compute statistics")
 params = st.session_state.get("stats_params", {})
-st.caption("Parameters (from the sidebar): `" + json.dumps(params) + "`")
+if params:
+    st.markdown(f"With the sidebar's parameters: model **{params.get('model')}**, calibration text "
+                f"**{params.get('calib')}**, {params.get('nsamples')} windows × {params.get('seqlen')} tokens "
+                f"({int(params.get('nsamples', 0)) * int(params.get('seqlen', 0)):,} tokens), seed "
+                f"{params.get('seed')}, activation site `{params.get('site')}`.")
 if st.button("Compute statistics", type="primary"):
     with ui.user_errors():
         req = requests.StatsRequest(**params)
@@ -40,8 +54,7 @@ def run_progress(run_id: int) -> None:
         if run["status"] == "queued":
             jobs.recover()  # no dispatcher alive (killed)? start one: the queue never strands
         if run["status"] in ("queued", "running"):
-            text = run["message"] or ("waiting for a worker" if run["status"] == "queued" else "starting")
-            st.progress(float(run["progress"]), text=f"Run {run_id} ({run['status']}): {text}")
+            ui.run_progress_bars(run)
             if not st.button("Cancel", key=f"cancel_{run_id}"):
                 return
             jobs.cancel(run_id)
@@ -139,18 +152,23 @@ for tab, (col, title) in zip(st.tabs(list(names.values())), names.items()):
                                q3=q["q3"].tolist(), lowerfence=q["lowerfence"].tolist(),
                                upperfence=q["upperfence"].tolist(), mean=q["mean"].tolist(), name=title,
                                boxpoints=False))
-        fig.update_layout(title=f"{title} per layer", xaxis_title="layer", yaxis_title=title, showlegend=False,
-                          yaxis_type="log" if log_y else "linear")
+        fig.update_layout(title=f"{title} per layer", xaxis_title="layer", yaxis_title=title, showlegend=False)
+        if log_y:
+            ui.log_axis(fig, list(q["lowerfence"]) + list(q["upperfence"]), "y")
         ui.chart(fig, f"{col}_per_layer")
 
-c1, c2 = st.columns(2)
-with c1:
+tokens = summary["tokens"].unique()
+if len(tokens) == 1:
+    st.markdown(f"Every layer saw the same **{int(tokens[0]):,} tokens** (T in the IDF formula).")
+else:
     fig = go.Figure(go.Bar(x=summary["layer"].tolist(), y=summary["tokens"].tolist()))
     fig.update_layout(title="Tokens per layer", xaxis_title="layer", yaxis_title="tokens")
     ui.chart(fig, "tokens_per_layer")
-with c2:
+if int(summary["dead"].sum()):
     fig = go.Figure(go.Bar(x=summary["layer"].tolist(), y=summary["dead"].tolist()))
     fig.update_layout(title=f"Dead neurons per layer (never active; {int(summary['dead'].sum()):,} in all)",
                       xaxis_title="layer", yaxis_title="neurons with n_active = 0")
     ui.chart(fig, "dead_per_layer")
+else:
+    st.markdown("No neuron is dead (every neuron was active on at least one token).")
 ui.table(summary, "layer_summary", hide_index=True)

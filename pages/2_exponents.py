@@ -8,16 +8,29 @@ from neuronrank import views
 
 ui.page_setup()
 st.title("Exponents")
-st.caption("score = |W|^α × TF^β × IDF^γ. An exponent of 0 switches its factor off.")
+st.markdown("**score = |W|^α × TF^β × IDF^γ** — move an exponent and every neuron is rescored from the cached "
+            "statistics. An exponent of 0 switches its factor off.")
+with st.expander("How a neuron ranking becomes a pruning mask"):
+    st.markdown(
+        "- **Structured**: the lowest-scoring neurons of each layer (the sparsity fraction) are removed whole — "
+        "row *i* of `gate_proj` and `up_proj` and column *i* of `down_proj`.\n"
+        "- **Unstructured** (the original NeuronRank-OLD): every weight W_jk of those rows and that column gets "
+        "the metric |W_jk| × score_i; in each MLP matrix the lowest sparsity fraction of that metric is zeroed "
+        "(one threshold per matrix). A low neuron score makes all of its weights cheap to remove; a high one "
+        "protects even its small weights.\n"
+        "- **Wanda** (the baseline) ranks weights by |W_jk| × ‖X_k‖₂ per output row; **magnitude** by |W_jk|.\n\n"
+        "The histograms mark where the chosen sparsity cuts: neurons left of the red line are the ones a "
+        "structured prune would remove.")
 
 entry, data = ui.require_entry()
 arrays = ui.neuron_arrays(entry.key, entry.created)
 
 ui.init_exponent_widgets()
 cols = st.columns(len(views.PRESETS))
-for col, (name, abg) in zip(cols, views.PRESETS.items()):
-    col.button(f"{name} ({'/'.join(f'{v:g}' for v in abg)})", key=f"preset_{name}", on_click=ui.apply_preset,
-               args=abg, width="stretch")
+for col, (name, preset) in zip(cols, views.PRESETS.items()):
+    a, b, g, sp = preset
+    label = f"{name} (α {a:g}, β {b:g}, γ {g:g}" + (f", {sp:.0%} sparsity)" if sp is not None else ")")
+    col.button(label, key=f"preset_{name}", on_click=ui.apply_preset, args=preset, width="stretch")
 
 
 # A fragment: moving a slider reruns only this part (sliders, charts, tables), not the page around it
@@ -41,10 +54,16 @@ def explorer() -> None:
         scores, overall, one_layer = views.score_histograms(arrays, alpha, beta, gamma, layer=layer, log=log_x)
 
         h1, h2 = st.columns(2)
+        layer_scores = scores[views.layer_slice(arrays["layer"], layer)]
+        cut = f"{sparsity:.0%} pruned below"
         with h1:
-            ui.chart(ui.hist_figure(overall, f"Scores, all {overall.total:,} neurons"), "score_histogram")
+            ui.chart(ui.hist_figure(overall, f"Scores, all {overall.total:,} neurons",
+                                    views.prune_threshold(scores, sparsity, log_x), f"global cut: {cut}"),
+                     "score_histogram")
         with h2:
-            ui.chart(ui.hist_figure(one_layer, f"Scores, layer {layer}"), f"score_histogram_layer{layer}")
+            ui.chart(ui.hist_figure(one_layer, f"Scores, layer {layer}",
+                                    views.prune_threshold(layer_scores, sparsity, log_x), f"layer cut: {cut}"),
+                     f"score_histogram_layer{layer}")
 
         # --- global vs per-layer threshold ------------------------------------------------------
         st.subheader(f"Which layers lose neurons at {sparsity:.0%} sparsity")
@@ -60,6 +79,7 @@ def explorer() -> None:
 
         # --- agreement with the baselines -------------------------------------------------------
         st.subheader("Overlap with magnitude and Wanda rankings")
+        st.caption(views.BASELINE_NOTE)
         grouping = st.radio("Compare pruned sets chosen", ["per layer", "globally"], horizontal=True,
                             key="overlap_grouping",
                             help="per layer: the lowest fraction of each layer (structured pruning); globally: the "

@@ -1,5 +1,5 @@
-"""Roles: the component interpretation matrix (TF high/low × IDF high/low, optionally × |W|), a TF-vs-IDF
-scatter, and one neuron's numbers with its top-activating contexts."""
+"""Roles: the component interpretation matrix (TF high/low × IDF high/low, optionally × |W|, plus a class
+for dead neurons), a TF-vs-IDF scatter, and one neuron's numbers with its top-activating contexts."""
 
 import numpy as np
 import plotly.graph_objects as go
@@ -10,7 +10,6 @@ from neuronrank import UserError, scoring, views
 
 ui.page_setup()
 st.title("Roles")
-st.caption("High = strictly above the threshold. " + " · ".join(f"**{r}**: {t}" for r, t in scoring.ROLE_TEXT.items()))
 
 entry, data = ui.require_entry()
 arrays = ui.neuron_arrays(entry.key, entry.created)
@@ -18,11 +17,17 @@ arrays = ui.neuron_arrays(entry.key, entry.created)
 # ----------------------------------------------------------------------------------------------
 # thresholds and the matrix
 
-c1, c2, c3 = st.columns([2, 1, 1])
-mode = c1.radio("Thresholds", ["per-layer median", "global value"], horizontal=True, key="role_mode")
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+mode = c1.radio("Thresholds", ["per-layer quantile", "global value"], horizontal=True, key="role_mode",
+                help="per-layer quantile: 'high' = above the layer's own quantile (0.5 = the median); global value: "
+                     "one number for every layer")
 split_w = c2.checkbox("split by |W|", key="role_split")
-as_percent = c3.radio("Heatmap shows", ["%", "counts"], horizontal=True, key="role_heat") == "%"
+dead_class = c3.checkbox("'dead' class", value=True, key="role_dead",
+                         help=f"neurons active (a > 0) on fewer than {scoring.DEAD_BELOW:.1%} of the tokens get "
+                              "their own class instead of a TF/IDF cell")
+as_percent = c4.radio("Heatmap shows", ["%", "counts"], horizontal=True, key="role_heat") == "%"
 thresholds = {"tf": None, "idf": None, "w_norm": None}
+quantile = None
 if mode == "global value":
     medians = views.global_medians(arrays)
     t1, t2, t3 = st.columns(3)
@@ -34,8 +39,21 @@ if mode == "global value":
     if split_w:
         thresholds["w_norm"] = t3.number_input("|W| threshold", value=medians["w_norm"], min_value=0.0,
                                                format="%.6g", key=f"thr_w_{entry.key}")
+else:
+    quantile = st.select_slider("'High' means above this quantile of the layer", [0.5, 0.75, 0.8, 0.9, 0.95, 0.99],
+                                value=0.9, key="role_quantile", format_func=lambda q: "median" if q == 0.5 else
+                                f"{q:g} (top {1 - q:.0%})")
+    if quantile == 0.5:
+        st.info("With per-layer **median** thresholds each layer has exactly half its neurons above the TF median "
+                "and half above the IDF median, so the matrix has one degree of freedom per layer: *critical* "
+                "always equals *prune-first* and *important* equals *moderate*. Half the heatmap repeats the other "
+                "half. A higher quantile (e.g. the top 10 %) makes the cells informative.")
 
-rt = views.role_tables(arrays, thresholds["tf"], thresholds["idf"], thresholds["w_norm"], split_w)
+rt = views.role_tables(arrays, thresholds["tf"], thresholds["idf"], thresholds["w_norm"], split_w,
+                       quantile=quantile, dead_below=scoring.DEAD_BELOW if dead_class else None)
+
+st.caption("High = strictly above the threshold. " + " · ".join(
+    f"**{r}**: {t}" for r, t in scoring.ROLE_TEXT.items() if dead_class or r != scoring.DEAD))
 
 z = rt.percent if as_percent else rt.counts
 fig = go.Figure(go.Heatmap(
@@ -45,19 +63,47 @@ fig = go.Figure(go.Heatmap(
     hovertemplate="layer %{y}<br>%{x}<br>%{text} neurons (%{customdata}%)<extra></extra>",
     colorbar_title="% of layer" if as_percent else "neurons"))
 fig.update_layout(title="Roles per layer (cell text: neurons)", xaxis_title="role", yaxis_title="layer",
-                  yaxis_autorange="reversed", height=max(350, 22 * data.n_layers + 120))
+                  yaxis_autorange="reversed", height=max(380, 22 * data.n_layers + 170),
+                  xaxis=dict(side="top", tickangle=0, automargin=True), margin=dict(t=110))
 ui.chart(fig, "roles_per_layer")
 
 c1, c2 = st.columns([2, 3])
 with c1:
-    st.markdown("**All layers: neurons per cell**")
+    st.markdown("**All layers: neurons per cell**" + (f" ({rt.dead:,} dead neurons apart)" if rt.dead else ""))
     ui.table(rt.overall.rename_axis("TF").reset_index(), "roles_overall", hide_index=True)
 with c2:
     st.markdown("**All layers: roles**")
     ui.table(rt.summary, "roles_summary", hide_index=True, column_config={
-        "percent": st.column_config.NumberColumn("%", format="%.1f")})
+        "percent": st.column_config.NumberColumn("%", format="%.1f"),
+        "meaning": st.column_config.TextColumn("meaning", width="large")})
 with st.expander("Counts per layer"):
     ui.table(rt.counts.reset_index(), "roles_counts_per_layer", hide_index=True)
+
+# dead neurons and the score: where the original score protects them
+ex = ui.exponents()
+dead_mask = arrays["n_active"] < scoring.DEAD_BELOW * arrays["tokens"]
+first_only = views.first_position_only(data, arrays)
+with ui.user_errors():
+    all_scores = scoring.score(arrays, ex["alpha"], ex["beta"], ex["gamma"])
+    pruned = scoring.lowest(all_scores, arrays["layer"], ex["sparsity"], per_layer=True)
+    n_dead = int(dead_mask.sum())
+    if n_dead:
+        kept = int((dead_mask & ~pruned).sum())
+        st.markdown(
+            f"**Dead neurons.** {n_dead:,} neurons are active on fewer than {scoring.DEAD_BELOW:.1%} of the tokens "
+            f"({int((arrays['n_active'] == 0).sum()):,} never). Their IDF is maximal and their TF counts only "
+            "small negative SiLU values, so a TF/IDF split files them under *critical* or *moderate*. "
+            f"With the current exponents (α={ex['alpha']:g}, β={ex['beta']:g}, γ={ex['gamma']:g}) and "
+            f"{ex['sparsity']:.0%} structured sparsity, **{kept:,} of them are kept**: γ > 0 lifts their score "
+            "through the maximal IDF, which is where the original score protects neurons that do nothing.")
+    if first_only.any():
+        rows = np.flatnonzero(first_only)[:8]
+        st.markdown(
+            f"**First-position neurons.** {int(first_only.sum()):,} neurons fire only at position 0 of a window "
+            "(attention-sink behaviour: the first token, whatever it is): "
+            + ", ".join(f"L{arrays['layer'][r]}/{arrays['neuron'][r]}" for r in rows)
+            + (" …" if first_only.sum() > len(rows) else "")
+            + ". Their TF and IDF come from one token per window.")
 
 # ----------------------------------------------------------------------------------------------
 # TF vs IDF
@@ -69,7 +115,7 @@ log_tf = st.checkbox("log TF axis", value=True, key="scatter_log")
 shown = sample[arrays["tf"][sample] > 0] if log_tf else sample  # TF = 0 has no place on a log axis
 fig = go.Figure(go.Scattergl(
     x=arrays["tf"][shown], y=arrays["idf"][shown], mode="markers",
-    marker=dict(size=4, color=arrays["w_norm"][shown], colorscale="Viridis", colorbar=dict(title="|W|"),
+    marker=dict(size=5, color=arrays["w_norm"][shown], colorscale="Viridis", colorbar=dict(title="|W|"),
                 opacity=0.7),
     customdata=np.stack([arrays["layer"][shown], arrays["neuron"][shown], arrays["w_norm"][shown]], axis=1),
     hovertemplate="layer %{customdata[0]}, neuron %{customdata[1]}<br>TF %{x:.4g}<br>IDF %{y:.4g}"
@@ -78,20 +124,16 @@ note = f"{len(sample):,} of {n:,} neurons (fixed random sample)" if len(sample) 
 if len(shown) < len(sample):
     note += f"; {len(sample) - len(shown):,} with TF = 0 not shown on the log axis"
 fig.update_layout(title=f"TF vs IDF, coloured by |W| ({note}); click a point to inspect it",
-                  xaxis_title="TF (mean |activation|)", yaxis_title="IDF", xaxis_type="log" if log_tf else "linear",
-                  height=520)
+                  xaxis_title="TF (mean |activation|)", yaxis_title="IDF", height=520)
+if log_tf:
+    ui.log_axis(fig, arrays["tf"][shown], "x")
 event = ui.chart(fig, "tf_vs_idf", key=f"scatter_{entry.key}", on_select="rerun", selection_mode="points")
 
 # a clicked point sets the neuron inputs below (once per new click, so typing still works)
 points = event.selection.points if event is not None else []
 if points:
-    pt = points[0]
-    if pt.get("customdata"):
-        picked = (int(pt["customdata"][0]), int(pt["customdata"][1]))
-    else:
-        row = int(shown[pt["point_index"]])
-        picked = (int(arrays["layer"][row]), int(arrays["neuron"][row]))
-    if st.session_state.get("_pick_from_chart") != picked:
+    picked = views.picked_neuron(points[0], shown, arrays)
+    if picked is not None and st.session_state.get("_pick_from_chart") != picked:
         st.session_state["_pick_from_chart"] = picked
         st.session_state["_pick_layer"], st.session_state["_pick_neuron"] = picked
 
@@ -106,11 +148,9 @@ c1, c2 = st.columns(2)
 layer = int(c1.number_input("layer", 0, data.n_layers - 1, key="_pick_layer"))
 neuron = int(c2.number_input("neuron", 0, data.width - 1, key="_pick_neuron"))
 row = layer * data.width + neuron  # the frame is layer-major
-ex = ui.exponents()
 with ui.user_errors():
-    score = scoring.score({k: arrays[k][row:row + 1] for k in ("w_norm", "tf", "idf")},
-                          ex["alpha"], ex["beta"], ex["gamma"])[0]
-    tokens = int(data.frame["tokens"].iat[row])
+    score = float(all_scores[row])
+    tokens = int(arrays["tokens"][row])
     m = st.columns(6)
     m[0].metric("TF", f"{arrays['tf'][row]:.4g}")
     m[1].metric("IDF", f"{arrays['idf'][row]:.4g}")
@@ -119,8 +159,10 @@ with ui.user_errors():
                 help=f"{int(arrays['n_active'][row]):,} of {tokens:,} tokens")
     m[4].metric(f"score (α={ex['alpha']:g}, β={ex['beta']:g}, γ={ex['gamma']:g})", f"{score:.4g}")
     m[5].metric("role", str(rt.labels[row]))
+    if first_only[row]:
+        st.warning("This neuron fires only at the first position of a window (an attention-sink neuron).")
 
-    st.markdown("**Top-activating contexts** (one per calibration window, ±12 tokens, firing token in bold)")
+    st.markdown("**Top-activating contexts** (one per calibration window, ±12 tokens, firing token marked)")
     contexts = views.top_contexts(data, layer, neuron)
     if data.windows is None:
         st.info("This entry kept no calibration tokens, so there are no contexts to show.")
@@ -132,7 +174,10 @@ with ui.user_errors():
         except UserError as e:
             tok = None
             st.warning(f"{e}; showing token ids.")
+        lines = []
         for c in contexts:
-            text = views.context_markdown(tok, c) if tok is not None else \
-                " ".join(f"**{t}**" if i == c.at else str(t) for i, t in enumerate(c.ids))
-            st.markdown(f"`{c.value:+.3f}` · window {c.window}, position {c.pos}: {text}")
+            text = views.context_html(tok, c) if tok is not None else views.ids_html(c)
+            lines.append(f"<div class='nr-ctx'><code>{c.value:+.3f}</code> · window {c.window}, position {c.pos}: "
+                         f"{text}</div>")
+        st.html("<style>.nr-ctx{font-size:0.92rem;margin:0.15rem 0;white-space:pre-wrap}"
+                ".nr-ctx mark{background:#ffd54f;font-weight:600;padding:0 1px}</style>" + "".join(lines))

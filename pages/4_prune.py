@@ -1,8 +1,10 @@
 """Prune & evaluate: start a run in a worker process, follow it (it survives reloads: the run id is in
 the URL), compare runs, and sweep two exponents into a perplexity landscape."""
 
+import math
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -10,56 +12,98 @@ import streamlit as st
 
 import ui
 from neuronrank import UserError, history, jobs, requests, views
-from neuronrank.requests import PruneRequest
+from neuronrank.requests import METHODS, PruneRequest
 from neuronrank.runs import RunStore
 from neuronrank.store import get_entry
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+def _decade_ticks(logz) -> list[float]:
+    finite = np.asarray(logz, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return []
+    lo, hi = math.floor(finite.min()), math.ceil(finite.max())
+    if hi - lo >= 2:
+        return [float(t) for t in range(lo, hi + 1)]
+    return [float(t) for t in np.linspace(finite.min(), finite.max(), 4)]
+
 
 ui.page_setup()
 st.title("Prune & evaluate")
 f = lambda name: requests.spec(PruneRequest, name)  # noqa: E731  (defaults, bounds, choices, help)
 chosen = ui.exponents()
+store = RunStore()
 
 
-def calibration_params() -> dict:
+def calibration_params() -> tuple[dict, int | None]:
     """The loaded statistics entry's calibration (so the prune uses the statistics being explored),
-    else the sidebar's parameters for new statistics."""
+    else the sidebar's parameters for new statistics -> (params, the entry's layer count or None)."""
     key = st.session_state.get("entry_key")
     if key:
         try:
-            return views.stats_params_of(get_entry(key).params)
+            entry = get_entry(key)
+            return views.stats_params_of(entry.params), int(entry.manifest.get("shape", [0])[0]) or None
         except UserError:
             pass
-    return views.stats_params_of(st.session_state.get("stats_params", {}))
+    return views.stats_params_of(st.session_state.get("stats_params", {})), None
 
 
-calib = calibration_params()
+calib, entry_layers = calibration_params()
+from_entry = entry_layers is not None
 base = PruneRequest(**calib)
 
 # plain widgets, not a form: the sweep below reuses these settings, and a form would only commit them
-# on its own submit
+# on its own submit. Every setting persists across visits (ui.persisted).
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
-    method = c1.selectbox(f("prune_method").label, list(f("prune_method").choices),
-                          index=list(f("prune_method").choices).index(f("prune_method").default),
-                          help="neuronrank_old uses the exponents below; magnitude, wanda and random are the baselines")
-    stype = c2.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help)
-    ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, float(chosen["sparsity"]), 0.05)
+    methods = list(f("prune_method").choices)
+    method = c1.selectbox(f("prune_method").label, methods, key=ui.persisted("pr_method", f("prune_method").default),
+                          format_func=lambda m: f"{m} — {METHODS[m].summary.split(': ', 1)[-1]}")
+    ui.keep("pr_method")
+    stype = c2.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
+                         key=ui.persisted("pr_type", f("sparsity_type").default))
+    ui.keep("pr_type")
+    if ":" in stype:  # N:M fixes the ratio: shown, set and locked
+        n, m = requests.nm(stype)
+        ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, n / m, 0.05, disabled=True,
+                          help=f"{stype} prunes {n} of every {m} weights: the ratio is {n / m:.0%}")
+    else:
+        ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, float(chosen["sparsity"]), 0.05,
+                          help="Starts at the Exponents page's sparsity")
+    uses_exponents = METHODS[method].uses_exponents
     c1, c2, c3, c4 = st.columns(4)
-    alpha = c1.number_input(f("alpha").label, 0.0, 10.0, chosen["alpha"], 0.1)
-    beta = c2.number_input(f("beta").label, 0.0, 10.0, chosen["beta"], 0.1)
-    gamma = c3.number_input(f("gamma").label, 0.0, 10.0, chosen["gamma"], 0.1)
-    last = c4.number_input(f("pruning_last").label, 0, 1000, 0)
+    exp_help = None if uses_exponents else f"{method} does not use the exponents"
+    alpha = c1.number_input(f("alpha").label, 0.0, 10.0, chosen["alpha"], 0.1, disabled=not uses_exponents,
+                            help=exp_help)
+    beta = c2.number_input(f("beta").label, 0.0, 10.0, chosen["beta"], 0.1, disabled=not uses_exponents,
+                           help=exp_help)
+    gamma = c3.number_input(f("gamma").label, 0.0, 10.0, chosen["gamma"], 0.1, disabled=not uses_exponents,
+                            help=exp_help)
+    last = c4.number_input(f("pruning_last").label, 0, 1000, key=ui.persisted("pr_last", 0))
+    ui.keep("pr_last")
     c1, c2, c3 = st.columns(3)
-    eval_src = c1.text_input(f("eval").label, f("eval").default, help=f("eval").help)
+    eval_src = c1.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("pr_eval", f("eval").default))
+    ui.keep("pr_eval")
     eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, requests.MAX_SEQLEN,
-                                  f("eval_seqlen").default)
-    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, f("eval_windows").default,
-                                   placeholder="auto: 16 on a CPU, all on a GPU",
-                                   help="A cap keeps a CPU run near a minute; empty = automatic (16 windows on a "
-                                        "CPU, all on a GPU); it is shown with every result")
-    st.caption(f"Calibration (the loaded statistics entry): {base.model}, {base.calib}, "
-               f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}")
-    start = st.button("Start prune + evaluate", type="primary")
+                                  key=ui.persisted("pr_eval_seqlen", f("eval_seqlen").default))
+    ui.keep("pr_eval_seqlen")
+    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, placeholder="auto: 16 on a CPU, all on a GPU",
+                                   key=ui.persisted("pr_eval_windows", f("eval_windows").default),
+                                   help="Empty = automatic (16 windows on a CPU, all on a GPU); 0 = all windows. "
+                                        "The protocol is shown with every result.")
+    ui.keep("pr_eval_windows")
+    # bad input shows as it is typed, in the app's words (not at Start, not 10 s later in a worker)
+    problem = ui.source_problem(eval_src, "evaluation text")
+    if problem:
+        st.error(problem)
+    source = "the loaded statistics entry" if from_entry else "the sidebar (no statistics entry loaded)"
+    st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
+               f"seed {base.seed}, site {base.site}"
+               + ("" if METHODS[method].needs_stats else f" — not used by {method}"))
+    start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
 
 
 def request_now(**over) -> PruneRequest:
@@ -67,7 +111,7 @@ def request_now(**over) -> PruneRequest:
                   beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
                   eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows))
     req = replace(base, **{**values, **over})
-    req.validate()  # refuse bad input here, not in the worker
+    req.validate(entry_layers)  # refuse bad input here, not in the worker
     requests.check_inputs(req)
     return req
 
@@ -76,12 +120,19 @@ if start:
     with ui.user_errors():
         st.query_params["run"] = str(jobs.submit("prune", request_now()))
 
-store = RunStore()
 if store.notice:  # a damaged run store was moved aside and a fresh one started
     st.warning(store.notice)
 
 
-@st.fragment(run_every=1.0)
+def _run_active(run_id) -> bool:
+    try:
+        return store.get(int(run_id))["status"] in ("queued", "running")
+    except (TypeError, ValueError, UserError):
+        return False
+
+
+# polled every second only while its run is queued or running: an idle tab costs nothing
+@st.fragment(run_every=1.0 if _run_active(st.query_params.get("run")) else None)
 def follow() -> None:
     run_id = st.query_params.get("run")
     if not run_id:
@@ -92,14 +143,18 @@ def follow() -> None:
         st.warning(f"Run {run_id} does not exist.")
         return
     p = run["params"]
-    st.subheader(f"Run {run['id']}: {p.get('prune_method')} {p.get('sparsity_type')} {p.get('sparsity_ratio')}")
+    st.subheader(f"Run {run['id']}: {history.series_label(p.get('prune_method'), p.get('sparsity_type'), p.get('alpha'), p.get('beta'), p.get('gamma'))}"
+                 f", {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
     if run["status"] in ("queued", "running"):
-        st.progress(run["progress"], text=f"{run['status']}: {run['message'] or 'waiting for the worker'}")
+        ui.run_progress_bars(run)
         if st.button("Cancel run", key=f"cancel_{run['id']}"):
             jobs.cancel(run["id"])
             st.rerun()
         jobs.recover(store)  # runs whose process is gone -> failed; a queue without a dispatcher gets one
         return
+    if st.session_state.get("_followed_active") == run["id"]:
+        st.session_state.pop("_followed_active")
+        st.rerun()  # the whole page once: history and charts include the finished run, polling stops
     if run["status"] == "failed":
         st.error(f"Run {run['id']} failed: {run['error']}")
         return
@@ -112,8 +167,9 @@ def follow() -> None:
                    "kept in the run history.")
     proto = res["protocol"]
     c1, c2, c3 = st.columns(3)
-    c1.metric("Dense perplexity", f"{res['dense_ppl']:.3f}")
-    c2.metric("Pruned perplexity", f"{res['pruned_ppl']:.3f}", delta=f"{res['pruned_ppl'] - res['dense_ppl']:+.3f}",
+    c1.metric("Dense perplexity", ui.fmt_ppl(res["dense_ppl"]))
+    c2.metric("Pruned perplexity", ui.fmt_ppl(res["pruned_ppl"]),
+              delta=f"{res['pruned_ppl'] - res['dense_ppl']:+.3f}" if _finite(res["pruned_ppl"]) else None,
               delta_color="inverse")
     c3.metric("MLP sparsity", f"{res['sparsity']['mlp']:.2%}")
     st.caption(f"Perplexity on {proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
@@ -124,28 +180,70 @@ def follow() -> None:
     if not mods.empty:
         fig = px.bar(mods, x="layer", y="fraction", color="module", barmode="group",
                      title="Fraction of zero weights per layer and module")
+        fig.update_layout(yaxis_tickformat=".0%", yaxis_title="zero weights")
         ui.chart(fig, f"sparsity_run{run['id']}", key=f"sp_{run['id']}")
-        ui.table(mods, f"sparsity_run{run['id']}", hide_index=True)
+        with st.expander("Per module (table)"):
+            ui.table(mods, f"sparsity_run{run['id']}", hide_index=True)
 
 
+if _run_active(st.query_params.get("run")):
+    st.session_state["_followed_active"] = int(st.query_params["run"])
 follow()
+
+# ----------------------------------------------------------------------------------------------
+# history and the comparison chart (refreshed while any prune run is queued or running)
 
 st.divider()
 st.subheader("Run history")
-frame = history.runs_frame(store.list(kind="prune"))
-if frame.empty:
-    st.info("No prune runs yet.")
-else:
+any_active = any(r["status"] in ("queued", "running") for r in store.list(kind="prune", limit=50))
+
+
+@st.fragment(run_every=2.0 if any_active else None)
+def run_history() -> None:
+    runs = store.list(kind="prune")
+    frame = history.runs_frame(runs)
+    if frame.empty:
+        st.info("No prune runs yet.")
+        return
+    if any_active and not any(r["status"] in ("queued", "running") for r in runs[:50]):
+        st.rerun()  # the last active run finished: redraw once without polling
+    st.caption("Tick rows to compare only those runs in the chart below; with none ticked it shows every "
+               "finished run.")
     picked = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="history")
-    st.download_button("Download CSV", frame.to_csv(index=False).encode(), "runs.csv", "text/csv", on_click="ignore")
+    st.download_button("Download CSV", frame.to_csv(index=False).encode(), "runs.csv", "text/csv",
+                       on_click="ignore")
     rows = picked.selection.rows if picked and picked.selection else []
-    chosen_runs = frame.iloc[rows] if rows else frame
-    comp = history.comparison(chosen_runs)
-    if not comp.empty:
-        comp["label"] = comp["method"] + " / " + comp["type"]
-        fig = px.line(comp, x="ratio", y="pruned_ppl", color="label", markers=True, log_y=True,
-                      title="Pruned perplexity vs sparsity" + (" (selected runs)" if rows else " (all finished runs)"))
-        ui.chart(fig, "ppl_vs_sparsity")
+    comp = history.comparison(frame.iloc[rows] if rows else frame)
+    if comp.empty:
+        return
+    protocols = comp.groupby(["eval", "eval_seqlen", "eval_windows"], dropna=False).size()
+    proto = protocols.idxmax()  # one protocol per chart: perplexities of different protocols don't compare
+    comp = comp[(comp["eval"] == proto[0]) & (comp["eval_seqlen"] == proto[1]) & (comp["eval_windows"] == proto[2])]
+    fig = go.Figure()
+    for name, part in comp.groupby("series", sort=True):
+        fig.add_trace(go.Scatter(x=part["ratio"].tolist(), y=part["pruned_ppl"].tolist(), name=name,
+                                 mode="lines+markers",
+                                 customdata=part["runs"].tolist(),
+                                 hovertemplate=f"{name}<br>sparsity %{{x:.0%}}<br>ppl %{{y:.3f}}"
+                                               "<br>%{customdata} run(s)<extra></extra>"))
+    dense = comp["dense_ppl"].dropna()
+    if len(dense):
+        fig.add_hline(y=float(dense.iloc[0]), line_dash="dot", line_color="#555",
+                      annotation_text=f"dense {float(dense.iloc[0]):.2f}", annotation_position="bottom right")
+    fig.update_layout(title=f"Pruned perplexity vs sparsity ({'ticked runs' if rows else 'all finished runs'}; "
+                            f"{proto[0]}, seqlen {proto[1]:g}, {proto[2]:g} windows)",
+                      xaxis_title="sparsity (fraction of MLP weights or neurons pruned)", xaxis_tickformat=".0%",
+                      yaxis_title="perplexity (log scale)", legend_title="method · type · exponents", height=480)
+    ui.log_axis(fig, list(comp["pruned_ppl"]) + list(dense), "y")
+    ui.chart(fig, "ppl_vs_sparsity")
+    if len(protocols) > 1:
+        st.caption(f"{len(protocols) - 1} other evaluation protocol(s) in the history are left out of the chart.")
+
+
+run_history()
+
+# ----------------------------------------------------------------------------------------------
+# the exponent landscape
 
 st.divider()
 st.subheader("Exponent landscape (sweep)")
@@ -155,7 +253,8 @@ with st.form("sweep"):
     xs = c1.text_input("x values", "0, 1, 2")
     y = c2.selectbox("y axis", list(requests.EXPONENT_LABELS), format_func=requests.EXPONENT_LABELS.get, index=2)
     ys = c2.text_input("y values", "0, 1, 2")
-    st.caption("Every other setting comes from the form above (method neuronrank_old is used).")
+    st.caption("Every other setting comes from the form above (method neuronrank_old is used); wanda and "
+               "magnitude at the same sparsity are queued too, for reference, unless they already ran.")
     go_sweep = st.form_submit_button("Queue sweep")
 if go_sweep:
     with ui.user_errors():
@@ -164,31 +263,78 @@ if go_sweep:
         group = requests.new_sweep_group()
         for req in sweep.grid():
             jobs.submit("prune", req, group=group)
-        st.query_params["sweep"] = group
-        st.query_params["sweep_axes"] = f"{x},{y}"
+        ref = history.reference_ppl(history.runs_frame(store.list(kind="prune")), sweep.sparsity_type,
+                                    sweep.sparsity_ratio, sweep.eval, sweep.eval_seqlen,
+                                    sweep.eval_window_cap(on_gpu=False) or 0)
+        for baseline in ("wanda", "magnitude"):
+            if baseline not in ref:
+                jobs.submit("prune", request_now(prune_method=baseline), group=f"ref-{group}")
+        st.session_state["sweep_pick"] = group
 
+sweeps = history.sweep_groups(store.list(kind="prune", limit=5000))
+if sweeps.empty:
+    st.info("No sweeps yet.")
+else:
+    labels = {r.group: f"{r.group}: {requests.EXPONENT_LABELS[r.x]} × {requests.EXPONENT_LABELS[r.y]}, "
+                       f"{r.done}/{r.runs} finished" for r in sweeps.itertuples()}
+    if st.session_state.get("sweep_pick") not in labels:
+        st.session_state["sweep_pick"] = sweeps["group"].iloc[0]
+    group = st.selectbox("Sweep", list(labels), format_func=labels.get, key="sweep_pick",
+                         help="past sweeps reopen here")
+    axes = sweeps.set_index("group").loc[group, ["x", "y"]].tolist()
+    active = any(r["status"] in ("queued", "running") for r in store.list(group=group))
 
-@st.fragment(run_every=2.0)
-def landscape() -> None:
-    group = st.query_params.get("sweep")
-    axes = st.query_params.get("sweep_axes", "alpha,gamma").split(",")
-    if not group or len(axes) != 2:
-        return
-    runs = store.list(group=group)
-    grid = history.landscape(runs, axes[0], axes[1])
-    done = sum(r["status"] == "done" for r in runs)
-    st.caption(f"Sweep {group}: {done}/{len(runs)} runs finished"
-               + ("; failed: " + ", ".join(str(r['id']) for r in runs if r["status"] == "failed")
-                  if any(r["status"] == "failed" for r in runs) else ""))
-    if grid.empty:
-        return
-    fig = go.Figure(go.Heatmap(z=grid.to_numpy().tolist(), x=[f"{v:g}" for v in grid.columns], y=[f"{v:g}" for v in grid.index],
-                               colorscale="Viridis", colorbar_title="ppl",
-                               hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{z:.3f}}<extra></extra>"))
-    fig.update_layout(title="Pruned perplexity", xaxis_title=requests.EXPONENT_LABELS[axes[0]],
-                      yaxis_title=requests.EXPONENT_LABELS[axes[1]])
-    ui.chart(fig, f"landscape_{group}", key=f"land_{group}")
-    ui.table(grid.reset_index(), f"landscape_{group}")
+    @st.fragment(run_every=2.0 if active else None)
+    def landscape() -> None:
+        runs = store.list(group=group)
+        grid = history.landscape(runs, axes[0], axes[1])
+        done = sum(r["status"] == "done" for r in runs)
+        failed = [str(r["id"]) for r in runs if r["status"] == "failed"]
+        st.caption(f"Sweep {group}: {done}/{len(runs)} runs finished" + ("; failed: " + ", ".join(failed) if failed
+                                                                         else ""))
+        if grid.empty:
+            return
+        p0 = runs[0]["params"]
+        frame = history.runs_frame(store.list(kind="prune", limit=5000))
+        first_done = next((r for r in runs if r["status"] == "done"), None)
+        proto = (first_done or {}).get("result", {}) or {}
+        proto = proto.get("protocol", {})
+        ref = history.reference_ppl(frame, p0["sparsity_type"], p0["sparsity_ratio"], p0["eval"],
+                                    proto.get("seqlen", p0["eval_seqlen"]), proto.get("windows", 16))
+        z = grid.to_numpy(dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logz = np.where(np.isfinite(z) & (z > 0), np.log10(z), np.nan)
+        text = [[("" if not np.isfinite(v) else f"{v:.1f}") for v in row] for row in z]
+        xs_ = [f"{v:g}" for v in grid.columns]
+        ys_ = [f"{v:g}" for v in grid.index]
+        fig = go.Figure(go.Heatmap(
+            z=np.where(np.isfinite(logz), logz, None).tolist(), x=xs_, y=ys_, text=text, texttemplate="%{text}",
+            colorscale="Viridis_r", customdata=text,
+            colorbar=dict(title="ppl", tickvals=_decade_ticks(logz), ticktext=[f"{10 ** t:g}" for t in _decade_ticks(logz)]),
+            hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{customdata}}<extra></extra>"))
+        best = history.best_cell(grid)
+        title = f"Pruned perplexity, {p0['sparsity_type']} {float(p0['sparsity_ratio']):.0%}"
+        if best is not None:
+            yv, xv, ppl = best
+            fig.add_trace(go.Scatter(x=[f"{xv:g}"], y=[f"{yv:g}"], mode="markers", showlegend=False,
+                                     marker=dict(symbol="star", size=22, color="white",
+                                                 line=dict(color="black", width=1.5)),
+                                     hovertemplate=f"best: ppl {ppl:.3f}<extra></extra>"))
+            title += f" — best {ppl:.2f} at {axes[0]}={xv:g}, {axes[1]}={yv:g}"
+        refs = [f"{k} {v:.2f}" for k, v in ref.items()]
+        if refs:
+            title += "<br><sup>same sparsity and protocol: " + ", ".join(refs) + "</sup>"
+        fig.update_layout(title=title, xaxis_title=requests.EXPONENT_LABELS[axes[0]],
+                          yaxis_title=requests.EXPONENT_LABELS[axes[1]], height=470)
+        ui.chart(fig, f"landscape_{group}", key=f"land_{group}")
+        if ref:
+            cols = st.columns(len(ref))
+            for col, (k, v) in zip(cols, ref.items()):
+                col.metric(f"{k} at the same sparsity" if k != "dense" else "dense", f"{v:.3f}")
+        else:
+            st.caption("No wanda or magnitude run at this sparsity and protocol yet (their reference runs may still "
+                       "be queued).")
+        with st.expander("Grid (table)"):
+            ui.table(grid.reset_index(), f"landscape_{group}")
 
-
-landscape()
+    landscape()

@@ -33,6 +33,17 @@ def test_comparison_averages_finished_runs_only():
     assert frame.loc[frame["run"] == 1, "seconds"].item() == 2.0
 
 
+def test_comparison_never_averages_different_exponents():
+    """Two neuronrank_old runs at the same ratio but other exponents are two series (the chart once
+    plotted their mean, a value no run produced); a baseline's stored exponents are ignored."""
+    frame = history.runs_frame([run(1, "done", 1, 1, 50.0), run(2, "done", 1, 0, 30.0),
+                                run(3, "done", 2, 2, 9.0, "wanda"), run(4, "done", 0, 0, 11.0, "wanda")])
+    comp = history.comparison(frame).set_index("series")
+    assert comp.loc["neuronrank_old · unstructured · α=1 β=1 γ=1", "pruned_ppl"] == 50.0
+    assert comp.loc["neuronrank_old · unstructured · α=1 β=1 γ=0", "pruned_ppl"] == 30.0
+    assert comp.loc["wanda · unstructured", "pruned_ppl"] == 10.0 and comp.loc["wanda · unstructured", "runs"] == 2
+
+
 def test_sweep_params_grid():
     base = PruneRequest(beta=1.0, nsamples=5)
     group, grid = requests.new_sweep_group(), requests.sweep_axes(base, "alpha", [0, 1], "gamma", [0, 2, 3]).grid()
@@ -44,3 +55,18 @@ def test_sweep_params_grid():
     assert list(requests.parse_floats("2, 0,1,1")) == [0.0, 1.0, 2.0]
     with pytest.raises(UserError):
         requests.parse_floats("a,b")
+
+
+def test_sweep_groups_references_and_best_cell():
+    runs = [run(1, "done", 0, 0, 20.0, grp="sweep-a"), run(2, "done", 1, 0, 15.0, grp="sweep-a"),
+            run(3, "done", 0, 2, 30.0, grp="sweep-a"), run(4, "queued", 1, 2, grp="sweep-a"),
+            run(5, "done", 1, 1, 12.0, "wanda", grp=None), run(6, "done", 1, 1, 14.0, "wanda", grp=None),
+            run(7, "done", 1, 1, 40.0, "magnitude", 0.3, grp=None)]
+    groups = history.sweep_groups(runs)
+    assert groups.to_dict("records")[0] | {"created": 0} == {"group": "sweep-a", "runs": 4, "done": 3, "created": 0,
+                                                             "x": "alpha", "y": "gamma"}
+    frame = history.runs_frame(runs)
+    ref = history.reference_ppl(frame, "unstructured", 0.5, "wiki", 512, 16)
+    assert ref == {"wanda": 13.0, "dense": 10.0}  # magnitude ran at 0.3 only
+    grid = history.landscape([r for r in runs if r["grp"] == "sweep-a"], "alpha", "gamma")
+    assert history.best_cell(grid) == (0, 1, 15.0)

@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -77,11 +79,26 @@ def test_start_run_from_page_completes_with_perplexity(entry, text_file):
 def test_bad_input_is_a_message_not_a_traceback(entry, text_file):
     at = open_page(entry, text_file)
     fill_form(at, text_file)
-    at.selectbox[[w.label for w in at.selectbox].index("Sparsity type")].set_value("2:4")
-    at.slider[0].set_value(0.3)
+    # N:M sets the ratio and locks it
+    at.selectbox[[w.label for w in at.selectbox].index("Sparsity type")].set_value("2:4").run()
+    ratio = at.slider[[w.label for w in at.slider].index("Sparsity ratio")]
+    assert ratio.value == 0.5 and ratio.disabled
+    # a typo in the evaluation text is caught as it is typed, in the app's words; Start is disabled
+    at.text_input[[w.label for w in at.text_input].index("Evaluation text")].set_value("wikki").run()
+    assert not at.exception
+    assert any("'wikki' is not a text source" in e.value for e in at.error)
+    assert at.button[[b.label for b in at.button].index("Start prune + evaluate")].disabled
+    at.text_input[[w.label for w in at.text_input].index("Evaluation text")].set_value("file:/no/such.txt").run()
+    assert any("does not exist" in e.value and "NEURONRANK_ALLOWED_DIRS" not in e.value for e in at.error)
+    # more layers than the model has: said in the widget's words, nothing queued
+    at.text_input[[w.label for w in at.text_input].index("Evaluation text")].set_value(f"file:{text_file}").run()
+    at.selectbox[[w.label for w in at.selectbox].index("Sparsity type")].set_value("unstructured").run()
+    n_before = len(RunStore().list())
+    at.number_input[[w.label for w in at.number_input].index("Prune only the last N layers (0 = all)")].set_value(9)
     at.button[[b.label for b in at.button].index("Start prune + evaluate")].click().run()
     assert not at.exception
-    assert any("must be 0.5" in e.value for e in at.error)
+    assert any("'Prune only the last N layers' is 9, but the model has 2 layers" in e.value for e in at.error)
+    assert len(RunStore().list()) == n_before
 
 
 def test_sweep_fills_the_landscape(entry, text_file):
@@ -91,8 +108,7 @@ def test_sweep_fills_the_landscape(entry, text_file):
     at.text_input[[w.label for w in at.text_input].index("y values")].set_value("1")
     at.button[[b.label for b in at.button].index("Queue sweep")].click().run()
     assert not at.exception, [e.value for e in at.exception]
-    group = at.query_params["sweep"]
-    group = group[0] if isinstance(group, list) else group
+    group = at.session_state["sweep_pick"]
     runs = RunStore().list(group=group)
     assert len(runs) == 2
     done = [wait_done(r["id"]) for r in runs]
@@ -101,9 +117,12 @@ def test_sweep_fills_the_landscape(entry, text_file):
     spec = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     heat = [s for s in spec if s["data"][0]["type"] == "heatmap"]
     assert heat, "no landscape heatmap"
-    z = heat[0]["data"][0]["z"]
+    z = heat[0]["data"][0]["z"]  # colour on log10(ppl), the values written in the cells
     by_alpha = {r["params"]["alpha"]: r["result"]["pruned_ppl"] for r in done}
-    assert z[0] == pytest.approx([by_alpha[0.0], by_alpha[1.0]])
+    assert z[0] == pytest.approx([np.log10(by_alpha[0.0]), np.log10(by_alpha[1.0])])
+    assert heat[0]["data"][0]["text"][0] == [f"{by_alpha[0.0]:.1f}", f"{by_alpha[1.0]:.1f}"]
+    best = min(by_alpha, key=by_alpha.get)
+    assert f"best {by_alpha[best]:.2f} at alpha={best:g}" in heat[0]["layout"]["title"]["text"]
 
 
 def start_from_page(entry, text_file, method):

@@ -230,13 +230,22 @@ def test_top_contexts_windows_and_padding():
     assert views.top_contexts(entry_with([1.0], [0], [0], None), 0, 0) == []
 
 
-def test_context_markdown_bolds_and_escapes():
+def test_context_html_marks_and_escapes():
     tok = FakeTokenizer()
-    text = views.context_markdown(tok, views.ActivationContext(1.0, 0, 2, [3, 4, 5, 0], 2))
-    assert text == r"\*x\*⏎ **big**a"  # markdown escaped, newline visible, space outside the bold
-    assert views.escape_markdown("$1 :red[x] #") == r"\$1 \:red\[x\] \#"
-    newline = views.context_markdown(tok, views.ActivationContext(1.0, 0, 1, [0, 4, 0], 1))
-    assert newline == "a**⏎**a"  # a whitespace token is made visible, not an empty bold
+    text = views.context_html(tok, views.ActivationContext(1.0, 0, 2, [3, 4, 5, 0], 2))
+    assert text == "*x*⏎<mark> big</mark>a"  # no markdown: asterisks stay literal text, newline visible
+    newline = views.context_html(tok, views.ActivationContext(1.0, 0, 1, [0, 4, 0], 1))
+    assert newline == "a<mark>⏎</mark>a"  # a whitespace token is made visible, not an empty mark
+    assert views.context_html(_Tok({1: "<b>", 2: "**)"}), views.ActivationContext(1.0, 0, 1, [1, 2], 1)) == \
+        "&lt;b&gt;<mark>**)</mark>"
+
+
+class _Tok:
+    def __init__(self, pieces):
+        self.pieces = pieces
+
+    def decode(self, ids):
+        return "".join(self.pieces[i] for i in ids)
 
 
 # --- the cache table and the sidebar --------------------------------------------------------
@@ -296,3 +305,30 @@ def test_roles_accepts_the_full_stats_frame(frame):
     full = frame.assign(sum_abs=frame["tf"] * 64)
     labels, counts = scoring.roles(full)
     np.testing.assert_array_equal(counts.to_numpy(), scoring.roles(frame)[1].to_numpy())
+
+
+def test_picked_neuron_reads_what_a_browser_sends():
+    """Chromium sends a scatter point's customdata as an object {"0": layer, "1": neuron, ...}; AppTest a
+    list; without customdata the point_index indexes the plotted rows."""
+    arrays = {"layer": np.array([0, 0, 1, 1]), "neuron": np.array([0, 1, 0, 1])}
+    shown = np.array([1, 3])
+    assert views.picked_neuron({"customdata": {"0": 27, "1": 1195, "2": 0.5}}, shown, arrays) == (27, 1195)
+    assert views.picked_neuron({"customdata": [3, 4, 0.1]}, shown, arrays) == (3, 4)
+    assert views.picked_neuron({"point_index": 1}, shown, arrays) == (1, 1)
+    assert views.picked_neuron({"point_index": 7}, shown, arrays) is None
+
+
+def test_stage_progress_parses_run_messages():
+    assert views.stage_progress("dense perplexity: 4,096/8,192 tokens, 900 tok/s, ETA 5s") == \
+        ("dense perplexity", "4,096/8,192 tokens, 900 tok/s, ETA 5s", 0.5)
+    assert views.stage_progress("converting the GGUF model to safetensors (once, about 20 s on a CPU)") == \
+        ("converting the GGUF model to safetensors (once, about 20 s on a CPU)", "", None)
+    assert views.stage_progress("pruned perplexity: starting") == ("pruned perplexity", "starting", None)
+
+
+def test_app_words_replace_cli_flags():
+    assert views.app_words("2:4 sparsity prunes 2 of every 4 weights: sparsity_ratio must be 0.5 (got 0.3)") == \
+        "2:4 prunes 2 of every 4 weights: set the sparsity ratio to 50%"
+    assert views.app_words("pruning_last 40 exceeds the model's 30 layers") == \
+        "'Prune only the last N layers' is 40, but the model has 30 layers"
+    assert "sparsity_ratio" not in views.app_words("sparsity_ratio must be in [0, 1) (got 1.0)")
