@@ -37,7 +37,10 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except store.CorruptEntry as e:
-        st.error(f"The cache entry is damaged ({e}). Delete it on the Statistics page and compute it again.")
+        # verified on load (sha256): damaged numbers are never shown; the entry goes, to be recomputed
+        with contextlib.suppress(UserError, OSError):
+            store.delete_entry(e.key, missing_ok=True)
+        st.error(f"The cache entry was damaged ({e}) and has been removed: compute the statistics again.")
     except UserError as e:
         st.error(views.app_words(str(e)))
 

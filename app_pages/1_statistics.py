@@ -50,7 +50,9 @@ def _forget_run() -> None:
 def run_progress(run_id: int) -> None:
     """Polls the run store once a second while the run is queued or running."""
     try:
-        run = runs.RunStore().get(run_id)
+        run = runs.RunStore().get(run_id)  # reading marks a run whose process is gone as failed
+        if run["status"] == "queued":
+            jobs.recover()  # no dispatcher alive (killed)? start one: the queue never strands
         if run["status"] in ("queued", "running"):
             ui.run_progress_bars(run)
             if not st.button("Cancel", key=f"cancel_{run_id}"):

@@ -120,6 +120,9 @@ if start:
     with ui.user_errors():
         st.query_params["run"] = str(jobs.submit("prune", request_now()))
 
+if store.notice:  # a damaged run store was moved aside and a fresh one started
+    st.warning(store.notice)
+
 
 def _run_active(run_id) -> bool:
     try:
@@ -147,7 +150,7 @@ def follow() -> None:
         if st.button("Cancel run", key=f"cancel_{run['id']}"):
             jobs.cancel(run["id"])
             st.rerun()
-        jobs.reap(store)
+        jobs.recover(store)  # runs whose process is gone -> failed; a queue without a dispatcher gets one
         return
     if st.session_state.get("_followed_active") == run["id"]:
         st.session_state.pop("_followed_active")
@@ -159,6 +162,9 @@ def follow() -> None:
         st.warning(f"Run {run['id']} was cancelled.")
         return
     res = run["result"]
+    for miss in res.get("not_written", []):
+        st.warning(f"Not written: {miss['target']} {miss['path']}: {miss['error']}. The results below are "
+                   "kept in the run history.")
     proto = res["protocol"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Dense perplexity", ui.fmt_ppl(res["dense_ppl"]))

@@ -1,5 +1,9 @@
 """`python -m neuronrank <command>`: exit 0 on success; bad input -> one `error:` line on stderr, exit 2.
-`--json` prints one JSON object as the last stdout line."""
+`--json` prints one JSON object as the last stdout line.
+
+Other exits, each with one `error:` line: 1 = the run finished and its results are in the run store,
+but an output (--save, --save_model) could not be written; 130 = Ctrl-C, 143 = SIGTERM (a timeout, a
+container stop): the run is recorded as cancelled."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import sys
 from pathlib import Path
 
 from neuronrank import models, requests
-from neuronrank.errors import UserError
+from neuronrank.errors import Terminated, UserError
 
 log = logging.getLogger("neuronrank")
 
@@ -62,10 +66,16 @@ def _finite(obj):
 def cmd_stats(args) -> int:
     from neuronrank.pipeline import get_stats
 
+    from neuronrank.paths import check_output_file
+
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix != ".parquet":
         raise UserError(f"--out must end in .parquet (got {args.out})")
     req = requests.from_args(requests.StatsRequest, args)
+    req.validate()
+    requests.check_inputs(req)
+    if out is not None:
+        out = check_output_file(args.out, "--out")  # before the model loads
     bar = _tqdm_progress("stats")
     try:
         res = get_stats(req, progress=bar, recompute=args.recompute, device_map=args.device_map)
@@ -77,10 +87,14 @@ def cmd_stats(args) -> int:
         return 0
     table = res.entry.path / "stats.parquet"
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        shutil.copyfile(table, tmp)
-        tmp.replace(out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            shutil.copyfile(table, tmp)
+            tmp.replace(out)
+        except OSError as e:  # the statistics themselves are safe in the cache
+            raise UserError(f"--out {args.out} was not written ({e.strerror or e}); the statistics are kept "
+                            f"in cache entry {res.entry.key}: {table}") from e
         table = out
     s = res.stats
     print(f"{'loaded from cache' if res.cached else 'computed'} in {res.seconds:.1f}s: "
@@ -162,7 +176,17 @@ def cmd_prune(args) -> int:
         if key in res:
             print(f"{key.replace('_', ' ')}: {res[key]['path']}" + (f" ({res[key]['format']})" if 'format' in res[key] else ""))
     _emit(args, {"command": "prune", "run_id": run_id, **res})
-    return 0
+    return _not_written(run_id, res)
+
+
+def _not_written(run_id: int, res: dict) -> int:
+    """The run is done and stored; an output that failed is one error line and exit code 1."""
+    missing = res.get("not_written")
+    if not missing:
+        return 0
+    what = "; ".join(f"{m['target']} {m['path']}: {m['error']}" for m in missing)
+    print(f"error: not written: {what} (the results are kept in the run store as run {run_id})", file=sys.stderr)
+    return 1
 
 
 def cmd_ppl(args) -> int:
@@ -248,7 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        from neuronrank.errors import raise_on_sigterm
+
+        raise_on_sigterm()  # a timeout or a container stop ends the run as cancelled, one error line
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -269,7 +302,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 128 + e.signum
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if "torch.distributed" in sys.modules:
             from neuronrank import distributed
 

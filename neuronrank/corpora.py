@@ -24,13 +24,14 @@ import numpy as np
 import torch
 
 from neuronrank.errors import UserError
-from neuronrank.paths import atomic_write_bytes, cache_dir, short_hash
+from neuronrank.paths import atomic_write_bytes, atomic_write_json, cache_dir, short_hash
 from neuronrank.requests import CALIB_DEFAULT, EVAL_DEFAULT, TEXT_SOURCES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 NAMED = TEXT_SOURCES
 SEPARATOR = "\n\n"
+REPEAT_LIMIT = 10  # calibration may reuse text (windows overlap), but not this many times over
 
 
 @dataclass(frozen=True)
@@ -178,24 +179,82 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def token_checksum(ids: np.ndarray) -> str:
+    """sha256 of a token stream's int32 bytes: what the statistics cache key is built from."""
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest()
+
+
+def vocab_size(tokenizer) -> int:
+    return len(tokenizer)
+
+
+def _check_ids(ids: np.ndarray, vocab: int) -> None:
+    if ids.ndim != 1 or ids.dtype != np.int32 or len(ids) == 0:
+        raise ValueError(f"not a token stream (dtype {ids.dtype}, shape {ids.shape})")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"token ids out of range [{lo}, {hi}] for a vocabulary of {vocab}")
+
+
+def _load_tokens(path: Path, meta_path: Path, expect: dict) -> np.ndarray:
+    """The cached stream, verified against its sidecar (sha256, dtype, shape, tokenizer and text
+    fingerprints) and the vocabulary; ValueError/OSError when anything disagrees."""
+    meta = json.loads(meta_path.read_text())
+    for k, v in expect.items():
+        if meta.get(k) != v:
+            raise ValueError(f"{k} is {meta.get(k)!r}, expected {v!r}")
+    ids = np.load(path, allow_pickle=False)
+    if list(ids.shape) != meta["shape"] or str(ids.dtype) != meta["dtype"]:
+        raise ValueError(f"shape/dtype {ids.shape} {ids.dtype} differ from the sidecar")
+    if token_checksum(ids) != meta["sha256"]:
+        raise ValueError("sha256 differs from the sidecar")
+    _check_ids(ids, expect["vocab_size"])
+    return ids
+
+
 def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarray:
-    """The whole corpus tokenized once (cached per tokenizer and text fingerprint)."""
-    path = cache_dir() / "tokens" / f"{short_hash([tokenizer_fingerprint(tokenizer), corpus.fingerprint])}.npy"
+    """The whole corpus tokenized once (cached per tokenizer and text fingerprint).
+
+    The cache file `<key>.npy` has a sidecar `<key>.json` (sha256 of the ids, dtype, shape, the
+    tokenizer and text fingerprints, the vocabulary size). A file that disagrees with its sidecar, or
+    holds an id outside the vocabulary, is reported and re-tokenized: damaged tokens are never used.
+    """
+    tok_fp = tokenizer_fingerprint(tokenizer)
+    folder = cache_dir() / "tokens"
+    path = folder / f"{short_hash([tok_fp, corpus.fingerprint])}.npy"
+    meta_path = path.with_suffix(".json")
+    expect = {"tokenizer": tok_fp, "text": corpus.fingerprint, "vocab_size": vocab_size(tokenizer)}
     if use_cache and path.is_file():
         try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError):
-            log.warning("token cache %s unreadable; re-tokenizing", path.name)
+            return _load_tokens(path, meta_path, expect)
+        except (ValueError, OSError, EOFError, KeyError, TypeError) as e:
+            log.warning("token cache %s is damaged (%s); re-tokenizing", path.name, e)
     ids = tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"]
     arr = np.asarray(ids, dtype=np.int32)
+    try:
+        _check_ids(arr, expect["vocab_size"])
+    except ValueError as e:
+        raise UserError(f"text source {corpus.name!r} with this tokenizer: {e}") from e
     if use_cache:
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
+        meta = {**expect, "sha256": token_checksum(arr), "dtype": str(arr.dtype), "shape": list(arr.shape)}
         try:
+            # the sidecar goes first: a kill between the two leaves a file that fails its check
+            atomic_write_json(meta_path, meta)
             atomic_write_bytes(path, buf.getvalue())
         except OSError as e:  # a read-only cache still lets the user work
             log.warning("cannot write token cache: %s", e)
     return arr
+
+
+def check_vocab(ids, model_vocab: int, what: str = "token") -> None:
+    """Ids a model's embedding cannot look up (a tokenizer larger than the model): one clear error
+    instead of an IndexError deep inside the forward pass."""
+    hi = int(ids.max()) if len(ids) else -1
+    if hi >= model_vocab:
+        raise UserError(f"{what} id {hi} is outside the model's vocabulary ({model_vocab}); "
+                        "the tokenizer does not match the model")
 
 
 def _check_sizes(nsamples: int | None, seqlen: int) -> None:
@@ -210,6 +269,14 @@ def calibration_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int =
     _check_sizes(nsamples, seqlen)
     if len(ids) < seqlen:
         raise UserError(f"text too short: {len(ids)} tokens, a calibration window needs {seqlen}")
+    total = int(nsamples) * int(seqlen)
+    if total > REPEAT_LIMIT * len(ids):
+        raise UserError(f"nsamples x seqlen = {total:,} tokens is {total / len(ids):,.0f} times the text's "
+                        f"{len(ids):,} tokens (at most {REPEAT_LIMIT}x): use fewer or shorter windows, or "
+                        "a longer text")
+    if total > len(ids):
+        log.warning("nsamples x seqlen = %s tokens exceeds the text's %s tokens: windows repeat",
+                    f"{total:,}", f"{len(ids):,}")
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(ids) - seqlen + 1, size=int(nsamples))
     windows = np.stack([ids[s:s + seqlen] for s in starts])

@@ -1,5 +1,6 @@
 """Writing what a run produced: the pruned model (physically smaller where it can be) and the
-result files. Output targets are checked before a run starts (see `check_model_folder`)."""
+result files. Output targets are checked before a run starts (`paths.check_model_folder`,
+`paths.check_output_folder`, called by `requests.check_inputs`) and once more here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pandas as pd
 
 from neuronrank import models, pruning
 from neuronrank.errors import UserError
-from neuronrank.paths import REPO_ROOT, atomic_write_bytes, atomic_write_json, cache_dir
+from neuronrank.paths import atomic_write_bytes, atomic_write_json, check_model_folder, held, sweep_stale
+
+PARTIAL = ".neuronrank-partial"  # marks a half-written model folder as ours to clean up
 
 
 def save_model(model, tok, folder: str, info: dict, req) -> dict:
@@ -28,27 +31,23 @@ def save_model(model, tok, folder: str, info: dict, req) -> dict:
             note = ("zeroed weights (same shapes): layers keep different neuron counts"
                     + (" (pruning_last)" if len(info["neurons_kept"]) < n_layers else ""))
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        # what a killed save left beside this one (ours only: marked, old, not locked)
+        sweep_stale(out.parent, match=lambda p: p.name.endswith(".tmp") and (p / PARTIAL).exists())
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / PARTIAL).touch()
+        with held(tmp):
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / PARTIAL).unlink()
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot save the model to {out}: {e.strerror or e}") from e
     return {"path": str(out), "format": note}
-
-
-def check_model_folder(out: Path) -> None:
-    """A save folder is replaced whole: never one that holds other things (the repo, the cache, home)."""
-    for keep in (Path.cwd(), cache_dir(), Path.home(), REPO_ROOT):
-        keep = keep.resolve()
-        if out == keep or out in keep.parents:
-            raise UserError(f"refusing to save a model over {out}: it contains {keep}")
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
-        raise UserError(f"{out} exists and is not a saved model; choose a new or empty folder")
 
 
 def save_results(folder: str, params: dict, result: dict, sparsity: dict) -> dict:

@@ -1,14 +1,22 @@
-"""Runs in worker processes: one heavy run at a time, the rest queued, progress in the run store.
+"""Runs in worker processes: as many at once as there are devices (slots), the rest queued,
+progress in the run store.
 
     submit(kind, request) -> run id      queue a run and make sure a dispatcher is alive
+    recover()                            whoever looks at the queue: restart a dispatcher if runs wait
     cancel(run_id)                       queued: dropped; running: its process group is terminated
-    reap()                               runs marked running whose worker is gone -> failed
+    reap()                               runs marked running whose process is gone -> failed
 
-The dispatcher (`python -m neuronrank.jobs dispatch`) is a detached process holding an exclusive lock
-on `<cache>/dispatcher.lock`; it claims the oldest queued run and runs it in a child worker
-(`python -m neuronrank.jobs work ID`, its own process group), so a page reload, a Streamlit restart or
-a crash of the caller loses nothing. If the worker dies without recording an outcome (SIGKILL, OOM
-killer), the dispatcher marks the run failed with the reason and moves on.
+The dispatcher (`python -m neuronrank.jobs dispatch`) is a detached process holding an exclusive
+flock on `<cache>/dispatcher.lock`: one at a time. The lock is taken by the process that starts it
+(submit, recover) and handed over as an inherited file descriptor, so sixteen concurrent submits start
+one dispatcher, not sixteen. It claims queued runs into free slots and runs each in a child worker
+(`python -m neuronrank.jobs work ID`, its own process group, `CUDA_VISIBLE_DEVICES` = its slot's GPU),
+so a page reload, a Streamlit restart or a crash of the caller loses nothing. Slots: one per CUDA
+device (counted from CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus or `nvidia-smi -L`, never by
+importing torch), one on a CPU; `NEURONRANK_SLOTS=N` overrides. If a worker dies without recording an
+outcome (SIGKILL, OOM killer), the dispatcher marks the run failed with the signal and moves on; if the
+dispatcher itself is killed, its workers finish on their own and the next look at the queue (a page's
+poll, the CLI) starts a new dispatcher for what is still queued.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +33,10 @@ import traceback
 from dataclasses import asdict
 from typing import Callable
 
-from neuronrank.errors import UserError
+from neuronrank.errors import Terminated, UserError, raise_on_sigterm
 from neuronrank.paths import cache_dir, confine_params
 from neuronrank.requests import REQUESTS, from_params
-from neuronrank.runs import RunStore
+from neuronrank.runs import RunStore, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,20 @@ def submit(kind: str, req, group: str | None = None, store: RunStore | None = No
     return run_id
 
 
+def recover(store: RunStore | None = None) -> bool:
+    """What every look at the queue calls (the pages' polls, the CLI): runs whose process is gone are
+    marked failed, and if runs are queued and no dispatcher is alive, one is started. Cheap when
+    nothing is wrong (one query, one non-blocking flock). Returns whether a dispatcher was started."""
+    store = store or RunStore()
+    store.reap()
+    if store.queued_count() == 0:
+        return False
+    started = ensure_dispatcher()
+    if started:
+        log.warning("runs were queued without a dispatcher; started one")
+    return started
+
+
 def cancel(run_id: int, store: RunStore | None = None) -> str:
     """Cancel a run; returns the status it ends in."""
     store = store or RunStore()
@@ -93,60 +116,104 @@ def cancel(run_id: int, store: RunStore | None = None) -> str:
     run = store.get(run_id)
     if run["status"] == "running":
         store.finish(run_id, "cancelled", error="cancelled by the user", only_if=("running",))
-        if run["pid"] and run["origin"] == "app":
+        # the worker leads its own process group; a reused pid (start time differs) is left alone
+        if run["pid"] and run["origin"] == "app" and process_alive(run["pid"], run.get("pid_start")):
             try:
-                os.killpg(run["pid"], signal.SIGTERM)  # the worker leads its own process group
+                os.killpg(run["pid"], signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
                 pass
         return "cancelled"
     return run["status"]
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def reap(store: RunStore | None = None) -> int:
-    """Mark runs whose worker process no longer exists as failed. Returns how many."""
-    store = store or RunStore()
-    n = 0
-    for run in store.running():
-        if run["pid"] is None and time.time() - (run["started"] or 0) < 120:
-            continue  # claimed a moment ago; its worker is starting
-        if not _alive(run["pid"]):
-            n += store.finish(run["id"], "failed", error="the worker process disappeared (killed or crashed)",
-                              only_if=("running",))
-    return n
+    """Mark runs whose process no longer exists (pid and start time) as failed. Returns how many."""
+    return (store or RunStore()).reap()
+
+
+# ----------------------------------------------------------------------------------------------
+# slots
+
+
+def visible_gpus() -> list[str]:
+    """CUDA devices this machine offers, without importing torch (the app process never does)."""
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cvd is not None:
+        out = []
+        for d in cvd.split(","):
+            d = d.strip()
+            if not d or d.startswith("-"):
+                break  # CUDA ignores everything from the first invalid entry on
+            out.append(d)
+        return out
+    try:
+        n = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        n = 0
+    if n == 0 and shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+            n = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            n = 0
+    return [str(i) for i in range(n)]
+
+
+def slot_devices() -> list[str | None]:
+    """One entry per slot: the CUDA device its worker sees, or None on a CPU. As many slots as
+    devices (1 on a CPU); NEURONRANK_SLOTS=N sets N (slots then share devices round-robin)."""
+    gpus = visible_gpus()
+    n = max(1, len(gpus))
+    env = os.environ.get("NEURONRANK_SLOTS", "").strip()
+    if env:
+        try:
+            n = int(env)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            log.warning("NEURONRANK_SLOTS=%r is not a positive whole number; using %d", env, max(1, len(gpus)))
+            n = max(1, len(gpus))
+    return [gpus[i % len(gpus)] if gpus else None for i in range(n)]
 
 
 # ----------------------------------------------------------------------------------------------
 # dispatcher and worker
+
+POLL_SECONDS = 0.3
 
 
 def _lock_path():
     return cache_dir() / "dispatcher.lock"
 
 
-def ensure_dispatcher() -> None:
-    """Start a detached dispatcher; if one is already running it exits at once (lock held)."""
-    logs = cache_dir() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "dispatcher.log", "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "dispatch"], stdout=out, stderr=out,
-                         stdin=subprocess.DEVNULL, start_new_session=True, env=_child_env())
+def _try_lock() -> int | None:
+    """The dispatcher lock's file descriptor, locked; None if a dispatcher holds it."""
+    fd = os.open(_lock_path(), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def ensure_dispatcher() -> bool:
+    """Start a detached dispatcher unless one is alive. The lock is taken here and inherited by the
+    child (an inherited descriptor shares the flock), so concurrent callers start one dispatcher
+    between them. Returns whether one was started."""
+    fd = _try_lock()
+    if fd is None:
+        return False
+    try:
+        logs = cache_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "dispatcher.log", "ab") as out:
+            subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "dispatch", str(fd)], pass_fds=(fd,),
+                             stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
+                             env=_child_env())
+    finally:
+        os.close(fd)  # the child keeps the lock
+    return True
 
 
 def _child_env() -> dict:
@@ -155,31 +222,64 @@ def _child_env() -> dict:
     return {**os.environ, "NEURONRANK_CACHE": str(cache_dir())}
 
 
-def dispatch() -> None:
+def dispatch(lock_fd: int | None = None) -> None:
+    """Serve the queue while holding the lock (handed over, or taken here); exit when it is empty."""
     store = RunStore()
+    devices = slot_devices()
+    log.info("dispatcher %d: %d slot(s) %s", os.getpid(), len(devices), devices)
     while True:
-        with open(_lock_path(), "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        if lock_fd is None:
+            lock_fd = _try_lock()
+            if lock_fd is None:
                 return  # another dispatcher serves the queue
-            reap(store)
-            while (run := store.claim_next(pid=os.getpid())) is not None:
-                _run_in_worker(store, run)
-        # lock released: a run queued in the meantime would find no dispatcher; look once more
+        try:
+            _serve(store, devices)
+        finally:
+            os.close(lock_fd)
+            lock_fd = None
+        # lock released: a run queued in the meantime found it held; look once more
         if store.queued_count() == 0:
             return
 
 
-def _run_in_worker(store: RunStore, run: dict) -> None:
+def _serve(store: RunStore, devices: list) -> None:
+    """Fill free slots from the queue, watch the workers; return when nothing is queued and no
+    worker of ours runs. A slot is busy while any live app run holds it, also one whose
+    dispatcher died (its worker goes on)."""
+    children: dict[int, subprocess.Popen] = {}
+    while True:
+        for run_id, proc in list(children.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del children[run_id]
+            if rc != 0:
+                how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
+                if store.finish(run_id, "failed", error=f"the worker process ended with {how}",
+                                only_if=("running",)):
+                    log.warning("run %s: worker ended with %s", run_id, how)
+        busy = {r["slot"] or 0 for r in store.running() if r["origin"] == "app"}
+        for slot in range(len(devices)):
+            if slot in busy:
+                continue
+            run = store.claim_next(pid=os.getpid(), slot=slot)
+            if run is None:
+                break
+            children[run["id"]] = _start_worker(store, run, devices[slot])
+        if not children and store.queued_count() == 0:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def _start_worker(store: RunStore, run: dict, device: str | None) -> subprocess.Popen:
+    env = _child_env()
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
     proc = subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "work", str(run["id"])],
-                            start_new_session=True, env=_child_env(), stdin=subprocess.DEVNULL)
+                            start_new_session=True, env=env, stdin=subprocess.DEVNULL)
     store.set_pid(run["id"], proc.pid)
-    rc = proc.wait()
-    if rc != 0:
-        how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
-        if store.finish(run["id"], "failed", error=f"the worker process ended with {how}", only_if=("running",)):
-            log.warning("run %s: worker ended with %s", run["id"], how)
+    log.info("run %s: worker %d on %s", run["id"], proc.pid, f"cuda device {device}" if device else "cpu")
+    return proc
 
 
 def execute(run_id: int, store: RunStore | None = None) -> dict | None:
@@ -211,6 +311,7 @@ def run_here(kind: str, req, progress: Callable | None = None, group: str | None
         req = from_params(kind, req)
         req.validate()
     store = RunStore()
+    recover(store)  # the CLI looks at the queue too: runs stranded by a killed dispatcher start again
     run_id = store.create(kind, _stored(kind, req), status="running", group=group, origin="cli", pid=os.getpid())
     report = Reporter(store, run_id)
 
@@ -222,19 +323,25 @@ def run_here(kind: str, req, progress: Callable | None = None, group: str | None
     try:
         result = _job(kind)(req, both)
     except BaseException as e:
-        status = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
-        store.finish(run_id, status, error=str(e) or type(e).__name__, only_if=("running",))
+        if isinstance(e, KeyboardInterrupt):
+            status, error = "cancelled", "interrupted (Ctrl-C)"
+        elif isinstance(e, Terminated):
+            status, error = "cancelled", str(e)
+        else:
+            status, error = "failed", str(e) or type(e).__name__
+        store.finish(run_id, status, error=error, only_if=("running",))
         raise
     store.finish(run_id, "done", result=result, only_if=("running",))
     return run_id, result
 
 
 def _worker_main(run_id: int) -> int:
-    def on_term(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    execute(run_id)
+    raise_on_sigterm()
+    try:
+        execute(run_id)
+    except Terminated as e:  # Cancel (already recorded) or a stop from outside: the run ends cancelled
+        RunStore().finish(run_id, "cancelled", error=str(e), only_if=("running",))
+        return 128 + e.signum
     return 0
 
 
@@ -247,7 +354,7 @@ if __name__ == "__main__":
     except ImportError:  # pragma: no cover
         pass
     if sys.argv[1:2] == ["dispatch"]:
-        dispatch()
+        dispatch(int(sys.argv[2]) if len(sys.argv) == 3 else None)
     elif sys.argv[1:2] == ["work"] and len(sys.argv) == 3:
         sys.exit(_worker_main(int(sys.argv[2])))
     else:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from neuronrank.errors import UserError
+from neuronrank.paths import held, make_temp_dir, sweep_stale
 from neuronrank.requests import DEFAULT_MODEL
 from neuronrank.specs import ALIASES, ModelRef, converted_path, embedded_gguf, resolve, weights_fingerprint  # noqa: F401
 
@@ -113,6 +113,24 @@ def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dty
     return model, tokenizer
 
 
+def load_tokenizer(spec: str):
+    """A model's tokenizer without its weights (the statistics cache key needs the token stream
+    before deciding whether to load the model)."""
+    from transformers import AutoTokenizer
+
+    ref = resolve(spec)
+    source = converted_gguf(ref.path) if ref.kind in ("alias", "gguf") else (ref.path or ref.spec)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load model {spec!r} (its tokenizer): {_first_line(e)}") from e
+
+
+def vocab_size(model) -> int:
+    """Rows of the input embedding: the ids a model can look up."""
+    return int(model.get_input_embeddings().weight.shape[0])
+
+
 def layer_count(spec: str) -> int | None:
     """Decoder layers from the config alone (no weights); None if the config cannot be read cheaply."""
     from transformers import AutoConfig
@@ -147,10 +165,12 @@ def converted_gguf(gguf_path: Path) -> Path:
         if (target / "config.json").is_file():
             return target
         log.info("converting %s to safetensors (once)", gguf_path.name)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+        sweep_stale(target.parent)  # a conversion killed half-way left its folder behind
+        tmp = make_temp_dir(target.parent, prefix=f".{target.name}.")
         try:
-            _convert(gguf_path, tmp)
-            os.rename(tmp, target)
+            with held(tmp):
+                _convert(gguf_path, tmp)
+                os.rename(tmp, target)
         except OSError:
             if not (target / "config.json").is_file():
                 raise

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from neuronrank.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+STALE_SECONDS = 15 * 60  # a hidden temporary older than this, and not locked, is a leftover
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -55,12 +63,110 @@ def sampled_file_hash(path: Path, piece: int = 1 << 22) -> str:
     return h.hexdigest()[:16]
 
 
+# ----------------------------------------------------------------------------------------------
+# permissions: tempfile makes owner-only files and folders (0600 / 0700); a cache shared by a group
+# needs the umask's modes, as plain open()/mkdir() would give
+
+
+def current_umask() -> int:
+    try:  # Linux >= 4.7: read it without changing it (os.umask is process-wide, racy with threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_mode(path: Path) -> None:
+    """Give a file made by tempfile the mode open() would have given it (0o666 / 0o777 & ~umask)."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    try:
+        os.chmod(path, base & ~current_umask())
+    except OSError:
+        pass
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """tempfile.mkdtemp with the umask respected."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    share_mode(tmp)
+    return tmp
+
+
+# ----------------------------------------------------------------------------------------------
+# leftovers of killed writers
+
+
+@contextlib.contextmanager
+def held(path: Path):
+    """Hold an exclusive flock on a temporary file or folder while it is being written, so that
+    `sweep_stale` never removes work in progress however long it takes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def sweep_stale(folder: Path, max_age: float = STALE_SECONDS, match=None) -> int:
+    """Remove hidden temporaries (`.name...`) in `folder` that are older than `max_age` and that no
+    writer holds (see `held`): what a killed run left behind. `match(path)` narrows it further (a
+    user's folder holds hidden things that are not ours). Returns how many were removed."""
+    removed = 0
+    try:
+        items = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    now = time.time()
+    for item in items:
+        if not item.name.startswith(".") or item.name.endswith(".lock") or item.is_symlink():
+            continue
+        if match is not None and not match(item):
+            continue
+        try:
+            if now - item.lstat().st_mtime < max_age:
+                continue
+            fd = os.open(item, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a writer holds it
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d stale temporary item(s) in %s", removed, folder)
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    share_mode(Path(tmp))
     try:
         with os.fdopen(fd, "wb") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # see sweep_stale
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -114,3 +220,53 @@ def confine_params(params: dict) -> dict:
         if out.get(key):
             out[key] = str(confine(out[key]))
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# output targets, checked before a run loads anything (an hour of work must not end in a typo)
+
+
+def _probe_writable(folder: Path, flag: str, shown: str) -> None:
+    """Create and remove a file in the nearest existing ancestor of `folder`."""
+    anc = folder
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{flag} {shown}: {anc} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=anc, prefix=".nr-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{flag} {shown}: cannot write in {anc} ({e.strerror or e})") from e
+
+
+def check_output_folder(path_text: str, flag: str) -> Path:
+    """A folder the run will write files into (created if missing): not an existing file, writable."""
+    out = Path(str(path_text).strip()).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {path_text}: exists and is not a folder")
+    _probe_writable(out, flag, str(path_text))
+    return out
+
+
+def check_output_file(path_text: str, flag: str) -> Path:
+    """A file the run will write (replaced if present): not a folder, its folder writable."""
+    out = Path(str(path_text).strip()).expanduser().resolve()
+    if out.is_dir():
+        raise UserError(f"{flag} {path_text}: is a folder, expected a file name")
+    _probe_writable(out.parent, flag, str(path_text))
+    return out
+
+
+def check_model_folder(out: Path, flag: str = "--save_model") -> None:
+    """A save folder is replaced whole: never one that holds other things (the repo, the cache, home),
+    never an existing file or a folder of other files; and it must be writable."""
+    out = Path(out).expanduser().resolve()
+    for keep in (Path.cwd(), cache_dir(), Path.home(), REPO_ROOT):
+        keep = keep.resolve()
+        if out == keep or out in keep.parents:
+            raise UserError(f"refusing to save a model over {out}: it contains {keep}")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file()):
+        raise UserError(f"{out} exists and is not a saved model; choose a new or empty folder")
+    _probe_writable(out.parent, flag, str(out))

@@ -7,13 +7,16 @@ JSON-able result that the run store keeps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 
 from neuronrank import corpora, distributed, models, store
 from neuronrank.errors import UserError
+from neuronrank.paths import short_hash
 from neuronrank.requests import PplRequest, PruneRequest, StatsRequest
 from neuronrank.stats import NeuronStats, Progress, batched, collect
 
@@ -34,40 +37,93 @@ def check_seqlen(model, seqlen: int) -> None:
         raise UserError(f"seqlen {seqlen} is longer than the model's context ({ctx} tokens)")
 
 
-def cache_params(req: StatsRequest, ref: models.ModelRef, corpus: corpora.Corpus) -> dict:
-    """The cache key's content: model identity, text identity and every knob that changes numbers."""
+def cache_params(req: StatsRequest, ref: models.ModelRef, corpus: corpora.Corpus, tokens_sha256: str) -> dict:
+    """The cache key's content: model identity, text identity, the checksum of the token stream
+    actually used (a damaged token file can never produce a validly keyed entry) and every knob
+    that changes numbers."""
     dtype = models.dtype_name(models.resolve_dtype(req.dtype, models.resolve_device(req.device)))
     p = asdict(req)
     p.pop("device"), p.pop("batch_size")  # do not change the numbers beyond float noise
-    return {**p, "dtype": dtype, "model_identity": ref.identity(), "calib_fingerprint": corpus.fingerprint}
+    return {**p, "dtype": dtype, "model_identity": ref.identity(), "calib_fingerprint": corpus.fingerprint,
+            "tokens_sha256": tokens_sha256}
+
+
+LARGE_TOKENS = 1_000_000  # above this, a statistics pass says how much work it is before starting
+LONG_SECONDS = 300  # ... and, once its rate is measured, how long it will take
+
+
+def _announce(progress: Progress | None, windows: int, seqlen: int) -> Progress | None:
+    """State the token count of a large pass up front, then the measured time once the first
+    batches have run: a typo like --nsamples 1000000 must not run silently for hours."""
+    total = windows * seqlen
+    if total >= LARGE_TOKENS:
+        log.warning("statistics over %s windows x %s tokens = %s tokens", f"{windows:,}", f"{seqlen:,}",
+                    f"{total:,}")
+    t0, said = time.perf_counter(), []
+
+    def update(done: int, total_: int | None) -> None:
+        dt = time.perf_counter() - t0
+        if not said and done and dt >= 2.0:
+            said.append(True)
+            eta = (total - done) * dt / done
+            if eta >= LONG_SECONDS:
+                log.warning("at the measured %s tokens/s this pass takes about %s more; stop it with "
+                            "Ctrl-C (or Cancel in the app)", f"{done / dt:,.0f}", _duration(eta))
+        if progress is not None:
+            progress(done, total_)
+
+    return update
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
 
 
 def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
               recompute: bool = False, device_map=None, stage=None) -> StatsResult:
     """Cached statistics for `req`, computed once. `bundle` is an already loaded (model, tokenizer);
     `stage(name)` is told each step before it starts (reading the text, loading or converting the
-    model, tokenizing, the pass itself through `progress`, writing the entry)."""
+    model, tokenizing, the pass itself through `progress`, writing the entry).
+
+    The key includes the checksum of the (verified) token stream. When an entry with these
+    parameters may exist, only the tokenizer is loaded to compute it; the model loads on a miss."""
     req.validate()
     stage = stage or (lambda name: None)
     t0 = time.perf_counter()
     ref = models.resolve(req.model)
     stage("reading the calibration text")
     corpus = corpora.load_corpus(req.calib)
-    params = cache_params(req, ref, corpus)
-    entry = None if recompute else store.find_stats(params)
-    if entry is not None:
-        try:
-            return StatsResult(store.load_stats(entry), entry, True, time.perf_counter() - t0)
-        except store.CorruptEntry as e:
-            log.warning("%s; recomputing", e)
-            store.delete_entry(entry.key, missing_ok=True)
+    params = cache_params(req, ref, corpus, tokens_sha256=None)
+    tokenizer = ids = None
+    if bundle is not None:
+        tokenizer = bundle[1]
+    elif not recompute and store.has_candidate(params):
+        stage("loading the tokenizer")
+        tokenizer = models.load_tokenizer(req.model)
+    if tokenizer is not None:
+        stage("tokenizing the calibration text")
+        ids = corpora.token_stream(tokenizer, corpus)
+        params["tokens_sha256"] = corpora.token_checksum(ids)
+        entry = None if recompute else store.find_stats(params)
+        if entry is not None:
+            try:
+                return StatsResult(store.load_stats(entry), entry, True, time.perf_counter() - t0)
+            except store.CorruptEntry as e:
+                log.warning("%s; recomputing", e)
+                store.delete_entry(entry.key, missing_ok=True)
     if bundle is None:
         stage(_load_stage(ref))
     model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
-    stage("tokenizing the calibration text")
-    ids = corpora.token_stream(tokenizer, corpus)
+    if ids is None:
+        stage("tokenizing the calibration text")
+        ids = corpora.token_stream(tokenizer, corpus)
+        params["tokens_sha256"] = corpora.token_checksum(ids)
+    corpora.check_vocab(ids, models.vocab_size(model))
     windows = corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
+    progress = _announce(progress, len(windows), req.seqlen) if distributed.rank() == 0 else progress
     if not distributed.launched():
         stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)
     else:
@@ -142,26 +198,63 @@ def eval_windows(tokenizer, source: str, seqlen: int, windows: int | None):
     return corpora.evaluation_windows(ids, seqlen, windows), corpus
 
 
+def _body_sha256(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _ppl_record(res) -> dict:
+    body = res.as_dict()
+    return {"result": body, "sha256": _body_sha256(body)}
+
+
+def _read_ppl(path, source: str, seqlen: int, windows: int):
+    """A cached dense perplexity, or None when the file is missing or fails its checks (checksum,
+    schema, protocol, ppl = exp(nll / tokens))."""
+    from neuronrank import evaluate
+
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        body = rec["result"]
+        if _body_sha256(body) != rec["sha256"]:
+            raise ValueError("checksum differs")
+        res = evaluate.Perplexity(**body)
+        if (res.seqlen, res.windows, res.tokens) != (seqlen, windows, windows * (seqlen - 1)):
+            raise ValueError("protocol differs")
+        if not (math.isfinite(res.nll) and res.nll >= 0 and res.tokens > 0):
+            raise ValueError("nll out of range")
+        mean = res.nll / res.tokens
+        expect = math.inf if mean > 709 else math.exp(mean)  # as evaluate.perplexity computes it
+        if not (res.ppl == expect or math.isclose(res.ppl, expect, rel_tol=1e-6)):
+            raise ValueError("ppl does not match nll / tokens")
+        return res
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        log.warning("dense perplexity cache %s is damaged (%s); measuring again", path.name, e)
+        return None
+
+
 def measure_ppl(model, tokenizer, source: str, seqlen: int, windows: int | None, identity: dict,
                 progress=None, use_cache: bool = True):
-    """Perplexity of `model` on `source`; with `use_cache`, a dense result is kept per model + protocol."""
+    """Perplexity of `model` on `source`; with `use_cache`, a dense result is kept per model + protocol
+    (verified on load: checksum, schema and range; a damaged one is measured again)."""
     from neuronrank import evaluate
-    from neuronrank.paths import atomic_write_json, cache_dir, short_hash
+    from neuronrank.paths import atomic_write_json, cache_dir
 
     check_seqlen(model, seqlen)
     win, corpus = eval_windows(tokenizer, source, seqlen, windows)
+    corpora.check_vocab(win.flatten().numpy(), models.vocab_size(model))
     dtype = models.dtype_name(next(model.parameters()).dtype)
     key = short_hash([identity, dtype, source, corpus.fingerprint, seqlen, int(win.shape[0])])
     path = cache_dir() / "ppl" / f"{key}.json"
-    if use_cache and path.is_file():
-        try:
-            return evaluate.Perplexity(**json.loads(path.read_text())), True
-        except (ValueError, TypeError):
-            pass
+    if use_cache:
+        cached = _read_ppl(path, source, seqlen, int(win.shape[0]))
+        if cached is not None:
+            return cached, True
     res = evaluate.perplexity(model, win, progress=progress, source=source)
     if use_cache:
         try:
-            atomic_write_json(path, res.as_dict())
+            atomic_write_json(path, _ppl_record(res))
         except OSError as e:
             log.warning("cannot cache dense perplexity: %s", e)
     return res, False
@@ -257,14 +350,27 @@ def prune_job(req: PruneRequest, report) -> dict:
     if "neurons_kept" in info:
         result["neurons_kept"] = info["neurons_kept"]
     with timer.stage("save"):
+        # a failed write never throws the perplexities away: the run ends done, its result names
+        # what was not written and why (the CLI then exits 1 with one error line)
         if req.save_model:
             report(0.98, "saving model", True)
-            result["saved_model"] = export.save_model(model, tok, req.save_model, info, req)
+            try:
+                result["saved_model"] = export.save_model(model, tok, req.save_model, info, req)
+            except (UserError, OSError) as e:
+                result.setdefault("not_written", []).append(_not_written("--save_model", req.save_model, e))
         if req.save:
             result["timings"] = timer.rounded()
-            result["saved"] = export.save_results(req.save, asdict(req), result, sparsity)
+            try:
+                result["saved"] = export.save_results(req.save, asdict(req), result, sparsity)
+            except (UserError, OSError) as e:
+                result.setdefault("not_written", []).append(_not_written("--save", req.save, e))
     result["timings"] = timer.rounded()
     return result
+
+
+def _not_written(flag: str, path: str, e: BaseException) -> dict:
+    log.error("%s %s was not written: %s", flag, path, e)
+    return {"target": flag, "path": str(path), "error": str(e) or type(e).__name__}
 
 
 # kind -> job; the request class of each kind is neuronrank.requests.REQUESTS[kind]

@@ -350,18 +350,25 @@ def _check_source_name(source: str) -> None:
 
 
 def check_inputs(req) -> None:
-    """What exists on disk, checked before anything is queued or loaded: the model spec resolves
-    and every file: text source is a file. (No model is loaded.)"""
+    """What exists on disk, checked before anything is queued or loaded: the model spec resolves,
+    every file: text source is a file, every output target is writable. (No model is loaded.)"""
     from neuronrank.specs import resolve
 
     if hasattr(req, "model"):
         resolve(req.model)
+    from neuronrank.paths import check_model_folder, check_output_folder
+
     for name in ("calib", "eval"):
         source = str(getattr(req, name, "") or "").strip()
         if source.startswith("file:"):
             path = Path(source[len("file:"):].strip()).expanduser()
             if not path.is_file():
                 raise UserError(f"text file not found: {path}")
+    # output targets, before any model loads: a typo must not cost the run
+    if getattr(req, "save", None):
+        check_output_folder(req.save, "--save")
+    if getattr(req, "save_model", None):
+        check_model_folder(Path(req.save_model), "--save_model")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -2,16 +2,30 @@
 `<cache>/runs.sqlite` — its kind, its request's parameters, status, progress, result or error.
 
 The queue, workers and dispatcher that move rows through their statuses live in `neuronrank.jobs`.
+
+Nothing stays stranded: every read (`get`, `list`, `running`) first marks failed the runs of this
+host whose process is gone. A process is identified by its pid *and* its start time (from
+/proc/PID/stat), so a reused pid cannot keep a dead run "running". A run claimed by a dispatcher
+is left to that dispatcher while it is alive (it records the worker's exit status itself).
+
+A damaged database file (truncated, overwritten) is detected when the store opens, moved aside as
+`runs.sqlite.damaged-<time>` (kept, never deleted), and a fresh store is started with one warning.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
+import os
+import socket
 import time
 from pathlib import Path
 
 from neuronrank.errors import UserError
 from neuronrank.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 
 _SCHEMA = """
@@ -33,6 +47,47 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
 """
+# added later; an older store gains them on open
+_COLUMNS = {"pid_start": "INTEGER", "host": "TEXT", "slot": "INTEGER", "owner": "INTEGER",
+            "owner_start": "INTEGER"}
+CLAIM_GRACE = 120.0  # a claimed run of an older store (no owner recorded) gets this long to start
+_HOST = socket.gethostname()
+_verified: set = set()  # (path, inode) of database files this process has checked
+
+
+# ----------------------------------------------------------------------------------------------
+# processes: a pid together with its start time
+
+
+def process_start(pid: int | None) -> int | None:
+    """Start time of a process in clock ticks since boot (/proc/PID/stat field 22); None if gone."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, ValueError):
+        return None
+    if fields[0] in ("Z", "X"):  # a zombie has finished
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start: int | None) -> bool:
+    """Is the process that was `pid` (started at `start`) still running? Without /proc (not Linux)
+    fall back to the pid alone."""
+    if not pid:
+        return False
+    if not os.path.isdir("/proc/self"):  # pragma: no cover - non-Linux
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    now = process_start(pid)
+    return now is not None and (start is None or now == int(start))
 
 
 class RunStore:
@@ -40,12 +95,71 @@ class RunStore:
     every process opens its own connection (safe across the app, the dispatcher and workers)."""
 
     def __init__(self, path: Path | None = None):
+        import sqlite3
+
         self.path = Path(path) if path else cache_dir() / "runs.sqlite"
+        self.notice: str | None = None  # set when a damaged file was moved aside
         try:
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
-        except Exception as e:  # sqlite3.OperationalError: read-only folder, disk full, not a database
-            raise UserError(f"run store {self.path} is not usable: {e}") from e
+            self._open()
+        except sqlite3.DatabaseError as e:
+            if not _damaged(e):  # read-only folder, disk full, locked: not the file's fault
+                raise UserError(f"run store {self.path} is not usable: {e}") from e
+            self._replace_damaged(e)
+
+    def _open(self) -> None:
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+            for name, kind in _COLUMNS.items():
+                if name not in have:
+                    try:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                    except Exception as e:  # a concurrent opener added it first
+                        if "duplicate column" not in str(e):
+                            raise
+            try:
+                ident = (str(self.path), self.path.stat().st_ino)
+            except OSError:
+                ident = None
+            if ident not in _verified:
+                check = db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    import sqlite3
+
+                    raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+                _verified.add(ident)
+
+    def _replace_damaged(self, error) -> None:
+        """Move the damaged file aside (kept for inspection) and start a fresh store, once: the
+        lock and the re-check keep two processes from moving each other's fresh store."""
+        import sqlite3
+
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._open()  # another process has replaced it meanwhile
+                return
+            except sqlite3.DatabaseError as e:
+                if not _damaged(e):
+                    raise UserError(f"run store {self.path} is not usable: {e}") from e
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+            n = 1
+            while aside.exists():
+                n += 1
+                aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
+            try:
+                os.rename(self.path, aside)
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.exists():
+                    os.rename(wal, aside.with_name(aside.name + "-wal"))
+                self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
+                self._open()
+            except (OSError, sqlite3.DatabaseError) as e:
+                raise UserError(f"run store {self.path} is damaged ({error}) and cannot be replaced: {e}") from e
+        self.notice = (f"the run store {self.path} was damaged ({str(error).splitlines()[0]}); it was moved "
+                       f"to {aside.name} and a fresh run store was started")
+        log.warning("%s", self.notice)
 
     def _connect(self):
         import sqlite3
@@ -70,13 +184,44 @@ class RunStore:
         now = time.time()
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO runs(kind, params, status, grp, origin, pid, created, started) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (kind, json.dumps(params, sort_keys=True, default=str), status, group, origin, pid, now,
-                 now if status == "running" else None))
+                "INSERT INTO runs(kind, params, status, grp, origin, pid, pid_start, host, created, started) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (kind, json.dumps(params, sort_keys=True, default=str), status, group, origin, pid,
+                 process_start(pid), _HOST, now, now if status == "running" else None))
             return int(cur.lastrowid)
 
+    def reap(self) -> int:
+        """Mark failed the running runs of this host whose process is gone (pid and start time
+        checked). Runs a live dispatcher owns are its business. Returns how many were marked."""
+        n = 0
+        with self._connect() as db:
+            rows = db.execute("SELECT id, pid, pid_start, host, owner, owner_start, started FROM runs "
+                              "WHERE status='running'").fetchall()
+            for r in rows:
+                if r["host"] not in (None, _HOST):
+                    continue  # another machine sharing this cache: its processes are not ours to see
+                if r["owner"] and process_alive(r["owner"], r["owner_start"]):
+                    continue
+                if r["pid"]:
+                    if process_alive(r["pid"], r["pid_start"]):
+                        continue
+                    why = f"its process (pid {r['pid']}) is gone: killed or crashed"
+                elif r["owner"]:
+                    why = "its dispatcher stopped before the worker started"
+                elif time.time() - (r["started"] or 0) < CLAIM_GRACE:
+                    continue  # an older dispatcher claimed it a moment ago
+                else:
+                    why = "no worker process was started for it"
+                cur = db.execute("UPDATE runs SET status='failed', error=?, finished=? WHERE id=? AND "
+                                 "status='running'", (f"the run stopped without an outcome: {why}",
+                                                      time.time(), r["id"]))
+                n += cur.rowcount
+        if n:
+            log.warning("marked %d run(s) failed whose process is gone", n)
+        return n
+
     def get(self, run_id: int) -> dict:
+        self.reap()
         with self._connect() as db:
             row = self._row(db.execute("SELECT * FROM runs WHERE id=?", (int(run_id),)).fetchone())
         if row is None:
@@ -84,6 +229,7 @@ class RunStore:
         return row
 
     def list(self, limit: int = 500, kind: str | None = None, group: str | None = None) -> list[dict]:
+        self.reap()
         q, args = "SELECT * FROM runs", []
         conds = []
         if kind:
@@ -96,8 +242,9 @@ class RunStore:
         with self._connect() as db:
             return [self._row(r) for r in db.execute(q, (*args, int(limit))).fetchall()]
 
-    def claim_next(self, pid: int) -> dict | None:
-        """Atomically move the oldest queued run to running (one claimer wins)."""
+    def claim_next(self, pid: int, slot: int = 0) -> dict | None:
+        """Atomically move the oldest queued run to running (one claimer wins); `pid` is the
+        claiming dispatcher, recorded as the run's owner, `slot` the device slot it runs in."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             r = db.execute("SELECT id FROM runs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
@@ -105,14 +252,15 @@ class RunStore:
                 db.execute("COMMIT")
                 return None
             # pid stays NULL until the worker exists (set_pid): cancel must never signal the dispatcher
-            db.execute("UPDATE runs SET status='running', pid=NULL, started=?, message='starting' WHERE id=?",
-                       (time.time(), r["id"]))
+            db.execute("UPDATE runs SET status='running', pid=NULL, pid_start=NULL, owner=?, owner_start=?, "
+                       "host=?, slot=?, started=?, message='starting' WHERE id=?",
+                       (pid, process_start(pid), _HOST, slot, time.time(), r["id"]))
             db.execute("COMMIT")
         return self.get(r["id"])
 
     def set_pid(self, run_id: int, pid: int) -> None:
         with self._connect() as db:
-            db.execute("UPDATE runs SET pid=? WHERE id=?", (pid, int(run_id)))
+            db.execute("UPDATE runs SET pid=?, pid_start=? WHERE id=?", (pid, process_start(pid), int(run_id)))
 
     def progress(self, run_id: int, fraction: float, message: str = "") -> None:
         with self._connect() as db:
@@ -137,8 +285,20 @@ class RunStore:
             return db.execute("SELECT COUNT(*) FROM runs WHERE status='queued'").fetchone()[0]
 
     def running(self) -> list[dict]:
+        self.reap()
         with self._connect() as db:
             return [self._row(r) for r in db.execute("SELECT * FROM runs WHERE status='running'").fetchall()]
+
+
+def _damaged(e: Exception) -> bool:
+    """A DatabaseError about the file's contents, not about access (OperationalError: read-only,
+    locked, unable to open, disk I/O)."""
+    import sqlite3
+
+    text = str(e).lower()
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return True
+    return not isinstance(e, sqlite3.OperationalError)
 
 
 class _Closing:

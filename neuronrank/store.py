@@ -4,8 +4,9 @@ An entry is `stats.parquet` (the per-neuron table, raw sums included), `extra.np
 top-k, calibration tokens; loaded with allow_pickle=False) and `manifest.json` (the key, sizes and
 sha256 of both files). It is written into a temporary folder and renamed into place, so an entry
 either exists whole or not at all; a second writer of the same key loses the rename and keeps the
-first. On load the sizes and hashes are checked: a truncated or edited entry is reported and
-recomputed, never silently used.
+first. Every load (`load_stats`, the CLI's and the app's one path) checks sizes and sha256: a
+truncated or edited entry is reported and recomputed, never silently used. Hidden temporary
+folders left by a killed writer are removed on the next write or listing (`paths.sweep_stale`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from neuronrank.errors import UserError
-from neuronrank.paths import cache_dir, file_sha256, short_hash
+from neuronrank.paths import cache_dir, file_sha256, held, make_temp_dir, share_mode, short_hash, sweep_stale
 from neuronrank.neuron_stats import FORMAT_VERSION, INPUT_NORMS, NeuronStats
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,11 @@ _PER_NEURON = ("sum_abs", "sum_act", "sum_sq", "n_active", "w_norm", "up_norm", 
 
 
 class CorruptEntry(Exception):
-    """A cache entry whose files do not match its manifest."""
+    """A cache entry whose files do not match its manifest (the message starts with its key)."""
+
+    @property
+    def key(self) -> str:
+        return str(self).split(":", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -82,31 +86,39 @@ def save_stats(params: dict, stats: NeuronStats) -> Entry:
     target = root / key
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
+        sweep_stale(root)
+        tmp = make_temp_dir(root, prefix=f".{key}.")
     except OSError as e:
         raise UserError(f"cannot write to the cache folder {root}: {e.strerror}") from e
     try:
-        files = _write_stats_files(stats, tmp)
-        manifest = {"key": key, "format_version": FORMAT_VERSION, "params": params, "files": files,
-                    "created": time.time(), "meta": stats.meta, "first_window": stats.first_window,
-                    "shape": list(stats.sum_abs.shape)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if target.exists() and not _valid(target):
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.exists():  # not a lost race: a real failure (disk full, read-only)
-                raise
-            log.info("cache entry %s was written concurrently; keeping the first", key)
+        with held(tmp):
+            _write_entry(key, params, stats, tmp, target)
     except OSError as e:
         raise UserError(f"cannot write cache entry in {root}: {e.strerror or e}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Entry(key, target, json.loads((target / "manifest.json").read_text()))
+
+
+def _write_entry(key: str, params: dict, stats: NeuronStats, tmp: Path, target: Path) -> None:
+    """Files, manifest and fsync in `tmp`, then one rename into place (the first writer wins)."""
+    files = _write_stats_files(stats, tmp)
+    manifest = {"key": key, "format_version": FORMAT_VERSION, "params": params, "files": files,
+                "created": time.time(), "meta": stats.meta, "first_window": stats.first_window,
+                "shape": list(stats.sum_abs.shape)}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    for f in tmp.iterdir():
+        share_mode(f)
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if target.exists() and not _valid(target):
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not target.exists():  # not a lost race: a real failure (disk full, read-only)
+            raise
+        log.info("cache entry %s was written concurrently; keeping the first", key)
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -134,15 +146,28 @@ def _valid(folder: Path) -> bool:
         return False
 
 
+def has_candidate(params: dict) -> bool:
+    """Could an entry for these parameters exist, whatever its token checksum? (A manifest scan:
+    lets a miss skip loading the tokenizer twice.)"""
+    want = {k: v for k, v in params.items() if k != "tokens_sha256"}
+    want = json.loads(json.dumps(want, sort_keys=True, default=str))  # as a manifest stores it
+    for entry in list_entries():
+        have = {k: v for k, v in entry.params.items() if k != "tokens_sha256"}
+        if have == want:
+            return True
+    return False
+
+
 def find_stats(params: dict) -> Entry | None:
-    """The entry for these parameters, if one exists and is intact; a corrupt one is removed."""
+    """The entry for these parameters, if one exists and looks whole (sizes); a damaged one is removed.
+    Its contents are verified (sha256) when it is loaded: `load_stats`."""
     key = stats_key(params)
     folder = stats_root() / key
     if not folder.exists():
         return None
     try:
         manifest = _read_manifest(folder)
-        _check(folder, manifest, deep=True)
+        _check(folder, manifest, deep=False)
     except CorruptEntry as e:
         log.warning("cache entry corrupt, recomputing: %s", e)
         delete_entry(key, missing_ok=True)
@@ -151,10 +176,12 @@ def find_stats(params: dict) -> Entry | None:
 
 
 def load_stats(entry: Entry | str) -> NeuronStats:
+    """The one load path (CLI, workers, app): sizes and sha256 against the manifest first, so a
+    damaged file raises CorruptEntry instead of showing numbers."""
     if isinstance(entry, str):
         entry = get_entry(entry)
     folder = entry.path
-    _check(folder, entry.manifest, deep=False)
+    _check(folder, entry.manifest, deep=True)
     try:
         frame = pd.read_parquet(folder / "stats.parquet")
         with np.load(folder / "extra.npz", allow_pickle=False) as z:
@@ -190,6 +217,7 @@ def list_entries() -> list[Entry]:
     root = stats_root()
     out = []
     if root.is_dir():
+        sweep_stale(root)
         for folder in root.iterdir():
             if folder.name.startswith(".") or not folder.is_dir():
                 continue

@@ -56,7 +56,12 @@ def test_cancel_queued_and_unknown():
 def test_killed_worker_is_marked_failed_and_queue_moves_on(stats_params, tmp_path):
     store = RunStore()
     # a run that takes long enough to be killed: the embedded-size work is not needed, a slow text is
-    slow = jobs.submit("stats", {**stats_params, "nsamples": 4000, "seqlen": 64, "seed": 11, "batch_size": 1})
+    # (long enough that 4000 windows of 64 do not repeat it more than corpora.REPEAT_LIMIT times)
+    long_text = tmp_path / "long.txt"
+    base = open(stats_params["calib"][5:]).read()
+    long_text.write_text("\n\n".join(f"Part {i}. {base}" for i in range(200)))  # distinct documents
+    slow = jobs.submit("stats", {**stats_params, "calib": f"file:{long_text}", "nsamples": 4000, "seqlen": 64,
+                                 "seed": 11, "batch_size": 1})
     after = jobs.submit("stats", {**stats_params, "seed": 12})
     t = time.time()
     while time.time() - t < 120:
