@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import sys
 import time
 import traceback
@@ -208,9 +209,12 @@ def ensure_dispatcher() -> bool:
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "dispatcher.log", "ab") as out:
-            subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "dispatch", str(fd)], pass_fds=(fd,),
-                             stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
-                             env=_child_env())
+            proc = subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "dispatch", str(fd)], pass_fds=(fd,),
+                                    stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env=_child_env())
+        # the caller (the Streamlit server, a CLI) lives on: reap the dispatcher when it exits, or it stays a
+        # zombie child of the server for as long as the server runs
+        threading.Thread(target=proc.wait, name=f"reap-dispatcher-{proc.pid}", daemon=True).start()
     finally:
         os.close(fd)  # the child keeps the lock
     return True

@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,33 @@ def test_run_here_records_cli_runs(stats_params):
     rid, result = jobs.run_here("stats", stats_params)
     run = RunStore().get(rid)
     assert run["status"] == "done" and run["origin"] == "cli" and run["result"]["tokens"] == result["tokens"] == 64
+
+
+def test_finished_dispatchers_are_not_left_as_zombies():
+    """The app's server process starts dispatchers; once one exits it must be reaped, not left a zombie
+    (nothing else here starts a process that would reap it by chance)."""
+    store = RunStore()
+    deadline = time.time() + 60
+    while store.queued_count() or store.running():
+        assert time.time() < deadline, "the queue did not drain"
+        time.sleep(0.2)
+    time.sleep(1.0)  # any dispatcher of earlier tests has exited
+    assert jobs.ensure_dispatcher(), "a dispatcher is still alive"
+    deadline = time.time() + 30
+    while _children(alive=True) and time.time() < deadline:  # the dispatcher finds no work and exits
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert _children(alive=False) == []
+
+
+def _children(alive: bool) -> list[int]:
+    """This process's children: running ones, or ones that exited but were never waited for (zombies)."""
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and (fields[0] != "Z") == alive:
+            out.append(int(stat.parent.name))
+    return out
