@@ -17,15 +17,17 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from neuronrank.errors import UserError
 from neuronrank.models import GatedMLP, decoder_body, mlp_blocks
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,9 @@ class NeuronStats:
         """Wanda's ‖X_k‖₂ per input feature, [layers, in_features]."""
         return np.sqrt(self.input_sq[name])
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self) -> "pd.DataFrame":
         """The contract table: one row per neuron (layer-major), plus the raw sums."""
+        import pandas as pd  # here, not at import: the statistics pass itself needs no pandas
         L, n = self.sum_abs.shape
         return pd.DataFrame({
             "layer": np.repeat(np.arange(L, dtype=np.int32), n),
