@@ -1,7 +1,8 @@
 """Stats pass vs a plain decoder forward over the same tokens, on the embedded model.
 
-Both run in this process, interleaved, several repetitions; prints the median ratio.
-Goal: <= 1.10. Usage: python bench/stats_overhead.py [--nsamples 16 --seqlen 256 --reps 3 --site gate]
+Both run in this process, interleaved, several repetitions; prints the median ratio and the spread of
+the per-repetition ratios (plain and stats of one repetition run back to back, so machine noise
+mostly cancels). Goal (issue 14): <= 1.05. Usage: python bench/stats_overhead.py [--nsamples 16 --seqlen 256 --reps 3 --site gate]
 """
 
 import sys  # noqa: E402
@@ -60,12 +61,14 @@ def main() -> None:
             out.append(time.perf_counter() - t)
     tokens = windows.numel()
     b, o = statistics.median(base), statistics.median(ours)
+    pairs = sorted(x / y for x, y in zip(ours, base))
     print(f"model={args.model} dtype={models.dtype_name(next(model.parameters()).dtype)} device={device} "
           f"site={args.site} tokens={tokens} reps={args.reps}")
     print(f"plain forward : {b:.3f} s  ({tokens / b:,.0f} tok/s)")
     print(f"stats pass    : {o:.3f} s  ({tokens / o:,.0f} tok/s)")
-    print(f"ratio stats/plain = {o / b:.3f}  (goal <= 1.10)")
-    print(f"RESULT stats_overhead_ratio {o / b:.3f} <=1.10")
+    print(f"ratio stats/plain = {o / b:.3f}  (goal <= 1.05); per repetition: median {statistics.median(pairs):.3f}, "
+          f"min {pairs[0]:.3f}, max {pairs[-1]:.3f}")
+    print(f"RESULT stats_overhead_ratio {o / b:.3f} (goal <= 1.05)")
 
 
 if __name__ == "__main__":
