@@ -259,16 +259,28 @@ def activation_sums(a3: torch.Tensor, want_top: bool = True):
 
 
 def _window_max_cpu(a3: torch.Tensor):
-    """a3.max(dim=1) (values, first position of the maximum) in three vectorised passes: the CPU
-    kernel of max-with-indices over a middle axis is scalar and ~3x slower than amax + compare."""
-    S = a3.shape[1]
-    m = a3.amax(1, keepdim=True)
-    buf = _scratch(a3, torch.float32)  # positions are exact in float32 below 2^24
-    torch.ne(a3, m, out=buf)  # 0 at the maximum, 1 elsewhere
-    idx = torch.arange(S, dtype=torch.float32).view(1, S, 1)
-    torch.add(idx, buf, alpha=S, out=buf)  # s at the maximum, s + S elsewhere
-    pos = buf.amin(1).clamp_(max=S - 1).to(torch.int64)  # (NaN: no equal entry; stay in range)
-    return m.squeeze(1), pos
+    """a3.max(dim=1) (values, first position of the maximum) without the CPU's scalar max-with-indices
+    kernel over a middle axis (~6x a plain pass): one vectorised amax over blocks of 16 positions,
+    then the first block holding the window maximum, then the first position inside that block,
+    both found on 1/16 of the data."""
+    W, S, n = a3.shape
+    B = 16
+    if S % B or S < 4 * B:
+        return a3.amax(1), _first_equal(a3, a3.amax(1))
+    blocks = a3.reshape(W, S // B, B, n)
+    bmax = blocks.amax(2)  # [W, S/B, n]: the one full read
+    m = bmax.amax(1)  # [W, n]
+    bi = _first_equal(bmax, m)  # first block holding the maximum
+    rows = torch.gather(blocks, 1, bi.view(W, 1, 1, n).expand(W, 1, B, n)).squeeze(1)  # [W, B, n]
+    return m, bi.mul_(B).add_(_first_equal(rows, m))
+
+
+def _first_equal(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[W, L, n], [W, n] -> int64 [W, n]: the first l with x[w, l, i] == m[w, i] (vectorised argmax)."""
+    L = x.shape[1]
+    buf = torch.ne(x, m.unsqueeze(1)).to(torch.float32)  # 0 where equal, 1 elsewhere
+    buf.mul_(L).add_(torch.arange(L, dtype=torch.float32).view(1, L, 1))  # l where equal, l + L elsewhere
+    return buf.amin(1).clamp_(max=L - 1).to(torch.int64)  # (NaN: nothing equal; stay in range)
 
 
 def _fused_sums(a3: torch.Tensor, want_top: bool):

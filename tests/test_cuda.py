@@ -98,7 +98,7 @@ def _check_against_reference(dtype, compiled: bool):
     for i, r in enumerate(ref):
         # the same activations summed in float32 partials vs float64: accumulation error only
         for f in ("sum_act", "sum_abs", "sum_sq"):
-            np.testing.assert_allclose(getattr(got, f)[i], r[f], rtol=2e-5, atol=1e-5, err_msg=f"{f} layer {i}")
+            np.testing.assert_allclose(getattr(got, f)[i], r[f], rtol=2e-5, atol=5e-5, err_msg=f"{f} layer {i}")
         np.testing.assert_array_equal(got.n_active[i], r["n_active"])
         np.testing.assert_allclose(got.input_sq["mlp_in"][i], r["mlp_in"], rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(got.input_sq["down_in"][i], r["down_in"], rtol=2e-5, atol=1e-6)
