@@ -74,8 +74,9 @@ def sequential(model, windows, args):
     blocks = mlp_blocks(model)
     for i, layer in enumerate(layers):
         b = blocks[i]
-        sq = {"gate": torch.zeros(b.gate.in_features, dtype=torch.float64),
-              "down": torch.zeros(b.down.in_features, dtype=torch.float64)}
+        dev = b.gate.weight.device  # CPU or GPU alike
+        sq = {"gate": torch.zeros(b.gate.in_features, dtype=torch.float64, device=dev),
+              "down": torch.zeros(b.down.in_features, dtype=torch.float64, device=dev)}
         def gather(key):
             def hook(m, a):  # returns None: a pre-hook's return value would replace the input
                 sq[key].add_(a[0].reshape(-1, a[0].shape[-1]).double().pow(2).sum(0))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import pandas as pd
 
 from neuronrank.errors import UserError
 from neuronrank.requests import SITES  # noqa: F401  (activation sites, re-exported)
@@ -77,8 +76,10 @@ class NeuronStats:
             raise UserError(f"the statistics have no input norms {name!r}")
         return np.sqrt(self.input_sq[name])
 
-    def to_frame(self) -> pd.DataFrame:
+    def to_frame(self):
         """The contract table: one row per neuron (layer-major), plus the raw sums."""
+        import pandas as pd  # here, not at import: the statistics pass itself needs no pandas
+
         L, n = self.sum_abs.shape
         return pd.DataFrame({
             "layer": np.repeat(np.arange(L, dtype=np.int32), n),

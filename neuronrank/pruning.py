@@ -99,20 +99,29 @@ def register(name: str):
     return wrap
 
 
+# Metrics get the weight in its own dtype. |W| is exact in any float format, so magnitude compares
+# the weights themselves (a bf16 sort is half the bytes); products with float32 factors promote to
+# float32 and equal float32(W).abs() * factor bit for bit, without a float32 copy of W first.
+
+
 @register("magnitude")
 def _magnitude(w, t, ctx):
-    return w.abs()
+    return w.abs() if w.dtype != torch.float64 else w.float().abs()
 
 
 @register("wanda")
 def _wanda(w, t, ctx):
-    return w.abs() * ctx.input_norm(t, w.device)[None, :]
+    return torch.mul(w.abs(), ctx.input_norm(t, w.device)[None, :].to(_metric_dtype(w)))
 
 
 @register("neuronrank_old")
 def _neuronrank_old(w, t, ctx):
-    s = torch.from_numpy(ctx.neuron_scores[t.layer]).to(w.device, torch.float32)
-    return w.abs() * (s[:, None] if t.neuron_axis == 0 else s[None, :])
+    s = torch.from_numpy(ctx.neuron_scores[t.layer]).to(w.device, _metric_dtype(w))
+    return torch.mul(w.abs(), s[:, None] if t.neuron_axis == 0 else s[None, :])
+
+
+def _metric_dtype(w: torch.Tensor) -> torch.dtype:
+    return torch.float32  # what the metrics have always been computed in (masks stay identical)
 
 
 @register("random")
@@ -162,6 +171,8 @@ def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstru
                 group: str = "matrix") -> torch.Tensor:
     """Boolean mask (True = prune) of exactly round(ratio × group size) lowest entries of each group."""
     mask = torch.zeros(metric.shape, dtype=torch.bool, device=metric.device)
+    if (":" in sparsity_type or group == "row") and metric.dtype in (torch.float16, torch.bfloat16):
+        metric = metric.float()  # topk's tie order per dtype: keep these paths' masks as they were
     if ":" in sparsity_type:
         n, m = nm(sparsity_type)
         rows, cols = metric.shape
@@ -176,9 +187,32 @@ def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstru
             mask.scatter_(1, metric.topk(k, dim=1, largest=False).indices, True)
         return mask
     k = int(round(ratio * metric.numel()))
-    if k:
-        mask.view(-1)[metric.reshape(-1).topk(k, largest=False).indices] = True
-    return mask
+    if not k:
+        return mask
+    return lowest_k_flat(metric.reshape(-1), k).view(metric.shape)
+
+
+def lowest_k_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of exactly the k smallest entries of a 1-D tensor, ties at the threshold broken towards
+    the lowest index (deterministic on every device).
+
+    A threshold and comparisons instead of topk(k) with k ~ half a 45M-element matrix (which
+    materialises k sorted values and indices and scatters them): the k-th value by selection on a CPU
+    (kthvalue), by one radix sort on a GPU (kthvalue there is a one-block-per-slice kernel); then every
+    entry below it, plus the first (k - #below) entries equal to it. No host sync.
+    """
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(flat, dtype=torch.bool)
+    if flat.is_cuda:
+        t = torch.sort(flat).values[k - 1]
+    else:
+        t = torch.kthvalue(flat, k).values
+    below = flat < t
+    eq = flat == t
+    need = k - below.sum()
+    idx_dtype = torch.int32 if n < 2**31 else torch.int64
+    return below.logical_or_(eq.logical_and_(eq.cumsum(0, dtype=idx_dtype) <= need))
 
 
 @torch.no_grad()
@@ -199,7 +233,7 @@ def prune(model: nn.Module, req: PruneRequest, stats=None) -> dict:
         inputs.neuron_scores = neuron_scores("neuronrank_old", stats, None, req.alpha, req.beta, req.gamma)
     for t in targets(model, layers, req.targets):
         w = t.module.weight
-        metric = method.metric(w.detach().float(), t, inputs)
+        metric = method.metric(w.detach(), t, inputs)
         w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.group), 0)
     return {"layers": layers}
 

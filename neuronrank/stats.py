@@ -14,6 +14,7 @@ Activation sites (TransformerLens names in brackets):
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from typing import Callable, Iterable
 
@@ -35,17 +36,22 @@ Progress = Callable[[int, int | None], None]
 # the pass
 
 
-class _LayerAccumulator:
-    """Device-side running sums of one layer; reduced once per batch, no per-token buffers."""
+# rows of _LayerAccumulator.sums: Σa, Σ|a|, Σa², n_active (float64 holds counts exactly up to 2^53)
+_SUM_ACT, _SUM_ABS, _SUM_SQ, _N_ACTIVE = range(4)
 
-    def __init__(self, block: GatedMLP, k: int, device, site: str):
+
+class _LayerAccumulator:
+    """Device-side running sums of one layer; reduced once per batch, no per-token buffers.
+
+    The hooks do the few full passes over each activation that the statistics need and nothing else:
+    no host reads (no syncs on a GPU), small per-batch partials in float32, one float64 add per batch.
+    """
+
+    def __init__(self, block: GatedMLP, k: int, device, site: str, fused=None):
         n, h = block.width, block.gate.in_features
         f64 = dict(dtype=torch.float64, device=device)
-        self.block, self.k, self.site = block, k, site
-        self.sum_abs = torch.zeros(n, **f64)
-        self.sum_act = torch.zeros(n, **f64)
-        self.sum_sq = torch.zeros(n, **f64)
-        self.n_active = torch.zeros(n, dtype=torch.int64, device=device)
+        self.block, self.k, self.site, self.fused = block, k, site, fused
+        self.sums = torch.zeros(4, n, **f64)
         self.tokens = 0
         self.input_sq = {"mlp_in": torch.zeros(h, **f64), "down_in": torch.zeros(n, **f64)}
         if "q" in block.attn:
@@ -64,23 +70,16 @@ class _LayerAccumulator:
     # without counting any layer twice.
 
     def add_input(self, name: str, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1])
-        self.pending[name] = _sum_rows(torch.mul(x, x, out=_scratch(x)))
+        self.pending[name] = _sq_sum_rows(x.reshape(-1, x.shape[-1]))
 
     def add_activation(self, a3: torch.Tensor) -> None:
-        a = a3.reshape(-1, a3.shape[-1])
-        buf = _scratch(a)
-        # Reduce over this batch's tokens in the activation dtype (pairwise summation), then add into
-        # the float64 accumulators: converting whole activations to float64 first costs ~5x more.
+        a3 = a3.reshape(-1, self.seqlen, a3.shape[-1])  # [windows, seqlen, neurons]
         p = self.pending
-        p["tokens"] = a.shape[0]
-        p["sum_act"] = _sum_rows(a)
-        p["sum_abs"] = _sum_rows(torch.abs(a, out=buf))
-        p["sum_sq"] = _sum_rows(torch.mul(a, a, out=buf))
-        p["n_active"] = _sum_rows(torch.sign(a, out=buf).clamp_(min=0)).round().to(torch.int64)
-        # One top-k entry per calibration window (its maximum and where): k distinct contexts per
-        # neuron, which is what a reader wants to see, at a quarter of the cost of a token-level topk.
-        p["top"] = a3.reshape(-1, self.seqlen, a3.shape[-1]).max(dim=1)
+        p["tokens"] = a3.shape[0] * a3.shape[1]
+        if self.fused is not None:
+            p["sums"], p["top"] = self.fused(a3, self.k > 0)
+        else:
+            p["sums"], p["top"] = activation_sums(a3, self.k > 0)
 
     def discard(self) -> None:
         self.pending = {}
@@ -93,10 +92,9 @@ class _LayerAccumulator:
         if "tokens" not in p:
             return
         self.tokens += p["tokens"]
-        self.sum_act += p["sum_act"]
-        self.sum_abs += p["sum_abs"]
-        self.sum_sq += p["sum_sq"]
-        self.n_active += p["n_active"]
+        self.sums += p["sums"]
+        if p["top"] is None:
+            return
         vals, pos = p["top"]  # [windows, neurons]
         win = torch.arange(vals.shape[0], device=vals.device).add_(self.window_offset)[:, None].expand_as(pos)
         vals = torch.cat([self.top_vals, vals.float()])
@@ -108,25 +106,146 @@ class _LayerAccumulator:
         self.top_vals, self.top_window, self.top_pos = vals, wins, poss
 
 
+# ----------------------------------------------------------------------------------------------
+# the per-batch reductions (the whole cost of statistics beyond the forward)
+
+
+def activation_sums(a3: torch.Tensor, want_top: bool = True):
+    """[windows, seqlen, neurons] activation -> ([4, neurons] Σa, Σ|a|, Σa², n_active for this batch,
+    (per-window max [windows, neurons], its position) or None).
+
+    Eager kernels, chosen per device for the fewest full passes: on a GPU every reduction is one read
+    (norms with float32 accumulation), the count a > 0 one compare; on a CPU the norm kernels along the
+    token axis are slow, so it uses relu/sign into one scratch buffer and fast column sums, with
+    Σ|a| = 2·Σrelu(a) − Σa. Counts are sums of exact 0/1 values (exact in float32 below 2^24 tokens
+    per batch, float64 beyond), and a == 0 is not active.
+    """
+    a = a3.reshape(-1, a3.shape[-1])
+    acc = torch.float64 if a.dtype == torch.float64 or a.shape[0] >= 1 << 24 else torch.float32
+    if a.is_cuda:
+        s_act = a.sum(0, dtype=acc)
+        s_abs = torch.linalg.vector_norm(a, 1, dim=0, dtype=acc)
+        s_sq = torch.linalg.vector_norm(a, 2, dim=0, dtype=acc).square_()
+        n_act = torch.gt(a, 0).sum(0, dtype=acc)
+        sums = torch.stack([s_act, s_abs, s_sq, n_act])
+    else:
+        if a.dtype not in (torch.float32, torch.float64):  # bf16 squares would round to 8 bits
+            a = _scratch(a, torch.float32, tag="upcast").copy_(a)
+        buf = _scratch(a)
+        s_act = a.sum(0, dtype=acc)
+        s_pos = torch.clamp(a, min=0, out=buf).sum(0, dtype=acc)
+        n_act = buf.sign_().sum(0, dtype=acc)  # relu(a) > 0 exactly where a > 0
+        s_sq = torch.mul(a, a, out=buf).sum(0, dtype=acc)
+        sums = torch.stack([s_act, s_pos.mul_(2).sub_(s_act), s_sq, n_act])
+    # One top-k entry per calibration window (its maximum and where): k distinct contexts per
+    # neuron, which is what a reader wants to see, at a quarter of the cost of a token-level topk.
+    if not want_top:
+        return sums, None
+    if a.is_cuda:
+        return sums, tuple(a3.max(dim=1))
+    return sums, _window_max_cpu(a3)
+
+
+def _window_max_cpu(a3: torch.Tensor):
+    """a3.max(dim=1) (values, first position of the maximum) without the CPU's scalar max-with-indices
+    kernel over a middle axis (~6x a plain pass): one vectorised amax over blocks of 16 positions,
+    then the first block holding the window maximum, then the first position inside that block,
+    both found on 1/16 of the data."""
+    W, S, n = a3.shape
+    B = 16
+    if S % B or S < 4 * B:
+        return a3.amax(1), _first_equal(a3, a3.amax(1))
+    blocks = a3.reshape(W, S // B, B, n)
+    bmax = blocks.amax(2)  # [W, S/B, n]: the one full read
+    m = bmax.amax(1)  # [W, n]
+    bi = _first_equal(bmax, m)  # first block holding the maximum
+    rows = torch.gather(blocks, 1, bi.view(W, 1, 1, n).expand(W, 1, B, n)).squeeze(1)  # [W, B, n]
+    return m, bi.mul_(B).add_(_first_equal(rows, m))
+
+
+def _first_equal(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[W, L, n], [W, n] -> int64 [W, n]: the first l with x[w, l, i] == m[w, i] (vectorised argmax)."""
+    L = x.shape[1]
+    buf = torch.ne(x, m.unsqueeze(1)).to(torch.float32)  # 0 where equal, 1 elsewhere
+    buf.mul_(L).add_(torch.arange(L, dtype=torch.float32).view(1, L, 1))  # l where equal, l + L elsewhere
+    return buf.amin(1).clamp_(max=L - 1).to(torch.int64)  # (NaN: nothing equal; stay in range)
+
+
+def _fused_sums(a3: torch.Tensor, want_top: bool):
+    """The same as activation_sums as one kernel for torch.compile: a single read of the activation
+    gives per-window partial sums (float32), the window max and its position."""
+    acc = torch.float64 if a3.dtype == torch.float64 else torch.float32
+    a = a3.to(acc)
+    part = torch.stack([a.sum(1), a.abs().sum(1), (a * a).sum(1), (a > 0).to(acc).sum(1)])  # [4, W, n]
+    sums = part.sum(1)
+    if not want_top:
+        return sums, None
+    m, i = a3.max(dim=1)
+    return sums, (m, i)
+
+
+def _sq_sum_rows(x: torch.Tensor) -> torch.Tensor:
+    """Σ over rows of x² (Wanda's ‖X_k‖²), float64 [features]."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if x.is_cuda:  # one read, float32 accumulation, no rounded bf16 squares
+        return torch.linalg.vector_norm(x, 2, dim=0, dtype=acc).square_().to(torch.float64)
+    if x.dtype not in (torch.float32, torch.float64):
+        x = _scratch(x, torch.float32, tag="upcast").copy_(x)
+    return torch.mul(x, x, out=_scratch(x)).sum(0, dtype=acc).to(torch.float64)
+
+
+_COMPILED: dict = {}
+COMPILE_ENV = "NEURONRANK_COMPILE"  # 1: always, 0: never, auto (default): when it pays off
+
+
+def _fused_fn(device: torch.device, elements: int):
+    """torch.compile'd activation_sums when it pays: its one-pass kernel is ~5x faster than the eager
+    passes on a CPU, but compiling costs ~3 s (warm on-disk cache) to ~20 s (cold) on this 2-core
+    machine, and on a GPU the eager kernels are already memory-bound single reads. `auto` compiles on
+    a CPU for runs of >= 5e9 activation values (the embedded model: ~110k tokens, minutes of forward).
+    Any compile failure falls back to the eager kernels."""
+    mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if mode in ("0", "off", "false", "no"):
+        return None
+    if mode == "auto" and not (device.type == "cpu" and elements >= 5e9):
+        return None
+    if not hasattr(torch, "compile"):
+        return None
+    key = device.type
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(_fused_sums, dynamic=False)
+    compiled = _COMPILED[key]
+
+    def run(a3, want_top):
+        if _COMPILED.get(key) is None:
+            return activation_sums(a3, want_top)
+        try:
+            return compiled(a3, want_top)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:  # no compiler, unsupported backend...: the eager kernels
+            log.warning("torch.compile of the statistics kernel failed (%s); using eager kernels",
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            _COMPILED[key] = None
+            return activation_sums(a3, want_top)
+
+    return run
+
+
 _SCRATCH: dict = {}
 
 
-def _scratch(like: torch.Tensor) -> torch.Tensor:
+def _scratch(like: torch.Tensor, dtype: torch.dtype | None = None, tag: str = "") -> torch.Tensor:
     """One reusable buffer per shape/dtype/device: layers run one after another, so they can share
     it, and the hooks allocate nothing the size of an activation."""
-    key = (tuple(like.shape), like.dtype, like.device)
+    dtype = dtype or like.dtype
+    key = (tuple(like.shape), dtype, like.device, tag)
     buf = _SCRATCH.get(key)
     if buf is None:
         if len(_SCRATCH) >= 8:  # a few live shapes at most (the last batch may be smaller)
             _SCRATCH.clear()
-        buf = _SCRATCH[key] = torch.empty_like(like)
+        buf = _SCRATCH[key] = torch.empty(like.shape, dtype=dtype, device=like.device)
     return buf
-
-
-def _sum_rows(x: torch.Tensor) -> torch.Tensor:
-    # bf16/fp16 sums would round their result to 8/11 bits: accumulate those in float32
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return x.sum(0, dtype=acc).to(torch.float64)
 
 
 def batched(windows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -145,7 +264,8 @@ def collect(model: nn.Module, batches: Iterable[torch.Tensor], site: str = "gate
     device = next(model.parameters()).device
     batches = list(batches)
     total = sum(int(b.numel()) for b in batches)
-    accs = [_LayerAccumulator(b, topk, b.gate.weight.device, site) for b in blocks]
+    fused = _fused_fn(device, total * sum(b.width for b in blocks))
+    accs = [_LayerAccumulator(b, topk, b.gate.weight.device, site, fused) for b in blocks]
     handles = []
     try:
         act_modules = [b.act_fn for b in blocks]
@@ -231,37 +351,54 @@ def _down_input(acc: _LayerAccumulator, p: torch.Tensor) -> None:
 
 
 def _finish(accs, blocks, site, windows, first_window, seqlen) -> NeuronStats:
-    np64 = lambda t: t.detach().to("cpu", torch.float64).numpy()  # noqa: E731
-    stack = lambda f: np.stack([f(a) for a in accs])  # noqa: E731
+    # Stack every field on its device and copy each once: a handful of host syncs per pass, not
+    # one per layer and field (that was ~480 on a 32-layer model).
+    host = lambda ts: torch.stack([t.to(ts[0].device) for t in ts]).cpu()  # noqa: E731
+    np64 = lambda ts: host(ts).to(torch.float64).numpy()  # noqa: E731
     names = [n for n in INPUT_NORMS if all(n in a.input_sq for a in accs)]
     k = accs[0].k
-    gate_w = [b.gate.weight.detach() for b in blocks]
+    sums = np64([a.sums for a in accs])  # [layers, 4, neurons]
     return NeuronStats(
         site=site,
-        sum_abs=stack(lambda a: np64(a.sum_abs)),
-        sum_act=stack(lambda a: np64(a.sum_act)),
-        sum_sq=stack(lambda a: np64(a.sum_sq)),
-        n_active=stack(lambda a: a.n_active.cpu().numpy()),
+        sum_abs=sums[:, _SUM_ABS],
+        sum_act=sums[:, _SUM_ACT],
+        sum_sq=sums[:, _SUM_SQ],
+        n_active=np.rint(sums[:, _N_ACTIVE]).astype(np.int64),
         tokens=np.array([a.tokens for a in accs], dtype=np.int64),
-        w_norm=np.stack([np64(torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)) for w in gate_w]),
-        up_norm=np.stack([np64(torch.linalg.vector_norm(b.up.weight, dim=1, dtype=torch.float64)) for b in blocks]),
-        down_norm=np.stack([np64(torch.linalg.vector_norm(b.down.weight, dim=0, dtype=torch.float64))
-                            for b in blocks]),
-        down_abs_mean=np.stack([np64(b.down.weight.detach().abs().mean(dim=0, dtype=torch.float64))
-                                for b in blocks]),
-        input_sq={n: stack(lambda a, n=n: np64(a.input_sq[n])) for n in names},
-        top_vals=stack(lambda a: _pad_k(a.top_vals, k, -np.inf)).astype(np.float32),
-        top_window=stack(lambda a: _pad_k(a.top_window, k, -1)).astype(np.int32),
-        top_pos=stack(lambda a: _pad_k(a.top_pos, k, -1)).astype(np.int32),
+        w_norm=np64([_weight_norm(b.gate.weight, 1) for b in blocks]),
+        up_norm=np64([_weight_norm(b.up.weight, 1) for b in blocks]),
+        down_norm=np64([_weight_norm(b.down.weight, 0) for b in blocks]),
+        down_abs_mean=np64([_abs_mean(b.down.weight, 0) for b in blocks]),
+        input_sq={n: np64([a.input_sq[n] for a in accs]) for n in names},
+        top_vals=_pad_k(host([a.top_vals for a in accs]), k, -np.inf).astype(np.float32),
+        top_window=_pad_k(host([a.top_window for a in accs]), k, -1).astype(np.int32),
+        top_pos=_pad_k(host([a.top_pos for a in accs]), k, -1).astype(np.int32),
         windows=windows,
         first_window=first_window,
         meta={"format_version": FORMAT_VERSION, "site": site, "seqlen": seqlen, "topk": k},
     )
 
 
+def _weight_norm(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """‖W‖₂ along `dim` as float64, without a float64 copy of the matrix (that copy cost ~5 % of a
+    short statistics pass on the CPU)."""
+    w = w.detach()
+    if w.dtype != torch.float64:
+        w = w.float()  # float32 pairwise sums of a row: ~1e-7 relative, no float64 copy of W
+    return torch.mul(w, w).sum(dim).to(torch.float64).sqrt_()
+
+
+def _abs_mean(w: torch.Tensor, dim: int) -> torch.Tensor:
+    w = w.detach()
+    if w.dtype != torch.float64:
+        w = w.float()
+    return w.abs().sum(dim).to(torch.float64).div_(w.shape[dim])
+
+
 def _pad_k(t: torch.Tensor, k: int, fill) -> np.ndarray:
-    """[rows<=k, neurons] device tensor -> [neurons, k] array, padded when fewer windows than k were seen."""
-    arr = t.T.cpu().numpy()
-    if arr.shape[1] < k:
-        arr = np.concatenate([arr, np.full((arr.shape[0], k - arr.shape[1]), fill, dtype=arr.dtype)], axis=1)
+    """[layers, rows<=k, neurons] host tensor -> [layers, neurons, k], padded when fewer windows than k."""
+    arr = t.transpose(1, 2).numpy()
+    if arr.shape[2] < k:
+        pad = np.full(arr.shape[:2] + (k - arr.shape[2],), fill, dtype=arr.dtype)
+        arr = np.concatenate([arr, pad], axis=2)
     return arr

@@ -39,7 +39,7 @@ def test_library_never_imports_streamlit():
 
 def test_app_process_never_imports_torch():
     """Every module the app's files import at the top, imported together: torch stays out."""
-    files = [REPO / "app.py", REPO / "ui.py", *sorted((REPO / "pages").glob("*.py"))]
+    files = [REPO / "app.py", REPO / "ui.py", *sorted((REPO / "app_pages").glob("*.py"))]
     wanted = set()
     for f in files:
         wanted |= {m for m in _imported_modules(f) if m.split(".")[0] in ("neuronrank", "ui")}

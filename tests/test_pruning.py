@@ -169,3 +169,69 @@ def test_structured_export_reloads_smaller_with_same_perplexity(model_and_stats,
     assert small.config.intermediate_size == 48 and mlp_blocks(small)[0].gate.weight.shape == (48, 32)
     assert perplexity(small, tiny_windows).ppl == pytest.approx(zeroed, rel=1e-5)
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in make_tiny(layers=3, inter=64).parameters())
+
+
+# --- the per-matrix threshold kernel ------------------------------------------------------------
+
+
+def _old_topk_mask(metric, ratio):
+    """The previous implementation: topk(k) of the flattened matrix (tie order unspecified)."""
+    mask = torch.zeros(metric.numel(), dtype=torch.bool)
+    k = int(round(ratio * metric.numel()))
+    if k:
+        mask[metric.reshape(-1).topk(k, largest=False).indices] = True
+    return mask.view(metric.shape)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.3, 0.5, 0.77, 0.999])
+def test_threshold_mask_identical_to_topk_without_ties(ratio):
+    g = torch.Generator().manual_seed(3)
+    for shape in [(1, 1), (7, 13), (48, 32), (64, 96)]:
+        metric = torch.rand(shape, generator=g)
+        assert torch.equal(lowest_mask(metric, ratio), _old_topk_mask(metric, ratio))
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.6])
+def test_threshold_mask_with_ties_exact_count_lowest_index_first(ratio):
+    """Ties (Q4 weights, bf16): the old topk picked tied entries in an unspecified order; now the same
+    count, the same entries strictly below / above the threshold, and ties by lowest flat index."""
+    g = torch.Generator().manual_seed(5)
+    for levels in (2, 3, 16):
+        metric = torch.randint(0, levels, (24, 40), generator=g).float()
+        got, old = lowest_mask(metric, ratio), _old_topk_mask(metric, ratio)
+        k = round(ratio * metric.numel())
+        assert int(got.sum()) == int(old.sum()) == k
+        thr = metric.reshape(-1).sort().values[k - 1]
+        assert torch.equal(got[metric < thr], old[metric < thr]) and got[metric < thr].all()
+        assert not got[metric > thr].any() and not old[metric > thr].any()
+        stable = torch.zeros(metric.numel(), dtype=torch.bool)
+        stable[torch.sort(metric.reshape(-1), stable=True).indices[:k]] = True
+        assert torch.equal(got.reshape(-1), stable)
+        assert torch.equal(lowest_mask(metric, ratio), got)  # deterministic
+
+
+def test_low_precision_metric_same_mask_as_float32():
+    w = (torch.randn(32, 48, generator=torch.Generator().manual_seed(1)) * 0.1).bfloat16()  # many ties
+    for st, group in (("unstructured", "matrix"), ("unstructured", "row"), ("2:4", "matrix")):
+        a = lowest_mask(w.abs(), 0.5, st, group)
+        b = lowest_mask(w.float().abs(), 0.5, st, group)
+        assert torch.equal(a, b), (st, group)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "neuronrank_old"])
+def test_prune_masks_identical_to_previous_float32_metric_path(method, tiny_windows):
+    """The metrics now take the weight in its own dtype; masks equal the old float32-copy path."""
+    from neuronrank.pruning import MetricInputs, _neuronrank_old, _wanda, _magnitude, targets
+
+    model = make_tiny(layers=2, inter=64)
+    stats = collect(model, [tiny_windows])
+    ctx = MetricInputs(stats=stats)
+    ctx.neuron_scores = scoring.score(stats, 1.0, 1.0, 1.0).reshape(stats.n_layers, stats.width)
+    fn = {"magnitude": _magnitude, "wanda": _wanda, "neuronrank_old": _neuronrank_old}[method]
+    for dtype in (torch.float32, torch.bfloat16):
+        for t in targets(model, [0, 1]):
+            w = t.module.weight.detach().to(dtype)
+            new = fn(w, t, ctx)
+            old = fn(w.float(), t, ctx).float()
+            assert torch.equal(new.float(), old)
+            assert torch.equal(lowest_mask(new, 0.5), lowest_mask(old, 0.5))

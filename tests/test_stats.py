@@ -165,3 +165,98 @@ def test_model_without_gated_mlp_is_refused():
 def test_unknown_site_is_refused(tiny, tiny_windows):
     with pytest.raises(UserError, match="unknown activation site"):
         collect(tiny, [tiny_windows], site="resid")
+
+
+# --- the per-batch kernels: every path against float64 by hand --------------------------------
+
+
+def _by_hand(a3):
+    a = a3.double().reshape(-1, a3.shape[-1])
+    return torch.stack([a.sum(0), a.abs().sum(0), (a * a).sum(0), (a > 0).sum(0).double()])
+
+
+def _awkward_activation(dtype=torch.float32, W=3, S=7, n=11, seed=0):
+    """Exact zeros, negative zeros, ties of the window maximum: what the fast paths must get right."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(W, S, n, generator=g)
+    a[:, ::3, :] = 0.0
+    a[0, 1, :] = -0.0
+    a[1, 2, :] = a[1, 5, :] = 4.0  # the window max at two positions: the first one is reported
+    a[2, :, 0] = -1.0  # a neuron never active in a window
+    return a.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_activation_kernels_match_float64(dtype):
+    from neuronrank.stats import _fused_sums, activation_sums
+
+    a3 = _awkward_activation(dtype)
+    ref = _by_hand(a3)
+    tol = dict(rtol=1e-6, atol=1e-6)
+    for fn in (activation_sums, _fused_sums):  # _fused_sums uncompiled: the graph torch.compile gets
+        sums, (vals, pos) = fn(a3, True)
+        torch.testing.assert_close(sums.double(), ref, **tol)
+        assert torch.equal(sums[3], sums[3].round())  # counts are exact integers
+        assert torch.equal(sums[3].double(), ref[3])  # a == 0 (and -0.0) is not active
+        v, i = a3.max(dim=1)
+        assert torch.equal(vals, v)
+        assert torch.equal(a3.gather(1, pos[:, None]).squeeze(1), v)
+        assert (pos[1] == 2).all()  # first of the tied positions
+        assert fn(a3, False)[1] is None
+
+
+def test_window_max_cpu_equals_max_with_indices():
+    from neuronrank.stats import _window_max_cpu
+
+    for seed in range(3):
+        a3 = torch.randn(4, 33, 17, generator=torch.Generator().manual_seed(seed)).round()  # many ties
+        v, i = a3.max(dim=1)
+        got_v, got_i = _window_max_cpu(a3)
+        assert torch.equal(got_v, v) and torch.equal(got_i, i)
+
+
+def test_compile_failure_falls_back_to_eager(tiny, tiny_windows, monkeypatch):
+    """NEURONRANK_COMPILE=1 with a broken compiler: same numbers as the eager pass, no error."""
+    import neuronrank.stats as st
+
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
+
+    eager = collect(tiny, batched(tiny_windows, 4), topk=3)
+    monkeypatch.setenv(st.COMPILE_ENV, "1")
+    monkeypatch.setattr(st.torch, "compile", broken)
+    monkeypatch.setattr(st, "_COMPILED", {})
+    got = collect(tiny, batched(tiny_windows, 4), topk=3)
+    np.testing.assert_array_equal(got.n_active, eager.n_active)
+    np.testing.assert_allclose(got.sum_abs, eager.sum_abs, rtol=1e-12)
+    np.testing.assert_array_equal(got.top_pos, eager.top_pos)
+
+
+def test_compile_auto_policy(monkeypatch):
+    import neuronrank.stats as st
+
+    monkeypatch.setattr(st, "_COMPILED", {})
+    monkeypatch.delenv(st.COMPILE_ENV, raising=False)
+    assert st._fused_fn(torch.device("cpu"), 10**6) is None  # small runs never pay for a compile
+    monkeypatch.setenv(st.COMPILE_ENV, "0")
+    assert st._fused_fn(torch.device("cpu"), 10**12) is None
+
+
+@pytest.mark.slow
+def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
+    """The torch.compile'd kernel in a real pass (compiles: ~20 s cold on a small CPU)."""
+    import neuronrank.stats as st
+
+    model = make_tiny()
+    eager = collect(model, batched(tiny_windows, 3), topk=3)
+    monkeypatch.setenv(st.COMPILE_ENV, "1")
+    monkeypatch.setattr(st, "_COMPILED", {})
+    got = collect(model, batched(tiny_windows, 3), topk=3)
+    assert st._COMPILED.get("cpu") is not None  # it really compiled, no fallback
+    np.testing.assert_array_equal(got.n_active, eager.n_active)
+    for f in ("sum_abs", "sum_act", "sum_sq"):
+        np.testing.assert_allclose(getattr(got, f), getattr(eager, f), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.top_vals, eager.top_vals)
+    np.testing.assert_array_equal(got.top_pos, eager.top_pos)
