@@ -224,7 +224,10 @@ def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarra
     path = folder / f"{short_hash([tok_fp, corpus.fingerprint])}.npy"
     meta_path = path.with_suffix(".json")
     expect = {"tokenizer": tok_fp, "text": corpus.fingerprint, "vocab_size": vocab_size(tokenizer)}
-    if use_cache and path.is_file():
+    if use_cache and path.is_file() and not meta_path.is_file():
+        # written by a version that kept no checksum: it cannot be verified, so it is not used
+        log.info("token cache %s has no checksum (an older cache); re-tokenizing", path.name)
+    elif use_cache and path.is_file():
         try:
             return _load_tokens(path, meta_path, expect)
         except (ValueError, OSError, EOFError, KeyError, TypeError) as e:

@@ -1,0 +1,86 @@
+"""CPU the Streamlit server burns while a tab sits open and nobody touches it (goal: <= 2 % of a core).
+
+Starts the app (as the README does) on the current cache, measures the server process's CPU time over
+`--seconds` with no tab, then with one Chromium tab open on each page in turn (after the page has
+settled), and prints the percentage of one core for each. Usage: python bench/idle_cpu.py [--seconds 20]
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live children."""
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        except OSError:
+            continue
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    args = ap.parse_args()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://localhost:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+
+        def measure() -> float:
+            c0, t0 = cpu_seconds(server.pid), time.monotonic()
+            time.sleep(args.seconds)
+            return 100.0 * (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)
+
+        rows = [("no tab", measure())]
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            for name in ("", "exponents", "roles", "prune"):
+                page.goto(f"{url}/{name}")
+                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=180_000)
+                time.sleep(5)  # let the first load's work finish
+                rows.append((f"tab on /{name}", measure()))
+            browser.close()
+        print(f"server CPU while idle, % of one core over {args.seconds:g} s (goal <= 2 %):")
+        for name, pct in rows:
+            print(f"  {name:<18} {pct:6.2f} %")
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
