@@ -134,6 +134,7 @@ def pages() -> list:
         st.Page("pages/2_exponents.py", title="Exponents", icon=":material/tune:"),
         st.Page("pages/3_roles.py", title="Roles", icon=":material/grid_view:"),
         st.Page("pages/4_prune.py", title="Prune & evaluate", icon=":material/content_cut:"),
+        st.Page("pages/5_search.py", title="Search", icon=":material/travel_explore:"),
     ]
 
 
@@ -241,6 +242,38 @@ def keep_exponents() -> dict[str, float]:
 
 def apply_preset(alpha: float, beta: float, gamma: float) -> None:
     st.session_state.update(_alpha=alpha, _beta=beta, _gamma=gamma)
+
+
+SLIDER_MAX = 3.0  # the Exponents page's slider range is [0, SLIDER_MAX]
+
+
+def apply_exponents(alpha: float, beta: float, gamma: float, sparsity: float | None = None) -> list[str]:
+    """Set the Exponents sliders and the shared exponents (and sparsity) — a callback, e.g. "apply best".
+    Values beyond the sliders' range are clipped; returns the names that were."""
+    clipped, values = [], {}
+    wanted = {"alpha": alpha, "beta": beta, "gamma": gamma}
+    if sparsity is not None:
+        wanted["sparsity"] = sparsity
+    for name, v in wanted.items():
+        top = 0.95 if name == "sparsity" else SLIDER_MAX
+        values[name] = round(min(max(float(v), 0.0), top), 3)
+        if values[name] != round(float(v), 3):
+            clipped.append(name)
+    st.session_state.update(values)
+    st.session_state.update({f"_{k}": v for k, v in values.items()})
+    return clipped
+
+
+def calibration_params() -> dict:
+    """The loaded statistics entry's calibration (a run then uses the statistics being explored),
+    else the sidebar's parameters for new statistics."""
+    key = st.session_state.get("entry_key")
+    if key:
+        try:
+            return views.stats_params_of(store.get_entry(key).params)
+        except UserError:
+            pass
+    return views.stats_params_of(st.session_state.get("stats_params", {}))
 
 
 def exponents() -> dict[str, float]:

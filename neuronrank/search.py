@@ -423,6 +423,7 @@ def run_search(req: SearchRequest, report: Callable | None = None, evaluator_fac
     t0 = time.perf_counter()
     report = report or (lambda *a, **k: None)
     req.validate()
+    req = replace(req, study=study_name(req))  # named before machine-dependent defaults are fixed
     url = (req.storage or "").strip() or default_storage()
     storage = open_storage(url)
     gpus = gpu_count(req) if req.workers > 1 and evaluator_factory is None else 0
