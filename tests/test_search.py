@@ -278,3 +278,18 @@ def test_list_studies_and_trials_frame(base):
     frame = search.trials_frame(search.load_study("listed", base.storage))
     assert list(frame["trial"]) == [0, 1, 2, 3] and set(frame["state"]) <= {"complete", "pruned"}
     assert frame["ppl"].notna().all()
+
+
+def test_app_submitted_search_confines_its_storage_file(base):
+    """The app queues searches for browser users: a SQLite storage path must lie in the allowed folders."""
+    from neuronrank import jobs
+    from neuronrank.runs import RunStore
+
+    with pytest.raises(search.UserError, match="outside the allowed folders"):
+        jobs.submit("search", replace(base, storage="sqlite:////etc/studies.db"), start_dispatcher=False)
+    run_id = jobs.submit("search", base, start_dispatcher=False)
+    try:
+        stored = RunStore().get(run_id)["params"]
+        assert stored["storage"] == base.storage and stored["alpha_range"] == [0.0, 3.0]
+    finally:
+        assert jobs.cancel(run_id) == "cancelled"
