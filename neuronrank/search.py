@@ -451,8 +451,9 @@ def run_search(req: SearchRequest, report: Callable | None = None, evaluator_fac
 
 
 def _worker_seed(study: optuna.Study, req: SearchRequest, index: int) -> int:
-    """Worker 0 of a fresh study samples with exactly --seed (reproducible); further workers and later
-    joins get other streams, so they do not propose the same points."""
+    """--seed + 7919 × worker index + the trials the study holds when the worker starts (a fresh study holds
+    the enqueued original): reproducible for one worker, and parallel workers or later joins draw other
+    streams, so they do not propose the same points."""
     return (req.seed + 7919 * index + len(study.trials)) % (2**31 - 1)
 
 
