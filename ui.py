@@ -137,6 +137,7 @@ def pages() -> list:
         st.Page("app_pages/2_exponents.py", title="Exponents", icon=":material/tune:"),
         st.Page("app_pages/3_roles.py", title="Roles", icon=":material/grid_view:"),
         st.Page("app_pages/4_prune.py", title="Prune & evaluate", icon=":material/content_cut:"),
+        st.Page("app_pages/5_search.py", title="Search", icon=":material/travel_explore:"),
     ]
 
 
@@ -308,6 +309,38 @@ def persisted(name: str, default):
 def keep(name: str):
     st.session_state[name] = st.session_state.get(f"_{name}")
     return st.session_state[name]
+
+
+SLIDER_MAX = 3.0  # the Exponents page's slider range is [0, SLIDER_MAX]
+
+
+def apply_exponents(alpha: float, beta: float, gamma: float, sparsity: float | None = None) -> list[str]:
+    """Set the Exponents sliders and the shared exponents (and sparsity) — a callback, e.g. "apply best".
+    Values beyond the sliders' range are clipped; returns the names that were."""
+    clipped, values = [], {}
+    wanted = {"alpha": alpha, "beta": beta, "gamma": gamma}
+    if sparsity is not None:
+        wanted["sparsity"] = sparsity
+    for name, v in wanted.items():
+        top = 0.95 if name == "sparsity" else SLIDER_MAX
+        values[name] = round(min(max(float(v), 0.0), top), 3)
+        if values[name] != round(float(v), 3):
+            clipped.append(name)
+    st.session_state.update(values)
+    st.session_state.update({f"_{k}": v for k, v in values.items()})
+    return clipped
+
+
+def calibration_params() -> dict:
+    """The loaded statistics entry's calibration (a run then uses the statistics being explored),
+    else the sidebar's parameters for new statistics."""
+    key = st.session_state.get("entry_key")
+    if key:
+        try:
+            return views.stats_params_of(store.get_entry(key).params)
+        except UserError:
+            pass
+    return views.stats_params_of(st.session_state.get("stats_params", {}))
 
 
 def exponents() -> dict[str, float]:

@@ -225,6 +225,33 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_search(args) -> int:
+    from neuronrank import search
+
+    req = requests.from_args(requests.SearchRequest, args)
+    _preflight(req)
+    search.open_storage(req.storage)  # a bad URL or an unreachable database: one error line, now
+    run_id, res = _run_with_bar("search", req)
+    ev, base, best = res.get("evaluation") or {}, res.get("baselines") or {}, res.get("best")
+    print(f"study {res['study']} ({res['storage']}): {res['trials']} trials finished, {res['pruned']} stopped "
+          f"early, {res['failed']} failed; {res['wall_seconds']:.0f}s")
+    print(f"{req.prune_method} {req.sparsity_type} ratio={req.sparsity_ratio:g}; perplexity on {ev.get('source')}, "
+          f"seqlen {ev.get('seqlen')}, {ev.get('windows')} windows (halving after {ev.get('chunks')})")
+    if best:
+        print(f"best: trial {best['trial']} alpha={best['alpha']:.4f} beta={best['beta']:.4f} "
+              f"gamma={best['gamma']:.4f} ppl {_fmt_ppl(best['ppl'])}")
+    for name, b in base.items():
+        print(f"baseline {name}: ppl {_fmt_ppl(b.get('ppl'))}" + (f" (group {b['group']})" if 'group' in b else ""))
+    pt = res.get("per_trial")
+    if pt:
+        m = pt["median"]
+        print(f"per trial (median): {m['total']:.2f}s, evaluation {m['eval']:.2f}s; overhead beyond evaluation "
+              f"{pt['overhead_with_between_median']:.3f}s (prune {m['prune']:.3f}s, restore {m['restore']:.3f}s, "
+              f"suggest {m['suggest']:.3f}s, between trials {m['between'] or 0:.3f}s)")
+    _emit(args, {"command": "search", "run_id": run_id, **res})
+    return 0
+
+
 def _quiet_transformers(verbose: bool) -> None:
     """transformers draws its own loading bars and warnings on stderr; ours is the only bar."""
     if not verbose:
@@ -268,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     requests.add_arguments(p, requests.SweepRequest, skip=requests.SWEPT + ("save", "save_model"))
     _add_run_flags(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("search", help="an Optuna study over the NeuronRank-OLD exponents (baselines included)")
+    requests.add_arguments(p, requests.SearchRequest, skip=("alpha", "beta", "gamma", "save", "save_model"))
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_search)
     return parser
 
 

@@ -219,6 +219,9 @@ def confine_params(params: dict) -> dict:
     for key in ("save", "save_model"):
         if out.get(key):
             out[key] = str(confine(out[key]))
+    storage = out.get("storage")
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):  # a search study's file
+        out["storage"] = "sqlite:///" + str(confine(storage[len("sqlite:///"):]))
     return out
 
 

@@ -373,5 +373,12 @@ def _not_written(flag: str, path: str, e: BaseException) -> dict:
     return {"target": flag, "path": str(path), "error": str(e) or type(e).__name__}
 
 
+def search_job(req, report) -> dict:
+    """An Optuna study over the exponents (neuronrank.search); its workers load the model once."""
+    from neuronrank import search
+
+    return search.search_job(req, report)
+
+
 # kind -> job; the request class of each kind is neuronrank.requests.REQUESTS[kind]
-JOB_KINDS = {"stats": stats_job, "prune": prune_job, "ppl": ppl_job}
+JOB_KINDS = {"stats": stats_job, "prune": prune_job, "ppl": ppl_job, "search": search_job}

@@ -17,6 +17,7 @@ import argparse
 import builtins
 import itertools
 import math
+import re
 import uuid
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -309,7 +310,108 @@ def new_sweep_group() -> str:
     return f"sweep-{uuid.uuid4().hex[:8]}"
 
 
-REQUESTS: dict[str, type] = {"stats": StatsRequest, "prune": PruneRequest, "ppl": PplRequest}
+class RangeError(UserError, argparse.ArgumentTypeError):
+    """A malformed LO,HI (argparse shows an ArgumentTypeError's own message)."""
+
+
+def parse_range(text: str | list | tuple) -> tuple[float, float]:
+    """"LO,HI" (or a pair) -> (lo, hi) as given: a reversed range is an error, not silently swapped."""
+    items = list(text) if isinstance(text, (list, tuple)) else [v for v in str(text).split(",")]
+    try:
+        pair = tuple(float(v) for v in items)
+    except (TypeError, ValueError) as e:
+        raise RangeError(f"a range is two numbers LO,HI (got {text!r})") from e
+    if len(pair) != 2:
+        raise RangeError(f"a range is two numbers LO,HI (got {text!r})")
+    return pair
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+# a study's protocol: every field but these (how many trials, who runs them, where they are stored)
+SEARCH_RUNTIME = ("trials", "workers", "storage", "study", "device", "save", "save_model",
+                  "alpha", "beta", "gamma")
+
+
+@dataclass(frozen=True)
+class SearchRequest(PruneRequest):
+    """An Optuna study over the NeuronRank-OLD exponents: TPE proposes (α, β, γ), each trial prunes and
+    evaluates under the prune protocol, successive halving stops bad trials after a prefix of the
+    evaluation windows. Every prune / calibration / evaluation field is PruneRequest's."""
+
+    trials: int = param(20, "--trials", lo=1, hi=10_000, help="finished trials the study aims for (all workers)",
+                        label="Trials")
+    alpha_range: tuple = param((0.0, 3.0), "--alpha-range", "--alpha_range", type=parse_range,
+                               help="LO,HI of α (|W| exponent); LO = HI fixes it", label="α range")
+    beta_range: tuple = param((0.0, 3.0), "--beta-range", "--beta_range", type=parse_range,
+                              help="LO,HI of β (TF exponent)", label="β range")
+    gamma_range: tuple = param((0.0, 3.0), "--gamma-range", "--gamma_range", type=parse_range,
+                               help="LO,HI of γ (IDF exponent)", label="γ range")
+    storage: str | None = param(None, "--storage", type=str,
+                                help="SQLAlchemy URL of the study storage (default: SQLite in the cache); "
+                                     "workers on other machines join through a shared URL (e.g. postgresql://)")
+    study: str | None = param(None, "--study", type=str,
+                              help="study name (default: derived from the protocol; an existing study is resumed)")
+    workers: int = param(1, "--workers", lo=1, hi=64, help="trials at once on this machine, one per device "
+                                                           "(each worker sees one GPU); CPU default 1")
+    rungs: int = param(3, "--rungs", lo=1, hi=8,
+                       help="successive-halving rungs: ppl is reported after W/2^(r-1), ..., W/2, W evaluation "
+                            "windows and the worse half at each rung stops (1 = no early stopping)",
+                       label="Halving rungs")
+
+    def range(self, name: str) -> tuple[float, float]:
+        return parse_range(getattr(self, f"{name}_range"))
+
+    def validate(self) -> None:
+        if self.prune_method != "neuronrank_old":
+            raise UserError(f"search tunes the NeuronRank-OLD exponents: --prune_method must be neuronrank_old "
+                            f"(got {self.prune_method}); the baselines are evaluated with every study")
+        super().validate()
+        for name in EXPONENT_LABELS:
+            lo, hi = self.range(name)
+            for v in (lo, hi):
+                check_exponent(f"{name} range", v)
+            if lo > hi:
+                raise UserError(f"{name} range {lo:g},{hi:g} is reversed: write LO,HI with LO <= HI")
+        if self.study is not None and not STUDY_NAME.fullmatch(str(self.study)):
+            raise UserError(f"study name {self.study!r}: use 1-100 letters, digits, '.', '_', ':' or '-'")
+        if self.storage is not None:
+            check_storage_url(self.storage)
+
+    def protocol(self) -> dict:
+        """The fields that define what a trial's number means (a joined study must agree on them)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SEARCH_RUNTIME}
+        for name in EXPONENT_LABELS:
+            out[f"{name}_range"] = list(self.range(name))
+        return out
+
+    def prune_request(self, alpha: float, beta: float, gamma: float, **over) -> PruneRequest:
+        base = {f.name: getattr(self, f.name) for f in fields(PruneRequest)}
+        return PruneRequest(**{**base, "alpha": alpha, "beta": beta, "gamma": gamma, "save": None,
+                               "save_model": None, **over})
+
+
+def check_storage_url(url: str) -> None:
+    """A storage URL SQLAlchemy can parse, with a known backend (whether it answers is checked when the
+    study opens)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    text = str(url).strip()
+    try:
+        parsed = make_url(text)
+    except (ArgumentError, ValueError) as e:
+        raise UserError(f"storage {text!r} is not a SQLAlchemy URL (e.g. sqlite:///path/studies.db or "
+                        "postgresql://user@host/db)") from e
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql"):
+        raise UserError(f"storage {text!r}: unknown database {backend!r}; use sqlite, postgresql or mysql")
+    if backend == "sqlite" and not parsed.database:
+        raise UserError("an SQLite storage needs a file (sqlite:///path/studies.db); in-memory studies "
+                        "cannot be shared with workers")
+
+
+REQUESTS: dict[str, type] = {"stats": StatsRequest, "prune": PruneRequest, "ppl": PplRequest,
+                             "search": SearchRequest}
 
 
 def from_params(kind: str, params: dict):

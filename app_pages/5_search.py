@@ -1,0 +1,205 @@
+"""Search: an Optuna study over (α, β, γ) run by a worker process (it survives reloads: the run and the
+study are in the URL); its optimization history against the baselines, contour, slice and importance
+plots; "apply best" sets the Exponents sliders; past studies reopen."""
+
+from dataclasses import replace
+
+import optuna.visualization as ov
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from neuronrank import UserError, jobs, requests, search, views
+from neuronrank.requests import EXPONENT_LABELS, SearchRequest
+from neuronrank.runs import RunStore
+
+ui.page_setup()
+st.title("Search exponents")
+st.caption("Which (α, β, γ) prune best — and do they beat Wanda? Each trial prunes with NeuronRank-OLD and "
+           "measures perplexity; successive halving stops bad exponents after a part of the evaluation windows. "
+           "Studies are kept in Optuna's storage; the CLI equivalent is `neuronrank search`.")
+f = lambda name: requests.spec(SearchRequest, name)  # noqa: E731  (defaults, bounds, choices, help)
+PARAMS = search.PARAMS
+BASELINE_STYLE = {"dense": "gray", "wanda": "crimson", "magnitude": "darkorange", "random": "purple"}
+
+base = SearchRequest(**ui.calibration_params())
+
+with st.form("search"):
+    c1, c2, c3, c4 = st.columns(4)
+    stype = c1.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help)
+    ratio = c2.number_input(f("sparsity_ratio").label, 0.0, 0.95, 0.5, 0.05, help="2:4 needs 0.5, 4:8 needs 0.5")
+    trials = c3.number_input(f("trials").label, 1, 1000, 12, help=f("trials").help)
+    rungs = c4.number_input(f("rungs").label, 1, 8, f("rungs").default, help=f("rungs").help)
+    cols = st.columns(3)
+    ranges = {name: col.slider(f(f"{name}_range").label, 0.0, 10.0, (0.0, 3.0), 0.1, key=f"range_{name}")
+              for col, name in zip(cols, PARAMS)}
+    c1, c2, c3, c4 = st.columns(4)
+    eval_src = c1.text_input(f("eval").label, f("eval").default, help=f("eval").help)
+    eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, requests.MAX_SEQLEN,
+                                  f("eval_seqlen").default)
+    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, 16,
+                                   help="W: the objective is the perplexity over W windows; trials report after "
+                                        "W/4, W/2 and W (3 rungs)")
+    study_in = c4.text_input("Study name (empty: derived from the settings)", "",
+                             help="An existing study of the same settings is resumed up to the trial count")
+    st.caption(f"Calibration (the loaded statistics entry): {base.model}, {base.calib}, "
+               f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}. "
+               "One worker; the CLI's --workers runs more, one per GPU.")
+    start = st.form_submit_button("Start search", type="primary")
+
+if start:
+    with ui.user_errors():
+        req = replace(base, sparsity_type=stype, sparsity_ratio=float(ratio), trials=int(trials), rungs=int(rungs),
+                      eval=eval_src.strip(), eval_seqlen=int(eval_seqlen), eval_windows=int(eval_windows),
+                      study=study_in.strip() or None,
+                      **{f"{n}_range": tuple(float(v) for v in ranges[n]) for n in PARAMS})
+        req.validate()  # refuse bad input here, not in the worker
+        requests.check_inputs(req)
+        req = replace(req, study=search.study_name(req))
+        st.query_params["search_run"] = str(jobs.submit("search", req))
+        st.query_params["study"] = req.study
+
+store = RunStore()
+
+
+def _apply(best: dict, ratio: float | None) -> None:
+    clipped = ui.apply_exponents(best["alpha"], best["beta"], best["gamma"], ratio)
+    st.session_state["_search_applied"] = (best, clipped)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def figures(name: str, signature: tuple) -> dict[str, go.Figure]:
+    """Optuna's plotly figures of a study; recomputed only when a trial changed (`signature`)."""
+    study = search.load_study(name)
+    baselines = study.user_attrs.get("baselines") or {}
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    out = {}
+    fig = ov.plot_optimization_history(study, target_name="pruned perplexity")
+    for label, b in baselines.items():
+        if b.get("ppl") is not None:
+            fig.add_hline(y=b["ppl"], line_dash="dash", line_color=BASELINE_STYLE.get(label, "black"),
+                          annotation_text=f"{label} {b['ppl']:.2f}", annotation_position="top left")
+    fig.update_layout(title="Optimization history (dashed: baselines at the same sparsity)",
+                      yaxis_title="pruned perplexity", yaxis_type="log")
+    out["history"] = fig
+    if len(complete) >= 2:
+        fig = ov.plot_contour(study, params=list(PARAMS), target_name="ppl")
+        fig.update_layout(title="Contour of the pruned perplexity", height=650)
+        out["contour"] = fig
+        fig = ov.plot_slice(study, params=list(PARAMS), target_name="ppl")
+        fig.update_layout(title="Slice: perplexity against each exponent")
+        out["slice"] = fig
+        try:
+            fig = ov.plot_param_importances(study, target_name="ppl")
+            fig.update_layout(title="Parameter importances")
+            out["importance"] = fig
+        except (RuntimeError, ValueError):  # too few distinct trials to say
+            pass
+    return out
+
+
+def show_study(name: str) -> None:
+    try:
+        study = search.load_study(name)
+    except UserError:
+        st.info(f"Study {name} has no trials yet: its worker is starting.")
+        return
+    summary = search.summary(study)
+    proto, ev = summary["protocol"] or {}, summary["evaluation"] or {}
+    baselines, best = summary["baselines"] or {}, summary["best"]
+    st.subheader(f"Study {name}")
+    st.caption(f"{proto.get('sparsity_type')} sparsity {proto.get('sparsity_ratio')}, perplexity on "
+               f"{ev.get('source', proto.get('eval'))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
+               f"{ev.get('windows', proto.get('eval_windows'))} windows (halving after {ev.get('chunks')}); "
+               f"{summary['trials']} trials finished, {summary['pruned']} stopped early, {summary['failed']} failed, "
+               f"{summary['running']} running.")
+    cols = st.columns(1 + len(baselines))
+    if best:
+        wanda = (baselines.get("wanda") or {}).get("ppl")
+        cols[0].metric("Best NeuronRank-OLD", f"{best['ppl']:.3f}" if best["ppl"] is not None else "inf",
+                       delta=None if wanda is None or best["ppl"] is None else f"{best['ppl'] - wanda:+.3f} vs wanda",
+                       delta_color="inverse",
+                       help=f"trial {best['trial']}: " + ", ".join(f"{k}={best[k]:.3f}" for k in PARAMS))
+    for col, (label, b) in zip(cols[1:], baselines.items()):
+        col.metric(f"{label} baseline", "inf" if b.get("ppl") is None else f"{b['ppl']:.3f}")
+    if best:
+        st.write("Best exponents: " + ", ".join(f"{EXPONENT_LABELS[k]} = {best[k]:.3f}" for k in PARAMS))
+        st.button("Apply best to the Exponents sliders", on_click=_apply, args=(best, proto.get("sparsity_ratio")),
+                  key=f"apply_{name}")
+        applied = st.session_state.pop("_search_applied", None)
+        if applied:
+            note = f" ({', '.join(applied[1])} clipped to the sliders' range)" if applied[1] else ""
+            st.success("Exponents set" + note + ": open the Exponents or Prune & evaluate page.")
+    trials = study.get_trials(deepcopy=False)
+    signature = tuple((t.number, t.state.name, len(t.intermediate_values)) for t in trials)
+    figs = figures(name, signature)
+    ui.chart(figs["history"], f"search_history_{name}", key=f"hist_{name}")
+    if "contour" in figs:
+        ui.chart(figs["contour"], f"search_contour_{name}", key=f"contour_{name}")
+        c1, c2 = st.columns([2, 1])
+        with c1:
+            ui.chart(figs["slice"], f"search_slice_{name}", key=f"slice_{name}")
+        with c2:
+            if "importance" in figs:
+                ui.chart(figs["importance"], f"search_importance_{name}", key=f"imp_{name}")
+    else:
+        st.caption("Contour, slice and importance plots appear after two complete trials.")
+    pt = summary["per_trial"]
+    if pt:
+        m = pt["median"]
+        st.caption(f"Per trial (median): {m['total']:.2f} s, of which evaluation {m['eval']:.2f} s; overhead "
+                   f"beyond evaluation {pt['overhead_with_between_median']:.2f} s (prune {m['prune']:.2f} s, "
+                   f"restore {m['restore']:.3f} s).")
+    ui.table(search.trials_frame(study), f"search_trials_{name}", hide_index=True)
+
+
+@st.fragment(run_every=2.0)
+def follow() -> None:
+    run_id, name = st.query_params.get("search_run"), st.query_params.get("study")
+    if run_id:
+        try:
+            run = store.get(int(run_id))
+        except (ValueError, UserError):
+            run = None
+            st.warning(f"Run {run_id} does not exist.")
+        if run is not None:
+            if run["status"] in ("queued", "running"):
+                c1, c2 = st.columns([4, 1])
+                c1.progress(min(max(run["progress"], 0.0), 1.0),
+                            text=f"{run['status']}: {run['message'] or 'waiting for the worker'}")
+                if c2.button("Stop search", key=f"stop_{run['id']}"):
+                    jobs.cancel(run["id"])
+                    st.rerun()
+                jobs.reap(store)
+            elif run["status"] == "failed":
+                st.error(f"Search run {run['id']} failed: {run['error']}")
+            elif run["status"] == "cancelled":
+                st.warning(f"Search run {run['id']} was stopped; the study keeps its finished trials.")
+            else:
+                st.success(f"Search run {run['id']} done in {run['result'].get('wall_seconds', 0):.0f} s.")
+    if name:
+        with ui.user_errors():
+            show_study(name)
+
+
+follow()
+
+st.divider()
+st.subheader("Past studies")
+with ui.user_errors():
+    past = pd.DataFrame(search.list_studies())
+    if past.empty:
+        st.info("No studies yet.")
+    else:
+        now = pd.Timestamp.now().timestamp()
+        past.insert(len(past.columns) - 1, "age", past["created"].map(lambda t: views.human_age(now - t) if t else ""))
+        past = past.drop(columns="created")
+        picked = st.dataframe(past, hide_index=True, on_select="rerun", selection_mode="single-row",
+                              key="past_studies")
+        rows = picked.selection.rows if picked and picked.selection else []
+        if rows and st.button(f"Open study {past.iloc[rows[0]]['study']}", key="open_study"):
+            st.query_params["study"] = str(past.iloc[rows[0]]["study"])
+            if "search_run" in st.query_params:
+                del st.query_params["search_run"]
+            st.rerun()

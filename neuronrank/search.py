@@ -1,0 +1,624 @@
+"""Search the NeuronRank-OLD exponents with Optuna: which (α, β, γ) prune best, and does that beat Wanda?
+
+    run_search(request, report) -> summary      create or join the study, run its workers, summarise
+    open_storage(url) / load_study(name, url)   the relational storage every worker shares
+    summary(study) / list_studies(url)          what the CLI and the Search page show
+
+A study lives in Optuna's RDB storage: SQLite in the cache by default, any SQLAlchemy URL otherwise, so
+workers on other machines join the same study through a shared database (PostgreSQL). The study
+carries its request (`user_attrs["request"]`): a worker needs only the storage URL and the name.
+
+A trial: TPE proposes (α, β, γ) within the ranges; the worker prunes its already loaded model, evaluates
+perplexity over growing prefixes of the evaluation windows (W/2^(r-1), ..., W/2, W) and reports the
+cumulative ppl after each; Optuna's successive-halving pruner stops the worse half at every rung, so bad
+exponents cost a quarter of an evaluation. The objective is the ppl over all W windows: the prune
+command's protocol. Then the dense weights are restored from a copy (no reload).
+
+Baselines at the same sparsity and protocol (dense, wanda with its own comparison group, magnitude,
+random) are evaluated once per study by the first worker and stored with it (`user_attrs["baselines"]`).
+
+Failure: a worker records `host:pid:start` on each trial. A worker that dies mid-trial leaves its trial
+RUNNING; the next worker start (or any sibling, before each trial) on the same host sees the process is
+gone and fails it; on other hosts Optuna's heartbeat fails it after the grace period. The study goes on.
+
+This module imports no torch (the app reads studies through it); the model side is `search_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, replace
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from neuronrank.errors import UserError
+from neuronrank.paths import cache_dir, short_hash
+from neuronrank.requests import EXPONENT_LABELS, SearchRequest, check_storage_url
+
+log = logging.getLogger(__name__)
+
+PARAMS = tuple(EXPONENT_LABELS)  # alpha, beta, gamma: the trial parameter names
+HEARTBEAT_S = 15  # a running trial's heartbeat; other hosts fail it after GRACE_S without one
+GRACE_S = 60
+MAX_FAILURES = 3  # consecutive failed trials of one worker: a bug or a broken setup, not bad luck
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ORIGINAL = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0}  # the original method's exponents: trial 0
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial on stderr is ours to write
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+# ----------------------------------------------------------------------------------------------
+# storage
+
+
+def default_storage() -> str:
+    path = cache_dir() / "search" / "studies.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for output and the page)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  (never let printing a URL fail)
+        return "<storage>"
+
+
+_STORAGES: dict[tuple, optuna.storages.RDBStorage] = {}
+
+
+def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """The study storage at `url` (default: the cache's SQLite file); a bad URL, a missing driver or a
+    database that does not answer is one UserError. Opened once per process and URL."""
+    url = (url or "").strip() or default_storage()
+    key = (url, heartbeat)
+    if key in _STORAGES:
+        return _STORAGES[key]
+    check_storage_url(url)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    parsed = make_url(url)
+    engine = {}
+    if parsed.get_backend_name() == "sqlite":
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(parsed.database)))
+        if not os.path.isdir(folder):
+            raise UserError(f"storage {redact(url)}: folder {folder} does not exist")
+        engine = {"connect_args": {"timeout": 60}}  # several workers write one file
+    beat = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S) if heartbeat else {}
+    try:
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental" (since Optuna 2.9)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
+    except ImportError as e:
+        missing = getattr(e.__cause__, "name", None) or getattr(e, "name", None)
+        raise UserError(f"storage {redact(url)}: its database driver is not installed"
+                        + (f" (no module {missing!r})" if missing else "")) from e
+    except (SQLAlchemyError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"storage {redact(url)} cannot be opened: {first}") from e
+    _STORAGES[key] = storage
+    return storage
+
+
+def study_name(req: SearchRequest) -> str:
+    """The given name, else one derived from the protocol: the same command resumes the same study."""
+    if req.study:
+        return req.study
+    return f"{req.sparsity_type.replace(':', 'of')}-{req.sparsity_ratio:g}-{short_hash(req.protocol())[:8]}"
+
+
+def load_study(name: str, url: str | None = None, sampler=None, pruner=None, heartbeat: bool = False) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat), sampler=sampler,
+                                 pruner=pruner)
+    except KeyError as e:
+        raise UserError(f"no study named {name!r} in {redact(url or default_storage())}") from e
+
+
+def stored_request(study: optuna.Study) -> SearchRequest:
+    params = dict(study.user_attrs.get("request") or {})
+    if not params:
+        raise UserError(f"study {study.study_name!r} was not made by neuronrank search (no request stored)")
+    for name in PARAMS:
+        params[f"{name}_range"] = tuple(params[f"{name}_range"])
+    return SearchRequest(**params)
+
+
+def create_or_join(req: SearchRequest, storage) -> optuna.Study:
+    """The study of `req`: created with its request stored and the original exponents enqueued as the
+    first trial, or joined when it exists (its protocol must be this request's)."""
+    name = study_name(req)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        study = None
+    if study is not None:
+        _check_same_protocol(study, req)
+        return study
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+    if "request" in study.user_attrs:  # another process created it a moment ago
+        _check_same_protocol(study, req)
+        return study
+    study.set_user_attr("request", _jsonable(asdict(replace(req, study=name, storage=None))))
+    study.set_user_attr("protocol", _jsonable(req.protocol()))
+    study.set_user_attr("created", time.time())
+    if all(lo <= ORIGINAL[n] <= hi for n, (lo, hi) in ((n, req.range(n)) for n in PARAMS)):
+        study.enqueue_trial(dict(ORIGINAL), user_attrs={"enqueued": "original exponents"})
+    return study
+
+
+def _check_same_protocol(study: optuna.Study, req: SearchRequest) -> None:
+    stored = study.user_attrs.get("protocol")
+    if stored is None:
+        raise UserError(f"study {study.study_name!r} exists but was not made by neuronrank search")
+    mine = _jsonable(req.protocol())
+    differ = [k for k in sorted(set(stored) | set(mine))
+              if stored.get(k) != mine.get(k) and not (k == "eval_windows" and mine.get(k) is None)]
+    if differ:
+        shown = ", ".join(f"{k}={stored.get(k)!r} (not {mine.get(k)!r})" for k in differ[:4])
+        raise UserError(f"study {study.study_name!r} was created with other settings: {shown}; "
+                        "give another --study name or the same settings")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# sampler, pruner, chunks
+
+
+def chunk_sizes(rungs: int, windows: int) -> list[int]:
+    """Cumulative window counts after which a trial reports: W/2^(r-1), ..., W/2, W (at least 1)."""
+    return sorted({max(1, windows >> (rungs - 1 - i)) for i in range(rungs)})
+
+
+def make_sampler(req: SearchRequest, seed: int) -> optuna.samplers.BaseSampler:
+    # multivariate: α, β and γ interact (only their ratios matter to the ranking within a layer);
+    # constant_liar: parallel workers do not all propose the same point
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, req.trials // 4)),
+                                      multivariate=True, constant_liar=True)
+
+
+def make_pruner(chunks: list[int]) -> optuna.pruners.BasePruner:
+    if len(chunks) < 2:
+        return optuna.pruners.NopPruner()
+    # rungs at chunks[0] * 2^k windows: the reported steps; the better half goes on at each
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=chunks[0], reduction_factor=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# the objective and one worker's loop
+
+
+def worker_ident() -> str:
+    """host:pid:start — the start time tells a reused pid from the worker that held it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_time(pid: int) -> str:
+    stat = _proc_stat(pid)
+    return stat[19] if stat and len(stat) > 19 else "?"
+
+
+def _worker_alive(ident: str) -> bool:
+    """Whether the worker `ident` runs; on another host we cannot tell (the heartbeat decides there)."""
+    try:
+        host, pid, start = ident.rsplit(":", 2)
+        pid = int(pid)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc (not Linux): the pid exists, take it as alive
+        return True
+    return stat[0] != "Z" and (start == "?" or stat[19] == start)  # a zombie or a reused pid: gone
+
+
+def fail_orphans(study: optuna.Study, only: str | None = None, trials: list | None = None) -> list[int]:
+    """Fail RUNNING trials whose worker on this host is gone (or, with `only`, those of that worker).
+    `trials`: a snapshot just read. Returns their numbers."""
+    failed = []
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    for t in (t for t in trials if t.state == TrialState.RUNNING):
+        owner = t.user_attrs.get("worker")
+        if owner is None or (owner != only if only else _worker_alive(owner)):
+            continue
+        try:
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except (ValueError, RuntimeError) as e:  # finished or vanished meanwhile
+            log.debug("trial %s: %s", t.number, e)
+            continue
+        failed.append(t.number)
+        log.warning("trial %d of worker %s failed: the worker %s", t.number, owner,
+                    "stopped" if only else "is gone (killed or crashed)")
+    return failed
+
+
+def make_objective(req: SearchRequest, evaluator, chunks: list[int], ident: str,
+                   on_chunk: Callable | None = None) -> Callable:
+    """The trial: suggest, prune, evaluate chunk by chunk (reporting), restore. Timings go into the
+    trial's `timing` attribute: overhead = everything in the trial but the evaluation itself; between =
+    from the previous trial's end to this one's start (telling the result, the next ask, bookkeeping)."""
+    last = {"end": None}
+
+    def objective(trial: optuna.Trial) -> float:
+        t0 = time.perf_counter()
+        between = None if last["end"] is None else t0 - last["end"]
+        trial.set_user_attr("worker", ident)
+        exps = {n: trial.suggest_float(n, *req.range(n)) for n in PARAMS}
+        t1 = time.perf_counter()
+        value, upto, stopped, eval_s = math.nan, 0, False, 0.0
+        try:
+            evaluator.prune(**exps)
+            t2 = time.perf_counter()
+            for i, upto in enumerate(chunks):
+                te = time.perf_counter()
+                value = evaluator.evaluate(upto)
+                eval_s += time.perf_counter() - te
+                if math.isnan(value):  # broken numerics are as bad as it gets
+                    value = math.inf
+                trial.report(value, upto)
+                if on_chunk is not None:
+                    on_chunk(trial.number, upto, value)
+                if i + 1 < len(chunks) and trial.should_prune():
+                    stopped = True
+                    break
+        finally:
+            tr = time.perf_counter()
+            evaluator.restore()
+            t3 = time.perf_counter()
+        total = t3 - t0
+        trial.set_user_attr("timing", {
+            "total": round(total, 4), "eval": round(eval_s, 4), "overhead": round(total - eval_s, 4),
+            "suggest": round(t1 - t0, 4), "prune": round(t2 - t1, 4), "restore": round(t3 - tr, 4),
+            "between": None if between is None else round(between, 4), "windows": upto})
+        last["end"] = time.perf_counter()
+        if stopped:
+            raise optuna.TrialPruned(f"ppl {value:.4g} after {upto} windows")
+        return value
+
+    return objective
+
+
+def counts(study: optuna.Study, trials: list | None = None) -> dict[str, int]:
+    out = {s.name.lower(): 0 for s in TrialState}
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
+        out[t.state.name.lower()] += 1
+    out["finished"] = out["complete"] + out["pruned"]
+    return out
+
+
+def work(study: optuna.Study, evaluator, report: Callable | None = None, baselines: bool = True) -> int:
+    """One worker's loop on `study` (already built with this worker's sampler and pruner): baselines if
+    the study has none, then trials until the study holds `trials` finished (complete or pruned) ones.
+    Returns how many trials this worker ran."""
+    req = stored_request(study)
+    ident = worker_ident()
+    chunks = chunk_sizes(req.rungs, evaluator.windows)
+    report = report or (lambda *a, **k: None)
+    if baselines and "baselines" not in study.user_attrs:
+        study.set_user_attr("baselines", evaluator.baselines(report))
+    if "evaluation" not in study.user_attrs:
+        study.set_user_attr("evaluation", {**evaluator.protocol, "chunks": chunks})
+
+    done = {"fraction": 0.0}
+
+    def on_chunk(number, upto, value):  # no storage read here: it would count as trial overhead
+        report(done["fraction"], f"search: trial {number}, {upto}/{chunks[-1]} windows, ppl {value:.3f}")
+
+    objective = make_objective(req, evaluator, chunks, ident, on_chunk)
+    ran, failures = 0, 0
+    try:
+        while True:
+            trials = study.get_trials(deepcopy=False)  # one read per trial serves all the bookkeeping
+            fail_orphans(study, trials=trials)
+            c = counts(study, trials)
+            done["fraction"] = min(1.0, c["finished"] / max(req.trials, 1))
+            report(done["fraction"], "search: " + _progress_line(trials, req), True)
+            if c["finished"] + c["running"] >= req.trials:
+                break
+            try:
+                study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
+                failures = 0
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001  (the trial is FAILED in the study; retry a few times)
+                failures += 1
+                log.warning("trial failed (%d in a row): %s: %s", failures, type(e).__name__, e)
+                if failures >= MAX_FAILURES:
+                    raise
+            ran += 1
+    finally:
+        fail_orphans(study, only=ident)  # stopped (SIGTERM, Ctrl-C) mid-trial: that trial failed
+    return ran
+
+
+def _progress_line(trials: list, req) -> str:
+    c = counts(None, trials)
+    best = best_trial(None, trials)
+    text = f"{c['finished']}/{req.trials} trials ({c['pruned']} stopped early)"
+    if best is not None:
+        text += (f", best ppl {best.value:.3f} at α={best.params['alpha']:.3f} β={best.params['beta']:.3f} "
+                 f"γ={best.params['gamma']:.3f}")
+    return text
+
+
+def best_trial(study: optuna.Study | None, trials: list | None = None):
+    """The complete trial of lowest ppl (the lowest number among equals), or None."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return min(done, key=lambda t: (t.value, t.number)) if done else None
+
+
+# ----------------------------------------------------------------------------------------------
+# the coordinator: create or join, run K workers, summarise
+
+
+def _model_evaluator(req: SearchRequest, report=None):
+    from neuronrank.search_model import ModelEvaluator
+
+    return ModelEvaluator(req, report)
+
+
+def resolve_request(req: SearchRequest) -> SearchRequest:
+    """Fix what depends on this machine before the study stores it: the evaluation window cap
+    (default 16 on a CPU, all on a GPU) becomes a number (0 = all)."""
+    if req.eval_windows is not None:
+        return req
+    from neuronrank import models
+
+    on_gpu = models.resolve_device(req.device).type == "cuda"
+    cap = req.eval_window_cap(on_gpu)
+    return replace(req, eval_windows=0 if cap is None else cap)
+
+
+def gpu_count(req: SearchRequest) -> int:
+    from neuronrank import models
+
+    if models.resolve_device(req.device).type != "cuda":
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_search(req: SearchRequest, report: Callable | None = None, evaluator_factory: Callable | None = None) -> dict:
+    """Create or join the study of `req`, run `req.workers` workers on it here, and summarise."""
+    t0 = time.perf_counter()
+    report = report or (lambda *a, **k: None)
+    req.validate()
+    req = replace(req, study=study_name(req))  # named before machine-dependent defaults are fixed
+    url = (req.storage or "").strip() or default_storage()
+    storage = open_storage(url)
+    gpus = gpu_count(req) if req.workers > 1 and evaluator_factory is None else 0
+    if gpus and req.workers > gpus:
+        raise UserError(f"--workers {req.workers} needs as many GPUs; this machine has {gpus}")
+    study = create_or_join(resolve_request(req), storage)
+    name = study.study_name
+    report(0.0, f"search: study {name} in {redact(url)}", True)
+    if counts(study)["finished"] >= stored_request(study).trials:
+        pass  # a finished study: the same command shows its result again
+    elif req.workers == 1:
+        study_req = stored_request(study)
+        local = replace(study_req, device=req.device)
+        evaluator = (evaluator_factory or _model_evaluator)(local, report)
+        worker_study = optuna.load_study(study_name=name, storage=storage,
+                                         sampler=make_sampler(local, _worker_seed(study, local, 0)),
+                                         pruner=make_pruner(chunk_sizes(local.rungs, evaluator.windows)))
+        work(worker_study, evaluator, report)
+    else:
+        _run_workers(name, url, req, gpus, report)
+    out = summary(optuna.load_study(study_name=name, storage=storage))
+    out["storage"] = redact(url)
+    out["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _worker_seed(study: optuna.Study, req: SearchRequest, index: int) -> int:
+    """--seed + 7919 × worker index + the trials the study holds when the worker starts (a fresh study holds
+    the enqueued original): reproducible for one worker, and parallel workers or later joins draw other
+    streams, so they do not propose the same points."""
+    return (req.seed + 7919 * index + len(study.trials)) % (2**31 - 1)
+
+
+def _run_workers(name: str, url: str, req: SearchRequest, gpus: int, report) -> None:
+    """K worker processes (`python -m neuronrank.search work`), one per GPU when there are GPUs; they are
+    in this process's group, so cancelling the run stops them too."""
+    procs = []
+    cpu_threads = max(1, (os.cpu_count() or 1) // req.workers)
+    for i in range(req.workers):
+        env = {**os.environ, "NEURONRANK_SEARCH_STORAGE": url, "NEURONRANK_CACHE": str(cache_dir())}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i)
+        else:
+            env["NEURONRANK_THREADS"] = str(cpu_threads)
+        cmd = [sys.executable, "-m", "neuronrank.search", "work", name, "--index", str(i),
+               "--device", "cuda" if gpus else req.device]
+        procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(1.0)
+            try:
+                study = load_study(name, url)
+                trials = study.get_trials(deepcopy=False)
+                report(min(1.0, counts(None, trials)["finished"] / req.trials), "search: " + _progress_line(trials, req),
+                       True)
+            except UserError:
+                pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            p.wait()
+    bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+    if bad and len(bad) == len(procs):
+        raise RuntimeError("every search worker failed: " + ", ".join(f"worker {i} exit {rc}" for i, rc in bad))
+    for i, rc in bad:
+        log.warning("search worker %d ended with exit code %d", i, rc)
+
+
+def worker_main(argv: list[str]) -> int:
+    """`python -m neuronrank.search work NAME --index I [--device D]` (storage URL in the environment,
+    so a password never shows in the process list)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m neuronrank.search")
+    p.add_argument("command", choices=["work"])
+    p.add_argument("study")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)  # unwinds through work(): its running trial is failed
+
+    signal.signal(signal.SIGTERM, on_term)
+    threads = os.environ.get("NEURONRANK_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    url = os.environ.get("NEURONRANK_SEARCH_STORAGE") or default_storage()
+    try:
+        study = load_study(args.study, url, heartbeat=True)
+        req = replace(stored_request(study), device=args.device)
+        evaluator = _model_evaluator(req)
+        study = load_study(args.study, url, heartbeat=True,
+                           sampler=make_sampler(req, _worker_seed(study, req, args.index)),
+                           pruner=make_pruner(chunk_sizes(req.rungs, evaluator.windows)))
+        work(study, evaluator, baselines=args.index == 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# what the CLI and the page show
+
+
+def _finite(x):
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def summary(study: optuna.Study) -> dict:
+    """Best trial, counts, baselines, protocol and timings of a study (JSON-able)."""
+    trials = study.get_trials(deepcopy=False)
+    c = counts(study)
+    best = best_trial(study)
+    timing = [t.user_attrs["timing"] for t in trials if t.state in FINISHED and "timing" in t.user_attrs]
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    attrs = study.user_attrs
+    out = {
+        "study": study.study_name,
+        "best": None if best is None else {"trial": best.number, "ppl": _finite(best.value),
+                                           **{n: best.params[n] for n in PARAMS}},
+        "trials": c["finished"], "complete": c["complete"], "pruned": c["pruned"], "failed": c["fail"],
+        "running": c["running"],
+        "baselines": attrs.get("baselines"), "evaluation": attrs.get("evaluation"),
+        "protocol": attrs.get("protocol"),
+        "trials_seconds": round((max(ends) - min(starts)).total_seconds(), 3) if starts and ends else None,
+        "per_trial": _timing_summary(timing),
+    }
+    return out
+
+
+def _timing_summary(timing: list[dict]) -> dict | None:
+    if not timing:
+        return None
+    med = {k: round(statistics.median(t[k] for t in timing), 4) for k in ("total", "eval", "overhead", "prune",
+                                                                          "restore", "suggest")}
+    gaps = [t["between"] for t in timing if t.get("between") is not None]
+    med["between"] = round(statistics.median(gaps), 4) if gaps else None
+    # all a trial costs beyond evaluating: in the trial, plus the bookkeeping before the next one
+    full = [t["overhead"] + (t.get("between") or 0.0) for t in timing]
+    return {"median": med, "overhead_with_between_median": round(statistics.median(full), 4),
+            "overhead_mean": round(statistics.fmean(full), 4), "trials": len(timing)}
+
+
+def trials_frame(study: optuna.Study):
+    """One row per trial: number, state, α, β, γ, ppl, windows evaluated, seconds, worker."""
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        tm = t.user_attrs.get("timing", {})
+        value = t.value if t.state == TrialState.COMPLETE else (
+            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     **{n: t.params.get(n) for n in PARAMS}, "ppl": value, "windows": tm.get("windows"),
+                     "seconds": tm.get("total"), "overhead_s": tm.get("overhead"),
+                     "worker": t.user_attrs.get("worker")})
+    return pd.DataFrame(rows, columns=["trial", "state", *PARAMS, "ppl", "windows", "seconds", "overhead_s",
+                                       "worker"])
+
+
+def list_studies(url: str | None = None) -> list[dict]:
+    """Every study in the storage, newest first: name, setting, trials, best."""
+    storage = open_storage(url, heartbeat=False)
+    out = []
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        proto = s.user_attrs.get("protocol") or {}
+        bt = s.best_trial
+        out.append({"study": s.study_name, "sparsity_type": proto.get("sparsity_type"),
+                    "ratio": proto.get("sparsity_ratio"), "trials": s.n_trials,
+                    "best_ppl": None if bt is None else _finite(bt.value),
+                    **{n: None if bt is None else bt.params.get(n) for n in PARAMS},
+                    "wanda_ppl": ((s.user_attrs.get("baselines") or {}).get("wanda") or {}).get("ppl"),
+                    "created": s.user_attrs.get("created") or (s.datetime_start.timestamp() if s.datetime_start else 0)})
+    return sorted(out, key=lambda r: -(r["created"] or 0))
+
+
+def search_job(req: SearchRequest, report) -> dict:
+    """The run kind "search" (neuronrank.jobs runs it in a worker process; the CLI in process)."""
+    return run_search(req, report)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+    sys.exit(worker_main(sys.argv[1:]))
