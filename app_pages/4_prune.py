@@ -217,7 +217,10 @@ def run_history() -> None:
     if comp.empty:
         return
     protocols = comp.groupby(["eval", "eval_seqlen", "eval_windows"], dropna=False).size()
-    proto = protocols.idxmax()  # one protocol per chart: perplexities of different protocols don't compare
+    # one protocol per chart (perplexities of different protocols don't compare): the newest run's
+    newest = frame.iloc[rows] if rows else frame
+    newest = newest[(newest["status"] == "done") & newest["pruned_ppl"].notna()].sort_values("run").iloc[-1]
+    proto = (newest["eval"], newest["eval_seqlen"], newest["eval_windows"])
     comp = comp[(comp["eval"] == proto[0]) & (comp["eval_seqlen"] == proto[1]) & (comp["eval_windows"] == proto[2])]
     fig = go.Figure()
     for name, part in comp.groupby("series", sort=True):
