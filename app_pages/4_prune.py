@@ -236,6 +236,7 @@ def run_history() -> None:
     fig.update_layout(title=f"Pruned perplexity vs sparsity ({'ticked runs' if rows else 'all finished runs'}; "
                             f"{proto[0]}, seqlen {proto[1]:g}, {proto[2]:g} windows)",
                       xaxis_title="sparsity (fraction of MLP weights or neurons pruned)", xaxis_tickformat=".0%",
+                      xaxis_range=[-0.02, 1.0],
                       yaxis_title="perplexity (log scale)", legend_title="method · type · exponents", height=480)
     ui.log_axis(fig, list(comp["pruned_ppl"]) + list(dense), "y")
     ui.chart(fig, "ppl_vs_sparsity")
@@ -279,7 +280,7 @@ if sweeps.empty:
     st.info("No sweeps yet.")
 else:
     labels = {r.group: f"{r.group}: {requests.EXPONENT_LABELS[r.x]} × {requests.EXPONENT_LABELS[r.y]}, "
-                       f"{r.done}/{r.runs} finished" for r in sweeps.itertuples()}
+                       f"{r.runs} runs" for r in sweeps.itertuples()}
     if st.session_state.get("sweep_pick") not in labels:
         st.session_state["sweep_pick"] = sweeps["group"].iloc[0]
     group = st.selectbox("Sweep", list(labels), format_func=labels.get, key="sweep_pick",
@@ -313,22 +314,25 @@ else:
         fig = go.Figure(go.Heatmap(
             z=np.where(np.isfinite(logz), logz, None).tolist(), x=xs_, y=ys_, text=text, texttemplate="%{text}",
             colorscale="Viridis_r", customdata=text,
-            colorbar=dict(title="ppl", tickvals=_decade_ticks(logz), ticktext=[f"{10 ** t:g}" for t in _decade_ticks(logz)]),
+            colorbar=dict(title="ppl", tickvals=_decade_ticks(logz),
+                          ticktext=[f"{10 ** t:.3g}" for t in _decade_ticks(logz)]),
             hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{customdata}}<extra></extra>"))
         best = history.best_cell(grid)
         title = f"Pruned perplexity, {p0['sparsity_type']} {float(p0['sparsity_ratio']):.0%}"
         if best is not None:
             yv, xv, ppl = best
-            fig.add_trace(go.Scatter(x=[f"{xv:g}"], y=[f"{yv:g}"], mode="markers", showlegend=False,
-                                     marker=dict(symbol="star", size=22, color="white",
-                                                 line=dict(color="black", width=1.5)),
-                                     hovertemplate=f"best: ppl {ppl:.3f}<extra></extra>"))
+            xi, yi = list(grid.columns).index(xv), list(grid.index).index(yv)
+            fig.data[0].text = [[(f"★ {t}" if (i, j) == (yi, xi) else t) for j, t in enumerate(row)]
+                                for i, row in enumerate(text)]
+            fig.add_shape(type="rect", x0=xi - 0.5, x1=xi + 0.5, y0=yi - 0.5, y1=yi + 0.5,
+                          line=dict(color="#d62728", width=4))
             title += f" — best {ppl:.2f} at {axes[0]}={xv:g}, {axes[1]}={yv:g}"
         refs = [f"{k} {v:.2f}" for k, v in ref.items()]
         if refs:
             title += "<br><sup>same sparsity and protocol: " + ", ".join(refs) + "</sup>"
         fig.update_layout(title=title, xaxis_title=requests.EXPONENT_LABELS[axes[0]],
-                          yaxis_title=requests.EXPONENT_LABELS[axes[1]], height=470)
+                          yaxis_title=requests.EXPONENT_LABELS[axes[1]], height=470,
+                          xaxis_type="category", yaxis_type="category")
         ui.chart(fig, f"landscape_{group}", key=f"land_{group}")
         if ref:
             cols = st.columns(len(ref))

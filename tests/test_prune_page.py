@@ -120,8 +120,10 @@ def test_sweep_fills_the_landscape(entry, text_file):
     z = heat[0]["data"][0]["z"]  # colour on log10(ppl), the values written in the cells
     by_alpha = {r["params"]["alpha"]: r["result"]["pruned_ppl"] for r in done}
     assert z[0] == pytest.approx([np.log10(by_alpha[0.0]), np.log10(by_alpha[1.0])])
-    assert heat[0]["data"][0]["text"][0] == [f"{by_alpha[0.0]:.1f}", f"{by_alpha[1.0]:.1f}"]
     best = min(by_alpha, key=by_alpha.get)
+    cells = [f"{by_alpha[a]:.1f}" for a in (0.0, 1.0)]
+    cells[[0.0, 1.0].index(best)] = "★ " + cells[[0.0, 1.0].index(best)]  # the best cell is starred
+    assert heat[0]["data"][0]["text"][0] == cells
     assert f"best {by_alpha[best]:.2f} at alpha={best:g}" in heat[0]["layout"]["title"]["text"]
 
 
