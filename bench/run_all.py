@@ -22,6 +22,8 @@ BENCHES = [
     ("stats_memory.py", ["--sizes", "8,32,128"], ["--sizes", "8,32"]),
     ("wanda_sequential.py", ["--nsamples", "32"], ["--nsamples", "16", "--eval-windows", "4"]),
     ("browser_latency.py", ["--moves", "15"], ["--moves", "5"]),
+    ("idle_cpu.py", ["--seconds", "20"], ["--seconds", "5"]),
+    ("app_vs_cli_stats.py", ["--reps", "2"], ["--reps", "1", "--nsamples", "4"]),
 ]
 
 
