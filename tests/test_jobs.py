@@ -117,3 +117,18 @@ def _children(alive: bool) -> list[int]:
         if int(fields[1]) == me and (fields[0] != "Z") == alive:
             out.append(int(stat.parent.name))
     return out
+
+
+def test_a_baseline_run_records_no_exponents():
+    """Exponents are the NeuronRank-OLD score's: a wanda run queued with them stores none (the app
+    disables those fields for baselines; the run history then shows no exponents it ignored)."""
+    from neuronrank.requests import PruneRequest
+
+    store = RunStore()
+    rid = jobs.submit("prune", PruneRequest(prune_method="wanda", alpha=2.0, gamma=0.0), start_dispatcher=False)
+    p = store.get(rid)["params"]
+    assert (p["alpha"], p["beta"], p["gamma"]) == (None, None, None)
+    jobs.cancel(rid)
+    rid = jobs.submit("prune", PruneRequest(alpha=2.0, gamma=0.0), start_dispatcher=False)
+    assert (store.get(rid)["params"]["alpha"], store.get(rid)["params"]["gamma"]) == (2.0, 0.0)
+    jobs.cancel(rid)
