@@ -9,17 +9,13 @@ Goals: <= 250 ms at 7B size, <= 150 ms on the embedded model. Usage: python benc
 
 import argparse
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _appserver import CHROMIUM, CHROMIUM_ARGS, IDLE, running_app
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,11 +50,6 @@ def embedded_entry() -> str:
     return get_stats(StatsRequest(nsamples=16, seqlen=256)).entry.key
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def hist_y(page):
     return page.evaluate("""() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
@@ -68,13 +59,10 @@ def hist_y(page):
 def measure(url: str, key: str, moves: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        idle = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+        idle = IDLE
         page.goto(f"{url}/exponents?entry={key}")  # the entry and the page from the URL, as a shared link
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0", timeout=120_000)
         page.wait_for_selector(idle, timeout=120_000)
@@ -117,27 +105,13 @@ def main() -> None:
         (REPO / "cache" / "models").mkdir(parents=True, exist_ok=True)
         models_dir.symlink_to(REPO / "cache" / "models")
     entries = {"embedded 30×1,536": embedded_entry(), "Llama-7B 32×11,008": synthetic_entry(32, 11_008)}
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                               "--server.headless", "true"], cwd=REPO, start_new_session=True,
-                              env=dict(os.environ), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://localhost:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with running_app(dict(os.environ)) as (url, _):
         results = {}
         for name, key in entries.items():
             ms = measure(url, key, args.moves)
             results[name] = statistics.median(ms)
             print(f"{name}: median {results[name]:.0f} ms, min {min(ms):.0f}, max {max(ms):.0f} "
                   f"over {len(ms)} slider moves")
-    finally:
-        os.killpg(server.pid, 15)
     print(f"RESULT browser_slider_ms_7B {results['Llama-7B 32×11,008']:.0f} <=250")
     print(f"RESULT browser_slider_ms_embedded {results['embedded 30×1,536']:.0f} <=150")
 

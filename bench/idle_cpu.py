@@ -7,16 +7,11 @@ settled), and prints the percentage of one core for each. Usage: python bench/id
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from _appserver import CHROMIUM, CHROMIUM_ARGS, IDLE, running_app
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -41,19 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=20.0)
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://localhost:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with running_app() as (url, server):
 
         def measure() -> float:
             c0, t0 = cpu_seconds(server.pid), time.monotonic()
@@ -64,13 +47,11 @@ def main() -> None:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
             for name in ("", "exponents", "roles", "prune"):
                 page.goto(f"{url}/{name}")
-                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=180_000)
+                page.wait_for_selector(IDLE, timeout=180_000)
                 time.sleep(5)  # let the first load's work finish
                 rows.append((f"tab on /{name}", measure()))
             browser.close()
@@ -78,9 +59,6 @@ def main() -> None:
         for name, pct in rows:
             print(f"  {name:<18} {pct:6.2f} %")
         print(f"RESULT idle_cpu_percent_with_tab {max(p for n, p in rows[1:]):.2f} <=2")
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(10)
 
 
 if __name__ == "__main__":

@@ -6,28 +6,19 @@ test-artifacts/.
 """
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,25 +28,8 @@ def server(isolated_cache):
 
     # the statistics being explored: the embedded model, a small calibration set
     get_stats(StatsRequest(nsamples=4, seqlen=64, batch_size=4))
-    port = _free_port()
-    env = dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://localhost:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(10)
+    with running_app(dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))) as (url, _):
+        yield url
 
 
 def _settled(page, timeout=60_000):
@@ -75,9 +49,7 @@ def test_browser_slider_and_prune_run_survive_reload(server):
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         try:
             page.goto(server)

@@ -7,30 +7,18 @@ every page are saved to test-artifacts/ (the walk a presenter does before a talk
 
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +31,8 @@ def entry_key(isolated_cache):
 
 @pytest.fixture(scope="module")
 def server(isolated_cache, entry_key):
-    port = _free_port()
-    env = dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://localhost:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(10)
+    with running_app(dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +41,7 @@ def browser():
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
 
@@ -86,6 +58,16 @@ def settled(page, timeout=90_000):
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
     page.wait_for_timeout(400)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def small_evaluation(page) -> None:
+    """Evaluation on 2 windows of 128 tokens: a prune run of the embedded model in seconds."""
+    page.get_by_role("spinbutton", name="Eval seqlen").fill("128")
+    page.keyboard.press("Tab")
+    settled(page)
+    page.get_by_role("spinbutton", name="Eval windows (0 = all)").fill("2")
+    page.keyboard.press("Tab")
+    settled(page)
 
 
 def full_screenshot(page, name: str) -> None:
@@ -215,12 +197,7 @@ def test_prune_run_shows_stages_history_updates_and_compares(server, page, entry
 
     page.goto(f"{server}/prune?entry={entry_key}")
     settled(page)
-    page.get_by_role("spinbutton", name="Eval seqlen").fill("128")
-    page.keyboard.press("Tab")
-    settled(page)
-    page.get_by_role("spinbutton", name="Eval windows (0 = all)").fill("2")
-    page.keyboard.press("Tab")
-    settled(page)
+    small_evaluation(page)
     for method in ("magnitude", "neuronrank_old"):
         page.get_by_role("combobox", name=re.compile("Method")).click()
         page.get_by_role("option", name=method, exact=True).click()
@@ -259,12 +236,7 @@ def test_reload_during_a_sweep_reattaches(server, page, entry_key):
 
     page.goto(f"{server}/prune?entry={entry_key}")
     settled(page)
-    page.get_by_role("spinbutton", name="Eval seqlen").fill("128")
-    page.keyboard.press("Tab")
-    settled(page)
-    page.get_by_role("spinbutton", name="Eval windows (0 = all)").fill("2")
-    page.keyboard.press("Tab")
-    settled(page)
+    small_evaluation(page)
     page.get_by_role("textbox", name="x values").fill("0, 1")
     page.get_by_role("textbox", name="y values").fill("1")
     page.get_by_role("button", name="Queue sweep").click()

@@ -3,14 +3,12 @@ page and see its plots fill — optimization history with the baseline lines, co
 A screenshot is saved to test-artifacts/e2e_search.png."""
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.test_e2e_browser import ARTIFACTS, CHROMIUM, REPO, _free_port, _settled
+from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+
+from tests.test_e2e_browser import ARTIFACTS, _settled
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
@@ -24,25 +22,8 @@ def tiny_server(isolated_cache, tiny_dir, text_file):
     # a fresh entry (parameters no other test uses): the newest one, so the sidebar loads it
     get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=5, seqlen=16, seed=13,
                            batch_size=5))
-    port = _free_port()
-    env = dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://localhost:{port}"
-    for _ in range(120):
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start")
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(10)
+    with running_app(dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))) as (url, _):
+        yield url
 
 
 PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => ({
@@ -56,9 +37,7 @@ def test_browser_starts_a_study_and_the_plots_fill(tiny_server, text_file):
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
         try:
             page.goto(tiny_server)
