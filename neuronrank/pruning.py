@@ -234,7 +234,7 @@ def prune(model: nn.Module, req: PruneRequest, stats=None) -> dict:
     for t in targets(model, layers, req.targets):
         w = t.module.weight
         metric = method.metric(w.detach(), t, inputs)
-        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.group), 0)
+        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group), 0)
     return {"layers": layers}
 
 

@@ -48,13 +48,14 @@ class MethodInfo:
     mlp_only: bool = False
     uses_exponents: bool = False
     summary: str = ""
+    group: str = "matrix"  # the method's own unstructured comparison group (its paper's / upstream's)
 
 
 METHODS: dict[str, MethodInfo] = {
     "neuronrank_old": MethodInfo(True, mlp_only=True, uses_exponents=True,
                                  summary="NeuronRank-OLD: |W_jk| × score_i, score = |W|^α × TF^β × IDF^γ"),
     "magnitude": MethodInfo(False, summary="Magnitude: |W_jk|"),
-    "wanda": MethodInfo(True, summary="Wanda: |W_jk| × ‖X_k‖₂"),
+    "wanda": MethodInfo(True, summary="Wanda: |W_jk| × ‖X_k‖₂", group="row"),
     "random": MethodInfo(False, summary="Random: seeded uniform noise (the control)"),
 }
 SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
@@ -192,9 +193,12 @@ class PruneRequest(EvalFields):
     alpha: float | None = param(1.0, "--weight-exp", "--weight_exp", help="alpha: exponent of |W|", label="α (|W|)")
     beta: float | None = param(1.0, "--tf-exp", "--tf_exp", help="beta: exponent of TF", label="β (TF)")
     gamma: float | None = param(1.0, "--idf-exp", "--idf_exp", help="gamma: exponent of IDF", label="γ (IDF)")
-    group: str = param("matrix", "--group", choices=GROUPS, noun="comparison group",
-                       help="unstructured comparison group: one threshold per matrix (original) or per "
-                            "output row (Wanda)")
+    # None = the method's own group (MethodInfo.group): wanda per output row as upstream Wanda,
+    # magnitude per matrix as Wanda's prune_magnitude, neuronrank_old per matrix as the original
+    group: str | None = param(None, "--group", choices=GROUPS, noun="comparison group", type=str,
+                              help="unstructured comparison group: matrix (one threshold per matrix) or row "
+                                   "(per output row); default: the method's own (wanda: row; magnitude, "
+                                   "neuronrank_old, random: matrix)")
     scope: str = param("layer", "--structured-scope", choices=SCOPES, noun="structured scope",
                        help="structured: one threshold per layer or one across the pruned layers")
     targets: str = param("mlp", "--targets", choices=TARGETS,
@@ -216,6 +220,11 @@ class PruneRequest(EvalFields):
     @property
     def method(self) -> MethodInfo:
         return METHODS[self.prune_method]
+
+    @property
+    def comparison_group(self) -> str:
+        """The unstructured comparison group actually used: --group, else the method's own."""
+        return self.group if self.group is not None else self.method.group
 
     def validate(self, n_layers: int | None = None) -> None:
         _check_bounds(self)
@@ -241,10 +250,11 @@ class PruneRequest(EvalFields):
 
     def normalized(self) -> "PruneRequest":
         """What a run records: the exponents only for a method that uses them (None otherwise), so a
-        baseline's run never shows exponents it ignored."""
-        if self.method.uses_exponents:
-            return self
-        return replace(self, alpha=None, beta=None, gamma=None)
+        baseline's run never shows exponents it ignored; the comparison group resolved to the one used."""
+        req = replace(self, group=self.comparison_group)  # the group it ran with, not "default"
+        if req.method.uses_exponents:
+            return req
+        return replace(req, alpha=None, beta=None, gamma=None)
 
     def check_layers(self, n_layers: int) -> None:
         if self.pruning_last is not None and int(self.pruning_last) > n_layers:

@@ -28,7 +28,7 @@ def weights(model):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_unstructured_meets_ratio_exactly_per_matrix(model_and_stats, method):
     model, stats = model_and_stats
-    prune(model, PruneRequest(prune_method=method, sparsity_ratio=0.3), stats)
+    prune(model, PruneRequest(prune_method=method, sparsity_ratio=0.3, group="matrix"), stats)
     for b in mlp_blocks(model):
         for lin in (b.gate, b.up, b.down):
             assert int((lin.weight == 0).sum()) == round(0.3 * lin.weight.numel())
@@ -55,10 +55,23 @@ def test_neuronrank_mask_equals_hand_computed_threshold(model_and_stats):
         assert got.sum() == expect.sum()
 
 
-def test_wanda_row_groups_use_input_norms(model_and_stats):
+def test_each_method_has_its_own_default_group_and_group_overrides():
+    # wanda per output row (upstream Wanda), magnitude per matrix (Wanda's prune_magnitude),
+    # neuronrank_old per matrix (the original); --group overrides; a run records the group it used
+    expect = {"wanda": "row", "magnitude": "matrix", "neuronrank_old": "matrix", "random": "matrix"}
+    for method, group in expect.items():
+        req = PruneRequest(prune_method=method)
+        assert req.group is None and req.comparison_group == group
+        assert req.normalized().group == group
+        other = "matrix" if group == "row" else "row"
+        assert PruneRequest(prune_method=method, group=other).comparison_group == other
+
+
+@pytest.mark.parametrize("group", [None, "row"])
+def test_wanda_row_groups_use_input_norms(model_and_stats, group):
     model, stats = model_and_stats
     before = weights(model)
-    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, group="row"), stats)
+    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, group=group), stats)
     for (layer, role), w in before.items():
         key = "down_in" if role == "down" else "mlp_in"
         metric = np.abs(w.double().numpy()) * np.sqrt(stats.input_sq[key][layer])[None, :]
