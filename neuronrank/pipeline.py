@@ -140,6 +140,14 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
     return StatsResult(stats, entry, False, time.perf_counter() - t0)
 
 
+def calibration_windows(req: StatsRequest, model, tokenizer):
+    """The [nsamples, seqlen] calibration windows `req` names (those get_stats computes statistics of)."""
+    check_seqlen(model, req.seqlen)
+    ids = corpora.token_stream(tokenizer, corpora.load_corpus(req.calib))
+    corpora.check_vocab(ids, models.vocab_size(model))
+    return corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
+
+
 def _load_stage(ref) -> str:
     """The name of the loading step: a GGUF's one-off conversion takes most of a first run."""
     if ref.kind in ("alias", "gguf") and not (models.converted_path(ref.path) / "config.json").is_file():
@@ -319,8 +327,12 @@ def prune_job(req: PruneRequest, report) -> dict:
         req.check_layers(len(models.decoder_layers(model)))
         windows = req.eval_window_cap(_on_gpu(model))
 
-    stats, stats_key = None, None
-    if req.method.needs_stats:
+    stats, stats_key, calib = None, None, None
+    if req.sequential:
+        with timer.stage("stats"):  # the windows only: each layer is calibrated while pruning
+            report(0.05, "calibration windows", True)
+            calib = calibration_windows(req.stats_request(), model, tok)
+    elif req.method.needs_stats:
         with timer.stage("stats"):
             sres = get_stats(req.stats_request(), bundle=(model, tok),
                              progress=token_progress(report, "calibration statistics", 0.05, 0.3),
@@ -332,8 +344,8 @@ def prune_job(req: PruneRequest, report) -> dict:
                                           progress=token_progress(report, "dense perplexity", 0.35, 0.25))
 
     with timer.stage("prune"):
-        report(0.6, "pruning", True)
-        info = pruning.prune(model, req, stats)
+        report(0.6, "pruning layer by layer" if req.sequential else "pruning", True)
+        info = pruning.prune(model, req, stats, windows=calib)
         sparsity = pruning.sparsity_report(model)
 
     with timer.stage("eval"):

@@ -49,6 +49,7 @@ class MethodInfo:
     uses_exponents: bool = False
     summary: str = ""
     group: str = "matrix"  # the method's own unstructured comparison group (its paper's / upstream's)
+    always_sequential: bool = False  # calibrates layer by layer whatever --calibration says
 
 
 METHODS: dict[str, MethodInfo] = {
@@ -57,7 +58,10 @@ METHODS: dict[str, MethodInfo] = {
     "magnitude": MethodInfo(False, summary="Magnitude: |W_jk|"),
     "wanda": MethodInfo(True, summary="Wanda: |W_jk| × ‖X_k‖₂", group="row"),
     "random": MethodInfo(False, summary="Random: seeded uniform noise (the control)"),
+    "sparsegpt": MethodInfo(True, always_sequential=True, group="matrix",
+                            summary="SparseGPT: OBS reconstruction of the kept weights, layer by layer"),
 }
+CALIBRATIONS = ("one-pass", "sequential")
 SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
 GROUPS = ("matrix", "row")
 SCOPES = ("layer", "global")
@@ -204,6 +208,12 @@ class PruneRequest(EvalFields):
     targets: str = param("mlp", "--targets", choices=TARGETS,
                          help="mlp (default) or all: adds attention projections (magnitude/wanda/random)")
     # calibration (the statistics a method needs)
+    calibration: str | None = param("one-pass", "--calibration", choices=CALIBRATIONS, type=str,
+                                    noun="calibration order",
+                                    help="one-pass: statistics once on the dense model (fast); sequential: "
+                                         "layer by layer from the outputs of the already pruned layers "
+                                         "(upstream Wanda/SparseGPT; sparsegpt always)",
+                                    label="Calibration order")
     calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH")
     nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows")
     seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window")
@@ -222,6 +232,11 @@ class PruneRequest(EvalFields):
         return METHODS[self.prune_method]
 
     @property
+    def sequential(self) -> bool:
+        """Layer-by-layer calibration (only methods that calibrate have any)."""
+        return self.method.needs_stats and (self.method.always_sequential or self.calibration == "sequential")
+
+    @property
     def comparison_group(self) -> str:
         """The unstructured comparison group actually used: --group, else the method's own."""
         return self.group if self.group is not None else self.method.group
@@ -237,6 +252,9 @@ class PruneRequest(EvalFields):
             if abs(r - n / m) > 1e-9:
                 raise UserError(f"{self.sparsity_type} sparsity prunes {n} of every {m} weights: "
                                 f"sparsity_ratio must be {n / m:g} (got {r:g})")
+        if self.sequential and self.sparsity_type == "structured":
+            raise UserError(f"{self.prune_method} with sequential calibration prunes unstructured or N:M "
+                            "sparsity only (structured pruning ranks neurons from one-pass statistics)")
         if self.targets == "all" and (self.method.mlp_only or self.sparsity_type == "structured"):
             raise UserError(f"--targets all is not defined for {self.prune_method} / {self.sparsity_type}: "
                             "NeuronRank scores and structured pruning address MLP neurons only")
@@ -251,7 +269,9 @@ class PruneRequest(EvalFields):
     def normalized(self) -> "PruneRequest":
         """What a run records: the exponents only for a method that uses them (None otherwise), so a
         baseline's run never shows exponents it ignored; the comparison group resolved to the one used."""
-        req = replace(self, group=self.comparison_group)  # the group it ran with, not "default"
+        # the group and calibration order it ran with, not "default"
+        calibration = None if not self.method.needs_stats else ("sequential" if self.sequential else "one-pass")
+        req = replace(self, group=self.comparison_group, calibration=calibration)
         if req.method.uses_exponents:
             return req
         return replace(req, alpha=None, beta=None, gamma=None)
