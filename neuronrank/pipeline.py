@@ -94,9 +94,9 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
     t0 = time.perf_counter()
     ref = models.resolve(req.model)
     stage("reading the calibration text")
-    corpus = corpora.load_corpus(req.calib)
+    corpus = corpora.load_corpus(req.calib, role="calib")
     params = cache_params(req, ref, corpus, tokens_sha256=None)
-    tokenizer = ids = None
+    tokenizer = windows = None
     if bundle is not None:
         tokenizer = bundle[1]
     elif not recompute and store.has_candidate(params):
@@ -104,8 +104,8 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
         tokenizer = models.load_tokenizer(req.model)
     if tokenizer is not None:
         stage("tokenizing the calibration text")
-        ids = corpora.token_stream(tokenizer, corpus)
-        params["tokens_sha256"] = corpora.token_checksum(ids)
+        windows, params["tokens_sha256"] = corpora.calibration_set(tokenizer, corpus, req.nsamples, req.seqlen,
+                                                                   req.seed)
         entry = None if recompute else store.find_stats(params)
         if entry is not None:
             try:
@@ -117,12 +117,11 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
         stage(_load_stage(ref))
     model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
-    if ids is None:
+    if windows is None:
         stage("tokenizing the calibration text")
-        ids = corpora.token_stream(tokenizer, corpus)
-        params["tokens_sha256"] = corpora.token_checksum(ids)
-    corpora.check_vocab(ids, models.vocab_size(model))
-    windows = corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
+        windows, params["tokens_sha256"] = corpora.calibration_set(tokenizer, corpus, req.nsamples, req.seqlen,
+                                                                   req.seed)
+    corpora.check_vocab(windows.flatten().numpy(), models.vocab_size(model))
     progress = _announce(progress, len(windows), req.seqlen) if distributed.rank() == 0 else progress
     if not distributed.launched():
         stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)
@@ -143,9 +142,10 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
 def calibration_windows(req: StatsRequest, model, tokenizer):
     """The [nsamples, seqlen] calibration windows `req` names (those get_stats computes statistics of)."""
     check_seqlen(model, req.seqlen)
-    ids = corpora.token_stream(tokenizer, corpora.load_corpus(req.calib))
-    corpora.check_vocab(ids, models.vocab_size(model))
-    return corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
+    corpus = corpora.load_corpus(req.calib, role="calib")
+    windows, _ = corpora.calibration_set(tokenizer, corpus, req.nsamples, req.seqlen, req.seed)
+    corpora.check_vocab(windows.flatten().numpy(), models.vocab_size(model))
+    return windows
 
 
 def _load_stage(ref) -> str:
@@ -201,8 +201,10 @@ def stats_job(req: StatsRequest, report) -> dict:
 
 
 def eval_windows(tokenizer, source: str, seqlen: int, windows: int | None):
-    corpus = corpora.load_corpus(source)
+    corpus = corpora.load_corpus(source, role="eval")
     ids = corpora.token_stream(tokenizer, corpus)
+    if corpus.eval_windows is not None:  # c4: the first 256 × seqlen tokens (upstream)
+        windows = corpus.eval_windows if windows is None else min(windows, corpus.eval_windows)
     return corpora.evaluation_windows(ids, seqlen, windows), corpus
 
 
