@@ -161,6 +161,9 @@ def _preflight(req) -> None:
 
 def cmd_prune(args) -> int:
     req = requests.from_args(requests.PruneRequest, args)
+    if args.protocol:
+        req = requests.with_protocol(req, args.protocol, models.config_context(req.model))
+        print(requests.protocol_settings(req, args.protocol))
     _preflight(req)
     run_id, res = _run_with_bar("prune", req)
     proto = res["protocol"]
@@ -256,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune with NeuronRank-OLD or a baseline, then evaluate perplexity")
     requests.add_arguments(p, requests.PruneRequest)
+    p.add_argument("--protocol", choices=list(requests.PROTOCOLS), default=None,
+                   help="wanda: every choice of upstream Wanda (all linears, per-row groups, 128 samples, "
+                        "seqlen = the model's context (capped), c4 calibration, sequential, wikitext2 "
+                        "evaluation over all windows); overrides those flags and prints them")
     _add_run_flags(p)
     p.set_defaults(func=cmd_prune)
 

@@ -44,6 +44,8 @@ def cache_params(req: StatsRequest, ref: models.ModelRef, corpus: corpora.Corpus
     dtype = models.dtype_name(models.resolve_dtype(req.dtype, models.resolve_device(req.device)))
     p = asdict(req)
     p.pop("device"), p.pop("batch_size")  # do not change the numbers beyond float noise
+    if not p.get("skip_first"):
+        p.pop("skip_first", None)  # 0 (the original) keeps the keys of entries written before the field
     return {**p, "dtype": dtype, "model_identity": ref.identity(), "calib_fingerprint": corpus.fingerprint,
             "tokens_sha256": tokens_sha256}
 
@@ -124,7 +126,8 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
     corpora.check_vocab(windows.flatten().numpy(), models.vocab_size(model))
     progress = _announce(progress, len(windows), req.seqlen) if distributed.rank() == 0 else progress
     if not distributed.launched():
-        stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)
+        stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk,
+                        skip_first=req.skip_first)
     else:
         stats = _collect_sharded(model, windows, req, progress)
     stats.meta.update(model=req.model, calib=req.calib, nsamples=req.nsamples, seed=req.seed,
@@ -165,7 +168,7 @@ def _collect_sharded(model, windows, req: StatsRequest, progress):
     start, end = distributed.share(len(windows), rank, world)
     part = collect(model, batched(windows[start:end], req.batch_size), site=req.site,
                    progress=progress if rank == 0 else None, topk=req.topk, first_window=start,
-                   keep_windows=False)
+                   keep_windows=False, skip_first=req.skip_first)
     return distributed.all_reduce_stats(part, device, windows.numpy())
 
 

@@ -133,6 +133,10 @@ class StatsRequest:
     site: str = param("gate", "--site", choices=tuple(SITES), noun="activation site",
                       help="gate: act_fn(gate_proj(x)) (original); product: act_fn(gate_proj(x))*up_proj(x)",
                       label="Activation site")
+    skip_first: int = param(0, "--skip-first", "--skip_first", lo=0, hi=MAX_SEQLEN - 1,
+                            help="ignore the first N positions of each calibration window in the statistics "
+                                 "(attention-sink neurons fire there; 0 = the original)",
+                            label="Skip first N positions")
     dtype: str = param("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
     batch_size: int = param(8, "--batch-size", lo=1, help="calibration windows per forward pass")
@@ -142,6 +146,7 @@ class StatsRequest:
         _check_bounds(self)
         _check_dtype(self.dtype)
         _check_source_name(self.calib)
+        _check_skip(self.skip_first, self.seqlen)
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,8 @@ class PruneRequest(EvalFields):
     seed: int = param(0, "--seed", lo=0, hi=MAX_SEED, help="calibration offsets and the random baseline")
     site: str = param("gate", "--site", choices=tuple(SITES), noun="activation site",
                       help="activation site of the statistics")
+    skip_first: int = param(0, "--skip-first", "--skip_first", lo=0, hi=MAX_SEQLEN - 1,
+                            help="ignore the first N positions of each calibration window in the statistics")
     dtype: str = param("auto", "--dtype", help="auto | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
     # outputs
@@ -265,6 +272,7 @@ class PruneRequest(EvalFields):
                 check_exponent(name, getattr(self, name))
         _check_source_name(self.calib)
         _check_source_name(self.eval)
+        _check_skip(self.skip_first, self.seqlen)
 
     def normalized(self) -> "PruneRequest":
         """What a run records: the exponents only for a method that uses them (None otherwise), so a
@@ -287,7 +295,8 @@ class PruneRequest(EvalFields):
     def stats_request(self) -> StatsRequest:
         """The statistics this run's method is computed from (shared with the cache)."""
         return StatsRequest(model=self.model, calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
-                            seed=self.seed, site=self.site, dtype=self.dtype, device=self.device)
+                            seed=self.seed, site=self.site, dtype=self.dtype, device=self.device,
+                            skip_first=self.skip_first)
 
 
 @dataclass(frozen=True)
@@ -315,6 +324,28 @@ class SweepRequest(PruneRequest):
             raise UserError(f"a sweep of {len(runs)} runs is too large (at most {self.MAX_RUNS})")
         for r in runs:
             r.validate()
+
+
+# Protocols: one switch for every choice of a published setup (the CLI's --protocol); seqlen is the
+# model's context, capped at MAX_SEQLEN, for calibration and evaluation alike (upstream's model.seqlen).
+PROTOCOLS: dict[str, dict] = {
+    "wanda": dict(targets="all", group="row", nsamples=128, calib="c4", calibration="sequential",
+                  eval="wikitext2", eval_windows=0),
+}
+
+
+def with_protocol(req: PruneRequest, name: str, context: int | None) -> PruneRequest:
+    """`req` with every setting of protocol `name` (the seqlens from the model's `context`)."""
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+    seqlen = min(int(context), MAX_SEQLEN) if context else MAX_SEQLEN
+    return replace(req, **PROTOCOLS[name], seqlen=seqlen, eval_seqlen=seqlen)
+
+
+def protocol_settings(req: PruneRequest, name: str) -> str:
+    """The settings a protocol made, as one line to print."""
+    keys = list(PROTOCOLS[name]) + ["seqlen", "eval_seqlen"]
+    return f"protocol {name}: " + ", ".join(f"{k}={getattr(req, k)}" for k in keys)
 
 
 # CLI-only flags of a command that are not part of the request (not stored with the run)
@@ -361,6 +392,11 @@ def from_params(kind: str, params: dict):
 def nm(sparsity_type: str) -> tuple[int, int]:
     n, m = sparsity_type.split(":")
     return int(n), int(m)
+
+
+def _check_skip(skip_first, seqlen) -> None:
+    if int(skip_first) >= int(seqlen):
+        raise UserError(f"skip_first ({skip_first}) must be less than seqlen ({seqlen})")
 
 
 def _check_dtype(dtype: str) -> None:

@@ -104,6 +104,7 @@ class _StatsObserver:
         self.req, self.block, self.targets, self.seqlen = req, block, targets, seqlen
         self.acc = _LayerAccumulator(block, 0, block.gate.weight.device, req.site)
         self.acc.seqlen = seqlen
+        self.acc.skip_first = int(req.skip_first)
         self.handles = _install_hooks(self.acc, shared_act=False)
 
     def commit(self):

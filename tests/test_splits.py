@@ -101,3 +101,28 @@ def test_a_missing_split_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
     with pytest.raises(corpora.UserError, match="'wikitext2' \\(calib split\\) is not available offline"):
         corpora.load_corpus("wikitext2", role="calib")
+
+
+def test_protocol_wanda_sets_every_choice_and_prints_them(data_root, tiny_dir, capsys):
+    from neuronrank.cli import main
+    from neuronrank.requests import PruneRequest, with_protocol
+
+    req = with_protocol(PruneRequest(prune_method="wanda", nsamples=3, group="matrix"), "wanda", 8192)
+    assert (req.targets, req.comparison_group, req.nsamples, req.calib, req.calibration, req.eval,
+            req.eval_windows, req.seqlen, req.eval_seqlen) == ("all", "row", 128, "c4", "sequential",
+                                                               "wikitext2", 0, 4096, 4096)
+    root, _, _ = data_root
+    rng = random.Random(5)
+    with gzip.open(root / "c4" / "en" / "c4-train.00000-of-01024.json.gz", "wt") as f:
+        for _ in range(20):
+            f.write(json.dumps({"text": doc(rng, 600)}) + "\n")
+    wt = root / "wikitext" / "wikitext-2-raw-v1" / "test-00000-of-00001.parquet"
+    pq.write_table(pa.table({"text": [doc(rng, 400) for _ in range(4)]}), wt)
+    assert main(["prune", "--model", str(tiny_dir), "--prune_method", "wanda", "--protocol", "wanda",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "protocol wanda: targets=all, group=row, nsamples=128, calib=c4, calibration=sequential, " \
+           "eval=wikitext2, eval_windows=0, seqlen=256, eval_seqlen=256" in out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["protocol"]["source"] == "wikitext2" and res["protocol"]["seqlen"] == 256
+    assert res["sparsity"]["attention"] == pytest.approx(0.5)
