@@ -293,7 +293,7 @@ def test_compute_statistics_runs_in_a_worker_and_loads_the_result(app, tiny_dir,
     app.number_input(key="sb_seed").set_value(3).run()
     assert_clean(app)
     assert app.session_state["stats_params"] == dict(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4,
-                                                     seqlen=16, seed=3, site="gate")
+                                                     seqlen=16, seed=3, site="gate", skip_first=0)
     compute_button(app).click().run()
     assert_clean(app)
     run_id = int(app.query_params["run"] if "run" in app.query_params else app.session_state["stats_run"])
