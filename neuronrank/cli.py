@@ -174,6 +174,8 @@ def cmd_prune(args) -> int:
           f"{proto['tokens']:,} tokens): dense {_fmt_ppl(res['dense_ppl'])} -> pruned {_fmt_ppl(res['pruned_ppl'])}")
     sp = res["sparsity"]
     print(f"sparsity: MLP {sp['mlp']:.4f}, attention {sp['attention']:.4f}, all decoder linears {sp['all_linear']:.4f}")
+    for task, m in res.get("zero_shot", {}).items():
+        print(f"zero-shot {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res["timings"].items()))
     for key in ("saved_model", "saved"):
         if key in res:

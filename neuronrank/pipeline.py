@@ -324,6 +324,10 @@ def prune_job(req: PruneRequest, report) -> dict:
     from neuronrank import export, pruning
 
     timer = _Timer()
+    if req.eval_tasks:  # a typo in a task name must not cost the run
+        from neuronrank import zeroshot
+
+        zeroshot.check_tasks(zeroshot.parse_tasks(req.eval_tasks), req.eval_tasks_path)
     with timer.stage("load"):
         ref = models.resolve(req.model)
         report(0.01, _load_stage(ref), True)
@@ -357,6 +361,15 @@ def prune_job(req: PruneRequest, report) -> dict:
         pruned, _ = measure_ppl(model, tok, req.eval, req.eval_seqlen, windows, identity, use_cache=False,
                                 progress=token_progress(report, "pruned perplexity", 0.62, 0.35))
 
+    zero_shot = None
+    if req.eval_tasks:
+        from neuronrank import zeroshot
+
+        with timer.stage("zero_shot"):
+            report(0.97, "zero-shot tasks (lm-eval)", True)
+            zero_shot = zeroshot.evaluate_tasks(model, tok, zeroshot.parse_tasks(req.eval_tasks),
+                                                include_path=req.eval_tasks_path)
+
     result = {
         "dense_ppl": dense.ppl, "pruned_ppl": pruned.ppl, "dense_cached": dense_cached,
         "protocol": _protocol(req.eval, pruned),
@@ -366,6 +379,8 @@ def prune_job(req: PruneRequest, report) -> dict:
     }
     if "neurons_kept" in info:
         result["neurons_kept"] = info["neurons_kept"]
+    if zero_shot is not None:
+        result["zero_shot"] = zero_shot
     with timer.stage("save"):
         # a failed write never throws the perplexities away: the run ends done, its result names
         # what was not written and why (the CLI then exits 1 with one error line)

@@ -229,6 +229,12 @@ class PruneRequest(EvalFields):
                             help="ignore the first N positions of each calibration window in the statistics")
     dtype: str = param("auto", "--dtype", help="auto | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
+    # zero-shot accuracy (lm-eval) beside perplexity
+    eval_tasks: str | None = param(None, "--eval-tasks", "--eval_tasks", type=str,
+                                   help="comma-separated lm-eval tasks run on the pruned model (wanda = boolq,"
+                                        "rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa)")
+    eval_tasks_path: str | None = param(None, "--eval-tasks-path", "--eval_tasks_path", type=str,
+                                        help="folder of extra lm-eval task YAMLs (a local task)")
     # outputs
     save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv")
     save_model: str | None = param(None, "--save_model", "--save-model", type=str,
