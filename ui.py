@@ -261,10 +261,13 @@ def _stats_params(entries: list[store.Entry]) -> None:
                                key="sb_nsamples", help=f("nsamples").help)
     seqlen = c2.number_input(f("seqlen").label, f("seqlen").lo, f("seqlen").hi, value=f("seqlen").default,
                              key="sb_seqlen", help=f("seqlen").help)
-    seed = st.number_input(f("seed").label, f("seed").lo, f("seed").hi, value=f("seed").default, key="sb_seed",
+    c3, c4 = st.columns(2)
+    seed = c3.number_input(f("seed").label, f("seed").lo, f("seed").hi, value=f("seed").default, key="sb_seed",
                            help=f("seed").help)
+    skip = c4.number_input(f("skip_first").label, f("skip_first").lo, f("skip_first").hi,
+                           value=f("skip_first").default, key="sb_skip_first", help=f("skip_first").help)
     params = dict(model=model.strip(), calib=calib, nsamples=int(nsamples), seqlen=int(seqlen), seed=int(seed),
-                  site=site)
+                  site=site, skip_first=int(skip))
     st.session_state["stats_params"] = params
     matches = views.matching_entries(entries, params)
     if matches and matches[0] == st.session_state.get("entry_key"):

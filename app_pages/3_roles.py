@@ -6,7 +6,26 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, scoring, views
+from neuronrank import UserError, scoring, unembed, views
+
+
+def _promoted_tokens(model: str, layer: int, neuron: int) -> None:
+    """Tokens the neuron promotes / suppresses: W_U · (final norm ⊙ its down_proj column)."""
+    st.markdown("**Tokens it promotes / suppresses**", help=unembed.__doc__.split("\n\n")[1])
+    try:
+        effects = _neuron_tokens(model, layer, neuron)
+        tok = ui.tokenizer(model)
+    except UserError as e:
+        st.info(str(e))
+        return
+    show = lambda pairs: " · ".join(f"`{tok.decode([i])!r}` {v:+.2f}" for i, v in pairs)  # noqa: E731
+    st.markdown("▲ " + show(effects["promoted"]))
+    st.markdown("▼ " + show(effects["suppressed"]))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _neuron_tokens(model: str, layer: int, neuron: int) -> dict:
+    return unembed.load(model).neuron_tokens(layer, neuron, k=8)
 
 ui.page_setup()
 st.title("Roles")
@@ -172,12 +191,15 @@ with ui.user_errors():
     if first_only[row]:
         st.warning("This neuron fires only at the first position of a window (an attention-sink neuron).")
 
-    st.markdown("**Top-activating contexts** (one per calibration window, ±12 tokens, firing token marked)")
+    ctx_col, logit_col = st.columns([3, 1])
+    with logit_col:
+        _promoted_tokens(str(entry.params.get("model")), layer, neuron)
+    ctx_col.markdown("**Top-activating contexts** (one per calibration window, ±12 tokens, firing token marked)")
     contexts = views.top_contexts(data, layer, neuron)
     if data.windows is None:
-        st.info("This entry kept no calibration tokens, so there are no contexts to show.")
+        ctx_col.info("This entry kept no calibration tokens, so there are no contexts to show.")
     elif not contexts:
-        st.info("No contexts recorded for this neuron.")
+        ctx_col.info("No contexts recorded for this neuron.")
     else:
         try:
             tok = ui.tokenizer(str(entry.params.get("model")))
@@ -189,5 +211,5 @@ with ui.user_errors():
             text = views.context_html(tok, c) if tok is not None else views.ids_html(c)
             lines.append(f"<div class='nr-ctx'><code>{c.value:+.3f}</code> · window {c.window}, position {c.pos}: "
                          f"{text}</div>")
-        st.html("<style>.nr-ctx{font-size:0.92rem;margin:0.15rem 0;white-space:pre-wrap}"
+        ctx_col.html("<style>.nr-ctx{font-size:0.92rem;margin:0.15rem 0;white-space:pre-wrap}"
                 ".nr-ctx mark{background:#ffd54f;font-weight:600;padding:0 1px}</style>" + "".join(lines))

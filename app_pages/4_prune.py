@@ -176,6 +176,9 @@ def follow() -> None:
                f"{proto['tokens']:,} predicted tokens. All decoder linears: {res['sparsity']['all_linear']:.2%}; "
                f"attention: {res['sparsity']['attention']:.2%}.")
     st.caption("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["timings"].items()))
+    if res.get("zero_shot"):
+        st.markdown("**Zero-shot accuracy** (lm-eval, on the pruned model)")
+        ui.table(pd.DataFrame([{"task": t, **m} for t, m in res["zero_shot"].items()]), f"zero_shot_run{run['id']}")
     mods = pd.DataFrame(res.get("sparsity_modules", []))
     if not mods.empty:
         fig = px.bar(mods, x="layer", y="fraction", color="module", barmode="group",

@@ -161,6 +161,9 @@ def _preflight(req) -> None:
 
 def cmd_prune(args) -> int:
     req = requests.from_args(requests.PruneRequest, args)
+    if args.protocol:
+        req = requests.with_protocol(req, args.protocol, models.config_context(req.model))
+        print(requests.protocol_settings(req, args.protocol))
     _preflight(req)
     run_id, res = _run_with_bar("prune", req)
     proto = res["protocol"]
@@ -171,6 +174,8 @@ def cmd_prune(args) -> int:
           f"{proto['tokens']:,} tokens): dense {_fmt_ppl(res['dense_ppl'])} -> pruned {_fmt_ppl(res['pruned_ppl'])}")
     sp = res["sparsity"]
     print(f"sparsity: MLP {sp['mlp']:.4f}, attention {sp['attention']:.4f}, all decoder linears {sp['all_linear']:.4f}")
+    for task, m in res.get("zero_shot", {}).items():
+        print(f"zero-shot {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res["timings"].items()))
     for key in ("saved_model", "saved"):
         if key in res:
@@ -283,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune with NeuronRank-OLD or a baseline, then evaluate perplexity")
     requests.add_arguments(p, requests.PruneRequest)
+    p.add_argument("--protocol", choices=list(requests.PROTOCOLS), default=None,
+                   help="wanda: every choice of upstream Wanda (all linears, per-row groups, 128 samples, "
+                        "seqlen = the model's context (capped), c4 calibration, sequential, wikitext2 "
+                        "evaluation over all windows); overrides those flags and prints them")
     _add_run_flags(p)
     p.set_defaults(func=cmd_prune)
 

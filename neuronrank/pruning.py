@@ -9,6 +9,7 @@ inputs in every row.
     wanda           |W_jk| · ‖X_k‖₂             (input norms from the same calibration pass)
     neuronrank_old  |W_jk| · score_i            (i = the neuron: row of gate/up, column of down)
     random          uniform noise, seeded       (the control every paper needs)
+    sparsegpt       OBS reconstruction per layer (sparsegpt.py; always sequential, sequential.py)
 
 Structured: whole neurons (row i of gate/up and column i of down zeroed), ranked by a neuron score:
 NeuronRank-OLD's score, magnitude ‖gate row‖₂ (the |W| factor alone), wanda_sp (FLAP:
@@ -129,6 +130,12 @@ def _random(w, t, ctx):
     return torch.rand(w.shape, generator=ctx.generator(t)).to(w.device)
 
 
+@register("sparsegpt")
+def _sparsegpt(w, t, ctx):
+    # SparseGPT is no metric: it reconstructs the kept weights layer by layer (sequential.py)
+    raise UserError("sparsegpt prunes layer by layer from calibration windows (sequential calibration)")
+
+
 # ----------------------------------------------------------------------------------------------
 # the plan
 
@@ -216,11 +223,20 @@ def lowest_k_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prune(model: nn.Module, req: PruneRequest, stats=None) -> dict:
-    """Prune `model` in place as `req` says; -> {"layers", "neurons_kept" and "dropped" (structured)}."""
+def prune(model: nn.Module, req: PruneRequest, stats=None, windows: torch.Tensor | None = None) -> dict:
+    """Prune `model` in place as `req` says; -> {"layers", "neurons_kept" and "dropped" (structured)}.
+
+    One-pass calibration: from `stats` (collected once on the dense model). Sequential calibration
+    (and sparsegpt, always): layer by layer from the calibration `windows` [N, seqlen]."""
     n_layers = len(decoder_layers(model))
     req.validate(n_layers)
     method = METHODS[req.prune_method]
+    if req.sequential:
+        if windows is None:
+            raise UserError(f"{req.prune_method} with sequential calibration needs the calibration windows")
+        from neuronrank.sequential import prune_sequential
+
+        return prune_sequential(model, req, windows)
     if method.needs_stats and stats is None:
         raise UserError(f"{req.prune_method} needs calibration statistics")
     if stats is not None and stats.n_layers != n_layers:
@@ -228,14 +244,20 @@ def prune(model: nn.Module, req: PruneRequest, stats=None) -> dict:
     layers = req.pruned_layers(n_layers)
     if req.sparsity_type == "structured":
         return _prune_structured(model, req, stats, layers)
+    prune_targets(targets(model, layers, req.targets), req, stats)
+    return {"layers": layers}
+
+
+def prune_targets(ts: list[Target], req: PruneRequest, stats=None) -> None:
+    """Zero the lowest-metric weights of each target (t.layer indexes `stats`)."""
+    method = METHODS[req.prune_method]
     inputs = MetricInputs(stats=stats, seed=req.seed)
     if req.prune_method == "neuronrank_old":
         inputs.neuron_scores = neuron_scores("neuronrank_old", stats, None, req.alpha, req.beta, req.gamma)
-    for t in targets(model, layers, req.targets):
+    for t in ts:
         w = t.module.weight
         metric = method.metric(w.detach(), t, inputs)
-        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.group), 0)
-    return {"layers": layers}
+        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group), 0)
 
 
 def _prune_structured(model, req: PruneRequest, stats, layers: list[int]) -> dict:

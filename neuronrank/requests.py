@@ -49,15 +49,20 @@ class MethodInfo:
     mlp_only: bool = False
     uses_exponents: bool = False
     summary: str = ""
+    group: str = "matrix"  # the method's own unstructured comparison group (its paper's / upstream's)
+    always_sequential: bool = False  # calibrates layer by layer whatever --calibration says
 
 
 METHODS: dict[str, MethodInfo] = {
     "neuronrank_old": MethodInfo(True, mlp_only=True, uses_exponents=True,
                                  summary="NeuronRank-OLD: |W_jk| × score_i, score = |W|^α × TF^β × IDF^γ"),
     "magnitude": MethodInfo(False, summary="Magnitude: |W_jk|"),
-    "wanda": MethodInfo(True, summary="Wanda: |W_jk| × ‖X_k‖₂"),
+    "wanda": MethodInfo(True, summary="Wanda: |W_jk| × ‖X_k‖₂", group="row"),
     "random": MethodInfo(False, summary="Random: seeded uniform noise (the control)"),
+    "sparsegpt": MethodInfo(True, always_sequential=True, group="matrix",
+                            summary="SparseGPT: OBS reconstruction of the kept weights, layer by layer"),
 }
+CALIBRATIONS = ("one-pass", "sequential")
 SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
 GROUPS = ("matrix", "row")
 SCOPES = ("layer", "global")
@@ -129,6 +134,10 @@ class StatsRequest:
     site: str = param("gate", "--site", choices=tuple(SITES), noun="activation site",
                       help="gate: act_fn(gate_proj(x)) (original); product: act_fn(gate_proj(x))*up_proj(x)",
                       label="Activation site")
+    skip_first: int = param(0, "--skip-first", "--skip_first", lo=0, hi=MAX_SEQLEN - 1,
+                            help="ignore the first N positions of each calibration window in the statistics "
+                                 "(attention-sink neurons fire there; 0 = the original)",
+                            label="Skip first N positions")
     dtype: str = param("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
     batch_size: int = param(8, "--batch-size", lo=1, help="calibration windows per forward pass")
@@ -138,6 +147,7 @@ class StatsRequest:
         _check_bounds(self)
         _check_dtype(self.dtype)
         _check_source_name(self.calib)
+        _check_skip(self.skip_first, self.seqlen)
 
 
 @dataclass(frozen=True)
@@ -193,22 +203,39 @@ class PruneRequest(EvalFields):
     alpha: float | None = param(1.0, "--weight-exp", "--weight_exp", help="alpha: exponent of |W|", label="α (|W|)")
     beta: float | None = param(1.0, "--tf-exp", "--tf_exp", help="beta: exponent of TF", label="β (TF)")
     gamma: float | None = param(1.0, "--idf-exp", "--idf_exp", help="gamma: exponent of IDF", label="γ (IDF)")
-    group: str = param("matrix", "--group", choices=GROUPS, noun="comparison group",
-                       help="unstructured comparison group: one threshold per matrix (original) or per "
-                            "output row (Wanda)")
+    # None = the method's own group (MethodInfo.group): wanda per output row as upstream Wanda,
+    # magnitude per matrix as Wanda's prune_magnitude, neuronrank_old per matrix as the original
+    group: str | None = param(None, "--group", choices=GROUPS, noun="comparison group", type=str,
+                              help="unstructured comparison group: matrix (one threshold per matrix) or row "
+                                   "(per output row); default: the method's own (wanda: row; magnitude, "
+                                   "neuronrank_old, random: matrix)")
     scope: str = param("layer", "--structured-scope", choices=SCOPES, noun="structured scope",
                        help="structured: one threshold per layer or one across the pruned layers")
     targets: str = param("mlp", "--targets", choices=TARGETS,
                          help="mlp (default) or all: adds attention projections (magnitude/wanda/random)")
     # calibration (the statistics a method needs)
+    calibration: str | None = param("one-pass", "--calibration", choices=CALIBRATIONS, type=str,
+                                    noun="calibration order",
+                                    help="one-pass: statistics once on the dense model (fast); sequential: "
+                                         "layer by layer from the outputs of the already pruned layers "
+                                         "(upstream Wanda/SparseGPT; sparsegpt always)",
+                                    label="Calibration order")
     calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH")
     nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows")
     seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window")
     seed: int = param(0, "--seed", lo=0, hi=MAX_SEED, help="calibration offsets and the random baseline")
     site: str = param("gate", "--site", choices=tuple(SITES), noun="activation site",
                       help="activation site of the statistics")
+    skip_first: int = param(0, "--skip-first", "--skip_first", lo=0, hi=MAX_SEQLEN - 1,
+                            help="ignore the first N positions of each calibration window in the statistics")
     dtype: str = param("auto", "--dtype", help="auto | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
+    # zero-shot accuracy (lm-eval) beside perplexity
+    eval_tasks: str | None = param(None, "--eval-tasks", "--eval_tasks", type=str,
+                                   help="comma-separated lm-eval tasks run on the pruned model (wanda = boolq,"
+                                        "rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa)")
+    eval_tasks_path: str | None = param(None, "--eval-tasks-path", "--eval_tasks_path", type=str,
+                                        help="folder of extra lm-eval task YAMLs (a local task)")
     # outputs
     save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv")
     save_model: str | None = param(None, "--save_model", "--save-model", type=str,
@@ -217,6 +244,16 @@ class PruneRequest(EvalFields):
     @property
     def method(self) -> MethodInfo:
         return METHODS[self.prune_method]
+
+    @property
+    def sequential(self) -> bool:
+        """Layer-by-layer calibration (only methods that calibrate have any)."""
+        return self.method.needs_stats and (self.method.always_sequential or self.calibration == "sequential")
+
+    @property
+    def comparison_group(self) -> str:
+        """The unstructured comparison group actually used: --group, else the method's own."""
+        return self.group if self.group is not None else self.method.group
 
     def validate(self, n_layers: int | None = None) -> None:
         _check_bounds(self)
@@ -229,6 +266,9 @@ class PruneRequest(EvalFields):
             if abs(r - n / m) > 1e-9:
                 raise UserError(f"{self.sparsity_type} sparsity prunes {n} of every {m} weights: "
                                 f"sparsity_ratio must be {n / m:g} (got {r:g})")
+        if self.sequential and self.sparsity_type == "structured":
+            raise UserError(f"{self.prune_method} with sequential calibration prunes unstructured or N:M "
+                            "sparsity only (structured pruning ranks neurons from one-pass statistics)")
         if self.targets == "all" and (self.method.mlp_only or self.sparsity_type == "structured"):
             raise UserError(f"--targets all is not defined for {self.prune_method} / {self.sparsity_type}: "
                             "NeuronRank scores and structured pruning address MLP neurons only")
@@ -239,13 +279,17 @@ class PruneRequest(EvalFields):
                 check_exponent(name, getattr(self, name))
         _check_source_name(self.calib)
         _check_source_name(self.eval)
+        _check_skip(self.skip_first, self.seqlen)
 
     def normalized(self) -> "PruneRequest":
         """What a run records: the exponents only for a method that uses them (None otherwise), so a
-        baseline's run never shows exponents it ignored."""
-        if self.method.uses_exponents:
-            return self
-        return replace(self, alpha=None, beta=None, gamma=None)
+        baseline's run never shows exponents it ignored; the comparison group resolved to the one used."""
+        # the group and calibration order it ran with, not "default"
+        calibration = None if not self.method.needs_stats else ("sequential" if self.sequential else "one-pass")
+        req = replace(self, group=self.comparison_group, calibration=calibration)
+        if req.method.uses_exponents:
+            return req
+        return replace(req, alpha=None, beta=None, gamma=None)
 
     def check_layers(self, n_layers: int) -> None:
         if self.pruning_last is not None and int(self.pruning_last) > n_layers:
@@ -258,7 +302,8 @@ class PruneRequest(EvalFields):
     def stats_request(self) -> StatsRequest:
         """The statistics this run's method is computed from (shared with the cache)."""
         return StatsRequest(model=self.model, calib=self.calib, nsamples=self.nsamples, seqlen=self.seqlen,
-                            seed=self.seed, site=self.site, dtype=self.dtype, device=self.device)
+                            seed=self.seed, site=self.site, dtype=self.dtype, device=self.device,
+                            skip_first=self.skip_first)
 
 
 @dataclass(frozen=True)
@@ -286,6 +331,28 @@ class SweepRequest(PruneRequest):
             raise UserError(f"a sweep of {len(runs)} runs is too large (at most {self.MAX_RUNS})")
         for r in runs:
             r.validate()
+
+
+# Protocols: one switch for every choice of a published setup (the CLI's --protocol); seqlen is the
+# model's context, capped at MAX_SEQLEN, for calibration and evaluation alike (upstream's model.seqlen).
+PROTOCOLS: dict[str, dict] = {
+    "wanda": dict(targets="all", group="row", nsamples=128, calib="c4", calibration="sequential",
+                  eval="wikitext2", eval_windows=0),
+}
+
+
+def with_protocol(req: PruneRequest, name: str, context: int | None) -> PruneRequest:
+    """`req` with every setting of protocol `name` (the seqlens from the model's `context`)."""
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")
+    seqlen = min(int(context), MAX_SEQLEN) if context else MAX_SEQLEN
+    return replace(req, **PROTOCOLS[name], seqlen=seqlen, eval_seqlen=seqlen)
+
+
+def protocol_settings(req: PruneRequest, name: str) -> str:
+    """The settings a protocol made, as one line to print."""
+    keys = list(PROTOCOLS[name]) + ["seqlen", "eval_seqlen"]
+    return f"protocol {name}: " + ", ".join(f"{k}={getattr(req, k)}" for k in keys)
 
 
 # CLI-only flags of a command that are not part of the request (not stored with the run)
@@ -433,6 +500,11 @@ def from_params(kind: str, params: dict):
 def nm(sparsity_type: str) -> tuple[int, int]:
     n, m = sparsity_type.split(":")
     return int(n), int(m)
+
+
+def _check_skip(skip_first, seqlen) -> None:
+    if int(skip_first) >= int(seqlen):
+        raise UserError(f"skip_first ({skip_first}) must be less than seqlen ({seqlen})")
 
 
 def _check_dtype(dtype: str) -> None:

@@ -63,6 +63,7 @@ class _LayerAccumulator:
         self.top_pos = torch.zeros((0, n), dtype=torch.int64, device=device)
         self.window_offset = 0  # global index of the current batch's first window
         self.seqlen = 1
+        self.skip_first = 0  # positions ignored at the start of each window (attention sinks)
         self.pending: dict = {}
 
     # Hooks only stage this batch's partial sums; commit() adds them once the whole forward pass
@@ -70,10 +71,14 @@ class _LayerAccumulator:
     # without counting any layer twice.
 
     def add_input(self, name: str, x: torch.Tensor) -> None:
+        if self.skip_first:
+            x = x.reshape(-1, self.seqlen, x.shape[-1])[:, self.skip_first:]
         self.pending[name] = _sq_sum_rows(x.reshape(-1, x.shape[-1]))
 
     def add_activation(self, a3: torch.Tensor) -> None:
         a3 = a3.reshape(-1, self.seqlen, a3.shape[-1])  # [windows, seqlen, neurons]
+        if self.skip_first:
+            a3 = a3[:, self.skip_first:].contiguous()
         p = self.pending
         p["tokens"] = a3.shape[0] * a3.shape[1]
         if self.fused is not None:
@@ -96,6 +101,8 @@ class _LayerAccumulator:
         if p["top"] is None:
             return
         vals, pos = p["top"]  # [windows, neurons]
+        if self.skip_first:
+            pos = pos + self.skip_first  # positions within the whole window
         win = torch.arange(vals.shape[0], device=vals.device).add_(self.window_offset)[:, None].expand_as(pos)
         vals = torch.cat([self.top_vals, vals.float()])
         wins = torch.cat([self.top_window, win])
@@ -255,8 +262,10 @@ def batched(windows: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 @torch.inference_mode()
 def collect(model: nn.Module, batches: Iterable[torch.Tensor], site: str = "gate",
             progress: Progress | None = None, topk: int = DEFAULT_TOPK, first_window: int = 0,
-            keep_windows: bool = True) -> NeuronStats:
-    """Run the decoder body once over `batches` (LongTensor [batch, seq] each) -> NeuronStats."""
+            keep_windows: bool = True, skip_first: int = 0) -> NeuronStats:
+    """Run the decoder body once over `batches` (LongTensor [batch, seq] each) -> NeuronStats.
+    `skip_first` N: the first N positions of every window count in no statistic (attention-sink
+    neurons fire there); the windows still run whole, so later positions see them as context."""
     if site not in SITES:
         raise UserError(f"unknown activation site {site!r}; choose one of {', '.join(SITES)}")
     blocks = mlp_blocks(model)
@@ -266,6 +275,8 @@ def collect(model: nn.Module, batches: Iterable[torch.Tensor], site: str = "gate
     total = sum(int(b.numel()) for b in batches)
     fused = _fused_fn(device, total * sum(b.width for b in blocks))
     accs = [_LayerAccumulator(b, topk, b.gate.weight.device, site, fused) for b in blocks]
+    for acc in accs:
+        acc.skip_first = int(skip_first)
     handles = []
     try:
         act_modules = [b.act_fn for b in blocks]
@@ -278,6 +289,8 @@ def collect(model: nn.Module, batches: Iterable[torch.Tensor], site: str = "gate
             batch = todo.popleft()
             if batch.ndim != 2:
                 raise UserError(f"each batch must be [batch, seq] token ids, got shape {tuple(batch.shape)}")
+            if batch.shape[1] <= int(skip_first):
+                raise UserError(f"skip_first {skip_first} leaves nothing of a {batch.shape[1]}-token window")
             for acc in accs:
                 acc.window_offset, acc.seqlen = first_window + n_windows, batch.shape[1]
             try:

@@ -40,7 +40,8 @@ PRESETS: dict[str, tuple[float, float, float, float | None]] = {
 }
 
 # the sidebar's parameters; a cache entry matches them when its manifest agrees on all of these
-STATS_PARAM_NAMES = ("model", "calib", "nsamples", "seqlen", "seed", "site")
+STATS_PARAM_NAMES = ("model", "calib", "nsamples", "seqlen", "seed", "site", "skip_first")
+_PARAM_DEFAULTS = {"skip_first": 0}  # entries written before a parameter existed had its default
 
 
 def stats_params_of(params: Mapping) -> dict:
@@ -165,8 +166,9 @@ def matching_entries(entries: Iterable, params: Mapping) -> list[str]:
     Only the user-visible parameters are compared; the model and text fingerprints in the real cache
     key are not (computing them needs the files), so an edited file still matches its old entry.
     """
-    want = {k: params.get(k) for k in STATS_PARAM_NAMES}
-    return [e.key for e in entries if all(_same(e.params.get(k), v) for k, v in want.items())]
+    want = {k: params.get(k, _PARAM_DEFAULTS.get(k)) for k in STATS_PARAM_NAMES}
+    return [e.key for e in entries
+            if all(_same(e.params.get(k, _PARAM_DEFAULTS.get(k)), v) for k, v in want.items())]
 
 
 def _same(a, b) -> bool:

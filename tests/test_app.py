@@ -270,6 +270,13 @@ def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir
     assert_clean(app)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["TF"] == f"{stats.tf[layer, neuron]:.4g}" and metrics["IDF"] == f"{stats.idf[layer, neuron]:.4g}"
+    # beside the contexts: the tokens it promotes and suppresses (unembed.py, checked against torch there)
+    from neuronrank import unembed
+
+    md = " ".join(m.value for m in app.markdown)
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    best = unembed.load(str(tiny_dir)).neuron_tokens(layer, neuron, k=8)["promoted"][0]
+    assert "Tokens it promotes / suppresses" in md and f"`{tok.decode([best[0]])!r}` {best[1]:+.2f}" in md
     # top context: the firing token is the one recorded for the neuron, marked (HTML, escaped)
     import html as _html
 
@@ -293,7 +300,7 @@ def test_compute_statistics_runs_in_a_worker_and_loads_the_result(app, tiny_dir,
     app.number_input(key="sb_seed").set_value(3).run()
     assert_clean(app)
     assert app.session_state["stats_params"] == dict(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4,
-                                                     seqlen=16, seed=3, site="gate")
+                                                     seqlen=16, seed=3, site="gate", skip_first=0)
     compute_button(app).click().run()
     assert_clean(app)
     run_id = int(app.query_params["run"] if "run" in app.query_params else app.session_state["stats_run"])

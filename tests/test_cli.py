@@ -116,7 +116,7 @@ def test_sweep_runs_a_grid(tiny_dir, text_file):
     (["--sparsity_type", "2:4", "--sparsity_ratio", "0.3"], "must be 0.5"),
     (["--pruning_last", "0"], "pruning_last must be at least 1"),
     (["--weight-exp", "-1"], "alpha must be between 0 and 10"),
-    (["--prune_method", "sparsegpt"], "invalid choice"),
+    (["--prune_method", "obc"], "invalid choice"),
 ])
 def test_prune_bad_input(extra, needle, capsys):
     assert main(["prune", *extra]) == 2

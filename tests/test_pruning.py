@@ -26,9 +26,9 @@ def weights(model):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_unstructured_meets_ratio_exactly_per_matrix(model_and_stats, method):
+def test_unstructured_meets_ratio_exactly_per_matrix(model_and_stats, tiny_windows, method):
     model, stats = model_and_stats
-    prune(model, PruneRequest(prune_method=method, sparsity_ratio=0.3), stats)
+    prune(model, PruneRequest(prune_method=method, sparsity_ratio=0.3, group="matrix"), stats, windows=tiny_windows)
     for b in mlp_blocks(model):
         for lin in (b.gate, b.up, b.down):
             assert int((lin.weight == 0).sum()) == round(0.3 * lin.weight.numel())
@@ -55,10 +55,23 @@ def test_neuronrank_mask_equals_hand_computed_threshold(model_and_stats):
         assert got.sum() == expect.sum()
 
 
-def test_wanda_row_groups_use_input_norms(model_and_stats):
+def test_each_method_has_its_own_default_group_and_group_overrides():
+    # wanda per output row (upstream Wanda), magnitude per matrix (Wanda's prune_magnitude),
+    # neuronrank_old per matrix (the original); --group overrides; a run records the group it used
+    expect = {"wanda": "row", "magnitude": "matrix", "neuronrank_old": "matrix", "random": "matrix"}
+    for method, group in expect.items():
+        req = PruneRequest(prune_method=method)
+        assert req.group is None and req.comparison_group == group
+        assert req.normalized().group == group
+        other = "matrix" if group == "row" else "row"
+        assert PruneRequest(prune_method=method, group=other).comparison_group == other
+
+
+@pytest.mark.parametrize("group", [None, "row"])
+def test_wanda_row_groups_use_input_norms(model_and_stats, group):
     model, stats = model_and_stats
     before = weights(model)
-    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, group="row"), stats)
+    prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=0.5, group=group), stats)
     for (layer, role), w in before.items():
         key = "down_in" if role == "down" else "mlp_in"
         metric = np.abs(w.double().numpy()) * np.sqrt(stats.input_sq[key][layer])[None, :]
@@ -80,7 +93,7 @@ def test_n_m_sparsity(model_and_stats, nm):
         assert (z == n).all()
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "sparsegpt"])  # sparsegpt: no neuron score
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_structured_removes_whole_neurons(model_and_stats, method, scope):
     model, stats = model_and_stats
@@ -134,7 +147,7 @@ def test_random_is_seeded(tiny_windows):
     (dict(pruning_last=0), "at least 1"),
     (dict(pruning_last=9), "exceeds the model's 3 layers"),
     (dict(alpha=-1), "alpha must be between"),
-    (dict(prune_method="sparsegpt"), "unknown pruning method"),
+    (dict(prune_method="obc"), "unknown pruning method"),
 ])
 def test_bad_specs(model_and_stats, spec, needle):
     model, stats = model_and_stats

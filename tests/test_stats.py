@@ -260,3 +260,38 @@ def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
         np.testing.assert_allclose(getattr(got, f), getattr(eager, f), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got.top_vals, eager.top_vals)
     np.testing.assert_array_equal(got.top_pos, eager.top_pos)
+
+
+def test_skip_first_drops_the_first_positions_from_every_statistic(tiny_windows):
+    from neuronrank.models import mlp_blocks
+    from neuronrank.requests import StatsRequest
+
+    model = make_tiny(layers=2)
+    acts, ins = [], []
+    b = mlp_blocks(model)[1]
+    h1 = b.gate.register_forward_hook(lambda m, a, o: acts.append(b.act_fn(o).detach()))
+    h2 = b.down.register_forward_pre_hook(lambda m, a: ins.append(a[0].detach()))
+    with torch.no_grad():
+        model.model(input_ids=tiny_windows)
+    h1.remove(), h2.remove()
+    st = collect(model, [tiny_windows], skip_first=2)
+    a = acts[0][:, 2:].double()
+    assert st.tokens[1] == a.shape[0] * a.shape[1]
+    np.testing.assert_allclose(st.sum_abs[1], a.abs().sum((0, 1)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(st.n_active[1], (a > 0).sum((0, 1)).numpy())
+    np.testing.assert_allclose(st.input_sq["down_in"][1], ins[0][:, 2:].double().pow(2).sum((0, 1)).numpy(), rtol=1e-5)
+    assert (st.top_pos[st.top_pos >= 0] >= 2).all()
+    with pytest.raises(UserError, match="skip_first"):
+        StatsRequest(seqlen=8, skip_first=8).validate()
+
+
+def test_skip_first_is_part_of_the_cache_key(tiny_dir, text_file):
+    from neuronrank.pipeline import get_stats
+    from neuronrank.requests import StatsRequest
+
+    base = dict(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=2, seqlen=8)
+    a = get_stats(StatsRequest(**base))
+    b = get_stats(StatsRequest(**base, skip_first=1))
+    assert a.entry.key != b.entry.key and not b.cached
+    assert b.stats.tokens[0] == 2 * 7 and a.stats.tokens[0] == 2 * 8
+    assert "skip_first" not in a.entry.params and b.entry.params["skip_first"] == 1
