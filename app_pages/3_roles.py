@@ -110,17 +110,14 @@ if quantile is not None:
 
 # dead neurons and the score: where the original score protects them
 ex = ui.exponents()
-dead_mask = arrays["n_active"] < scoring.DEAD_BELOW * arrays["tokens"]
 first_only = views.first_position_only(data, arrays)
 with ui.user_errors():
     all_scores = scoring.score(arrays, ex["alpha"], ex["beta"], ex["gamma"])
-    pruned = scoring.lowest(all_scores, arrays["layer"], ex["sparsity"], per_layer=True)
-    n_dead = int(dead_mask.sum())
+    n_dead, n_never, kept = views.dead_kept(arrays, all_scores, ex["sparsity"])
     if n_dead:
-        kept = int((dead_mask & ~pruned).sum())
         st.markdown(
             f"**Dead neurons.** {n_dead:,} neurons are active on fewer than {scoring.DEAD_BELOW:.1%} of the tokens "
-            f"({int((arrays['n_active'] == 0).sum()):,} never). Their IDF is maximal and their TF counts only "
+            f"({n_never:,} never). Their IDF is maximal and their TF counts only "
             "small negative SiLU values, so a TF/IDF split files them under *critical* or *moderate*. "
             f"With the current exponents (α={ex['alpha']:g}, β={ex['beta']:g}, γ={ex['gamma']:g}) and "
             f"{ex['sparsity']:.0%} structured sparsity, **{kept:,} of them are kept**: γ > 0 lifts their score "

@@ -20,17 +20,6 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
-def _decade_ticks(logz) -> list[float]:
-    finite = np.asarray(logz, dtype=float)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return []
-    lo, hi = math.floor(finite.min()), math.ceil(finite.max())
-    if hi - lo >= 2:
-        return [float(t) for t in range(lo, hi + 1)]
-    return [float(t) for t in np.linspace(finite.min(), finite.max(), 4)]
-
-
 ui.page_setup()
 st.title("Prune & evaluate")
 f = lambda name: requests.spec(PruneRequest, name)  # noqa: E731  (defaults, bounds, choices, help)
@@ -317,8 +306,8 @@ else:
         fig = go.Figure(go.Heatmap(
             z=np.where(np.isfinite(logz), logz, None).tolist(), x=xs_, y=ys_, text=text, texttemplate="%{text}",
             colorscale="Viridis_r", customdata=text,
-            colorbar=dict(title="ppl", tickvals=_decade_ticks(logz),
-                          ticktext=[f"{10 ** t:.3g}" for t in _decade_ticks(logz)]),
+            colorbar=dict(title="ppl", tickvals=views.decade_ticks(logz),
+                          ticktext=[f"{10 ** t:.3g}" for t in views.decade_ticks(logz)]),
             hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{customdata}}<extra></extra>"))
         best = history.best_cell(grid)
         title = f"Pruned perplexity, {p0['sparsity_type']} {float(p0['sparsity_ratio']):.0%}"

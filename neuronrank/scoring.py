@@ -75,6 +75,11 @@ def score(stats, alpha=1.0, beta=1.0, gamma=1.0) -> np.ndarray:
 # roles
 
 
+def dead_mask(n_active, tokens, below: float = DEAD_BELOW) -> np.ndarray:
+    """Neurons active (a > 0) on fewer than a fraction `below` of their layer's tokens."""
+    return np.asarray(n_active) < float(below) * np.asarray(tokens)
+
+
 def _layer_quantile(values: np.ndarray, layers: np.ndarray, q: float) -> np.ndarray:
     """Per-row threshold: the q-quantile of the row's own layer (q = 0.5: the median)."""
     out = np.empty_like(values, dtype=np.float64)
@@ -117,7 +122,7 @@ def roles(stats, tf_threshold=None, idf_threshold=None, w_threshold=None, split_
             active, tokens = stats.n_active.ravel(), np.repeat(stats.tokens, stats.width)
         else:
             active, tokens = np.asarray(stats["n_active"]), np.asarray(stats["tokens"])
-        dead = active < float(dead_below) * tokens
+        dead = dead_mask(active, tokens, dead_below)
         code = np.where(dead, len(names), code).astype(np.int8)
         names = names + [DEAD]
     labels = np.asarray(names, dtype=object)[code]

@@ -522,3 +522,23 @@ def critical_vs_chance(rt: RoleTables, quantile: float) -> pd.DataFrame:
     crit = [c for c in rt.percent.columns if c.split(" / ")[0] == "critical"]
     return pd.DataFrame({"layer": rt.percent.index.to_numpy(), "observed": rt.percent[crit].sum(axis=1).to_numpy(),
                          "expected": np.full(len(rt.percent), 100 * (1 - float(quantile)) ** 2)})
+
+
+def dead_kept(arrays: Mapping[str, np.ndarray], scores: np.ndarray, sparsity: float) -> tuple[int, int, int]:
+    """(dead neurons, never-active ones, dead ones a per-layer structured prune at `sparsity` keeps): where
+    the score protects neurons that do nothing (their IDF is maximal)."""
+    dead = scoring.dead_mask(arrays["n_active"], arrays["tokens"])
+    pruned = scoring.lowest(scores, arrays["layer"], sparsity, per_layer=True)
+    return int(dead.sum()), int((np.asarray(arrays["n_active"]) == 0).sum()), int((dead & ~pruned).sum())
+
+
+def decade_ticks(log_values) -> list[float]:
+    """Colour-bar ticks on a log10 scale: whole decades when the values span two or more, else 4 even steps."""
+    finite = np.asarray(log_values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return []
+    lo, hi = int(np.floor(finite.min())), int(np.ceil(finite.max()))
+    if hi - lo >= 2:
+        return [float(t) for t in range(lo, hi + 1)]
+    return [float(t) for t in np.linspace(finite.min(), finite.max(), 4)]

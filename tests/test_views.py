@@ -339,3 +339,13 @@ def test_critical_vs_chance_is_the_critical_share(frame):
     chance = views.critical_vs_chance(rt, 0.9)
     np.testing.assert_allclose(chance["observed"], rt.percent["critical"].to_numpy())
     np.testing.assert_allclose(chance["expected"], 1.0)  # (1 - 0.9)² = 1 %
+
+
+def test_dead_kept_and_decade_ticks():
+    arrays = {"n_active": np.array([0, 1, 500, 900]), "tokens": np.full(4, 1000), "layer": np.zeros(4, int)}
+    # dead: active on < 0.1 % of tokens -> the first only (1/1000 is not below 0.1 %)
+    assert views.dead_kept(arrays, np.array([5.0, 1.0, 2.0, 3.0]), 0.5) == (1, 1, 1)  # the dead one scores highest
+    assert views.dead_kept(arrays, np.array([0.1, 1.0, 2.0, 3.0]), 0.5) == (1, 1, 0)  # lowest: pruned
+    assert views.decade_ticks([0.5, 2.7, np.nan]) == [0.0, 1.0, 2.0, 3.0]
+    np.testing.assert_allclose(views.decade_ticks([1.0, 1.6]), [1.0, 1.2, 1.4, 1.6])
+    assert views.decade_ticks([np.nan]) == []
