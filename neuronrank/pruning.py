@@ -68,7 +68,9 @@ class MetricInputs:
         key = _INPUT_NORM[t.kind]
         if key not in self.stats.input_sq:
             raise UserError(f"the statistics have no input norms for {t.kind}_proj")
-        return torch.from_numpy(self.stats.input_norm(key)[t.layer]).to(device, torch.float32)
+        # ‖X‖ as upstream Wanda computes it: a float32 square root of the float32 sum (a float64 root
+        # rounded to float32 differs in the last bit often enough to flip near-ties of |W|·‖X‖)
+        return torch.sqrt(torch.from_numpy(self.stats.input_sq[key][t.layer]).to(device, torch.float32))
 
     def generator(self, t: Target) -> torch.Generator:
         g = torch.Generator()
@@ -188,10 +190,10 @@ def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstru
         blocks = metric.reshape(rows, cols // m, m)
         idx = blocks.topk(n, dim=2, largest=False).indices
         return mask.reshape(rows, cols // m, m).scatter_(2, idx, True).reshape(rows, cols)
-    if group == "row":
+    if group == "row":  # upstream Wanda's rule: a stable sort, ties pruned lowest index first
         k = int(round(ratio * metric.shape[1]))
         if k:
-            mask.scatter_(1, metric.topk(k, dim=1, largest=False).indices, True)
+            mask.scatter_(1, torch.sort(metric, dim=1, stable=True).indices[:, :k], True)
         return mask
     k = int(round(ratio * metric.numel()))
     if not k:

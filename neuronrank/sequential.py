@@ -105,6 +105,7 @@ class _StatsObserver:
         self.acc = _LayerAccumulator(block, 0, block.gate.weight.device, req.site)
         self.acc.seqlen = seqlen
         self.acc.skip_first = int(req.skip_first)
+        self.acc.running_mean = True  # upstream Wanda's float32 running mean of ‖X‖² (bit-exact masks)
         self.handles = _install_hooks(self.acc, shared_act=False)
 
     def commit(self):

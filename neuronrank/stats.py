@@ -65,6 +65,11 @@ class _LayerAccumulator:
         self.seqlen = 1
         self.skip_first = 0  # positions ignored at the start of each window (attention sinks)
         self.pending: dict = {}
+        # upstream Wanda's numerics (layer-by-layer calibration): input_sq is then the float32 running
+        # mean over calls of ‖x‖² as lib/layerwrapper.py's WrappedGPT keeps it, so that near-ties of
+        # |W|·‖X‖ fall as upstream's do and its masks are reproduced bit for bit
+        self.running_mean = False
+        self.calls = 0
 
     # Hooks only stage this batch's partial sums; commit() adds them once the whole forward pass
     # succeeded. A batch that fails half-way (out of memory) is discarded and retried in halves
@@ -73,6 +78,10 @@ class _LayerAccumulator:
     def add_input(self, name: str, x: torch.Tensor) -> None:
         if self.skip_first:
             x = x.reshape(-1, self.seqlen, x.shape[-1])[:, self.skip_first:]
+        if self.running_mean:  # WrappedGPT.add_batch: torch.norm(inp.t().float(), dim=1) ** 2
+            self.pending[name] = torch.norm(x.reshape(-1, x.shape[-1]).t().float(), p=2, dim=1) ** 2
+            self.pending["calls"] = x.reshape(-1, self.seqlen, x.shape[-1]).shape[0]
+            return
         self.pending[name] = _sq_sum_rows(x.reshape(-1, x.shape[-1]))
 
     def add_activation(self, a3: torch.Tensor) -> None:
@@ -91,9 +100,19 @@ class _LayerAccumulator:
 
     def commit(self) -> None:
         p, self.pending = self.pending, {}
-        for name in self.input_sq:
-            if name in p:
-                self.input_sq[name] += p[name]
+        if self.running_mean and "calls" in p:  # scaler_row *= n / (n + b); n += b; scaler_row += ‖x‖² / n
+            n, self.calls = self.calls, self.calls + p["calls"]
+            for name in self.input_sq:
+                if name in p:
+                    mean = self.input_sq[name]
+                    mean = mean if mean.dtype == torch.float32 else mean.float()
+                    mean *= n / self.calls
+                    mean += p[name] / self.calls
+                    self.input_sq[name] = mean
+        else:
+            for name in self.input_sq:
+                if name in p:
+                    self.input_sq[name] += p[name]
         if "tokens" not in p:
             return
         self.tokens += p["tokens"]
