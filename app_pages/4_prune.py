@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, history, jobs, requests, views
+from neuronrank import UserError, history, jobs, requests, views, zeroshot
 from neuronrank.requests import METHODS, PruneRequest
 from neuronrank.runs import RunStore
 from neuronrank.store import get_entry
@@ -84,6 +84,45 @@ with st.container(border=True):
                                    help="Empty = automatic (16 windows on a CPU, all on a GPU); 0 = all windows. "
                                         "The protocol is shown with every result.")
     ui.keep("pr_eval_windows")
+    # how the method calibrates and what it prunes: each method's own setup unless changed here
+    info = METHODS[method]
+    c1, c2, c3, c4 = st.columns(4)
+    if not info.needs_stats or info.always_sequential or stype == "structured":
+        shown, why = (("none", f"{method} uses no calibration statistics") if not info.needs_stats else
+                      ("sequential", f"{method} always calibrates layer by layer") if info.always_sequential else
+                      ("one-pass", "structured pruning ranks neurons from one-pass statistics"))
+        c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key="pr_calibration_fixed")
+        calibration = f("calibration").default
+    else:
+        calibration = c1.selectbox(f("calibration").label, list(f("calibration").choices), help=f("calibration").help,
+                                   key=ui.persisted("pr_calibration", f("calibration").default))
+        ui.keep("pr_calibration")
+    group = c2.selectbox("Comparison group", [None, *f("group").choices], disabled=stype != "unstructured",
+                         format_func=lambda g: f"{info.group} (the method's own)" if g is None else f"per {g}",
+                         help="Unstructured: which weights compete for pruning — one threshold per matrix or per "
+                              "output row. Default: the method's own (Wanda: per row, as upstream Wanda; "
+                              "magnitude: per matrix, as Wanda's prune_magnitude).",
+                         key=ui.persisted("pr_group", None))
+    ui.keep("pr_group")
+    mlp_only = info.mlp_only or stype == "structured"
+    targets = c3.selectbox("Pruned linears", list(f("targets").choices), disabled=mlp_only,
+                           format_func={"mlp": "MLP only", "all": "all linears (MLP + attention)"}.get,
+                           help=("NeuronRank scores and structured pruning address MLP neurons only" if mlp_only
+                                 else "Upstream Wanda and SparseGPT prune every linear of each decoder layer"),
+                           key=ui.persisted("pr_targets", f("targets").default))
+    ui.keep("pr_targets")
+    targets = "mlp" if mlp_only else targets
+    tasks = c4.multiselect("Zero-shot tasks (lm-eval)", list(zeroshot.WANDA_TASKS), accept_new_options=True,
+                           placeholder="none (perplexity only)", key=ui.persisted("pr_tasks", []),
+                           help="lm-eval-harness tasks run on the pruned model, accuracy stored with the run "
+                                "(Wanda's seven are listed; type another task's name to add it). Offline, a "
+                                "task whose data is not cached fails the run with the task's name.")
+    ui.keep("pr_tasks")
+    tasks_path = ""
+    if tasks:
+        tasks_path = c4.text_input("Folder of extra lm-eval task YAMLs", key=ui.persisted("pr_tasks_path", ""),
+                                   help="Optional: a local task (YAML + JSONL), as --eval-tasks-path")
+        ui.keep("pr_tasks_path")
     # bad input shows as it is typed, in the app's words (not at Start, not 10 s later in a worker)
     problem = ui.source_problem(eval_src, "evaluation text")
     if problem:
@@ -98,7 +137,9 @@ with st.container(border=True):
 def request_now(**over) -> PruneRequest:
     values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
                   beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
-                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows))
+                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
+                  calibration=calibration, group=group if stype == "unstructured" else None, targets=targets,
+                  eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
     req = replace(base, **{**values, **over})
     req.validate(entry_layers)  # refuse bad input here, not in the worker
     requests.check_inputs(req)
@@ -132,8 +173,7 @@ def follow() -> None:
         st.warning(f"Run {run_id} does not exist.")
         return
     p = run["params"]
-    st.subheader(f"Run {run['id']}: {history.series_label(p.get('prune_method'), p.get('sparsity_type'), p.get('alpha'), p.get('beta'), p.get('gamma'))}"
-                 f", {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
+    st.subheader(f"Run {run['id']}: {history.run_label(p)}, {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
     if run["status"] in ("queued", "running"):
         ui.run_progress_bars(run)
         if st.button("Cancel run", key=f"cancel_{run['id']}"):
@@ -249,22 +289,26 @@ with st.form("sweep"):
     xs = c1.text_input("x values", "0, 1, 2")
     y = c2.selectbox("y axis", list(requests.EXPONENT_LABELS), format_func=requests.EXPONENT_LABELS.get, index=2)
     ys = c2.text_input("y values", "0, 1, 2")
-    st.caption("Every other setting comes from the form above (method neuronrank_old is used); wanda and "
-               "magnitude at the same sparsity are queued too, for reference, unless they already ran.")
+    st.caption("Every other setting comes from the form above (method neuronrank_old is used, MLP only, no "
+               "zero-shot tasks); wanda and magnitude at the same sparsity are queued too, for reference, unless "
+               "they already ran.")
     go_sweep = st.form_submit_button("Queue sweep")
 if go_sweep:
     with ui.user_errors():
-        sweep = requests.sweep_axes(request_now(prune_method="neuronrank_old"), x, xs, y, ys)
+        # NeuronRank scores address MLP neurons; zero-shot tasks are not run on every cell of a sweep
+        sweep = requests.sweep_axes(request_now(prune_method="neuronrank_old", targets="mlp", eval_tasks=None,
+                                                eval_tasks_path=None), x, xs, y, ys)
         sweep.validate()
         group = requests.new_sweep_group()
         for req in sweep.grid():
             jobs.submit("prune", req, group=group)
         ref = history.reference_ppl(history.runs_frame(store.list(kind="prune")), sweep.sparsity_type,
                                     sweep.sparsity_ratio, sweep.eval, sweep.eval_seqlen,
-                                    sweep.eval_window_cap(on_gpu=False) or 0)
-        for baseline in ("wanda", "magnitude"):
+                                    sweep.eval_window_cap(on_gpu=False) or 0, calibration=calibration)
+        for baseline in ("wanda", "magnitude"):  # each in its own setup, at the sweep's calibration order
             if baseline not in ref:
-                jobs.submit("prune", request_now(prune_method=baseline), group=f"ref-{group}")
+                jobs.submit("prune", request_now(prune_method=baseline, targets="mlp", group=None, eval_tasks=None,
+                                                 eval_tasks_path=None), group=f"ref-{group}")
         st.session_state["sweep_pick"] = group
 
 sweeps = history.sweep_groups(store.list(kind="prune", limit=5000))
@@ -296,7 +340,8 @@ else:
         proto = (first_done or {}).get("result", {}) or {}
         proto = proto.get("protocol", {})
         ref = history.reference_ppl(frame, p0["sparsity_type"], p0["sparsity_ratio"], p0["eval"],
-                                    proto.get("seqlen", p0["eval_seqlen"]), proto.get("windows", 16))
+                                    proto.get("seqlen", p0["eval_seqlen"]), proto.get("windows", 16),
+                                    calibration=p0.get("calibration") or "one-pass")
         z = grid.to_numpy(dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             logz = np.where(np.isfinite(z) & (z > 0), np.log10(z), np.nan)

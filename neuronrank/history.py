@@ -23,6 +23,8 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "run": r["id"], "status": r["status"], "method": p.get("prune_method"),
             "type": p.get("sparsity_type"), "ratio": p.get("sparsity_ratio"), "last": p.get("pruning_last"),
             "alpha": p.get("alpha"), "beta": p.get("beta"), "gamma": p.get("gamma"),
+            "calibration": p.get("calibration"), "per": p.get("group"), "targets": p.get("targets"),
+            "eval_tasks": p.get("eval_tasks"),
             "dense_ppl": res.get("dense_ppl", np.nan), "pruned_ppl": res.get("pruned_ppl", np.nan),
             "mlp_sparsity": res.get("sparsity", {}).get("mlp", np.nan),
             "eval": proto.get("source"), "eval_seqlen": proto.get("seqlen"), "eval_windows": proto.get("windows"),
@@ -35,19 +37,38 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None) -> str:
-    """One name per compared configuration: the method, its type, and its exponents where it has any."""
+def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,
+                 per=None, targets=None) -> str:
+    """One name per compared configuration: the method, its type, its exponents where it has any, and
+    whatever departs from the method's own setup (sequential calibration, another comparison group,
+    all linears)."""
+    info = METHODS.get(method)
+    calibration, per, targets = (v if isinstance(v, str) else None for v in (calibration, per, targets))
     label = f"{method} · {sparsity_type}"
-    if method in METHODS and METHODS[method].uses_exponents and alpha is not None:
+    if info and info.uses_exponents and alpha is not None:
         label += f" · α={alpha:g} β={beta:g} γ={gamma:g}"
+    if calibration == "sequential" and info and not info.always_sequential:
+        label += " · sequential"
+    if per and sparsity_type == "unstructured" and info and per != info.group:
+        label += f" · per {per}"
+    if targets == "all":
+        label += " · all linears"
     return label
+
+
+def run_label(params: dict) -> str:
+    """series_label of a stored run's parameters."""
+    return series_label(params.get("prune_method"), params.get("sparsity_type"), params.get("alpha"),
+                        params.get("beta"), params.get("gamma"), calibration=params.get("calibration"),
+                        per=params.get("group"), targets=params.get("targets"))
 
 
 def comparison(frame: pd.DataFrame) -> pd.DataFrame:
     """Finished runs -> one row per (configuration, protocol, ratio): the pruned perplexity for a
-    ppl-vs-sparsity chart. A configuration is the method, the sparsity type and — for methods that use
-    them — the exponents: runs that differ in any of these are never averaged together. Repeats of the
-    same configuration are averaged (`runs` says how many)."""
+    ppl-vs-sparsity chart. A configuration is the method, the sparsity type, the exponents (for methods
+    that use them), the calibration order, the comparison group and the pruned linears: runs that differ
+    in any of these are never averaged together. Repeats of the same configuration are averaged (`runs`
+    says how many)."""
     cols = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio",
             "pruned_ppl", "dense_ppl", "runs"]
     done = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()] if not frame.empty else frame
@@ -57,9 +78,13 @@ def comparison(frame: pd.DataFrame) -> pd.DataFrame:
     uses = done["method"].map(lambda m: m in METHODS and METHODS[m].uses_exponents)
     for k in ("alpha", "beta", "gamma"):
         done[k] = done[k].where(uses, np.nan)
-    done["series"] = [series_label(m, t, a, b, g) if u else series_label(m, t)
-                      for m, t, a, b, g, u in zip(done["method"], done["type"], done["alpha"], done["beta"],
-                                                  done["gamma"], uses)]
+    for k in ("calibration", "per", "targets"):
+        if k not in done:
+            done[k] = None
+    done["series"] = [series_label(m, t, *((a, b, g) if u else ()), calibration=c, per=p, targets=tg)
+                      for m, t, a, b, g, u, c, p, tg in zip(done["method"], done["type"], done["alpha"],
+                                                            done["beta"], done["gamma"], uses, done["calibration"],
+                                                            done["per"], done["targets"])]
     keys = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio"]
     out = (done.groupby(keys, as_index=False, dropna=False)
            .agg(pruned_ppl=("pruned_ppl", "mean"), dense_ppl=("dense_ppl", "mean"), runs=("run", "count"))
@@ -106,9 +131,10 @@ def swept_axes(params: list[dict]) -> tuple[str, str]:
 
 
 def reference_ppl(frame: pd.DataFrame, sparsity_type: str, ratio: float, eval_source: str, eval_seqlen: int,
-                  eval_windows: int) -> dict[str, float]:
+                  eval_windows: int, calibration: str | None = "one-pass") -> dict[str, float]:
     """The baselines' pruned perplexity at the same sparsity and evaluation protocol (finished runs,
-    repeats averaged), and the dense perplexity: what a sweep's cells are read against."""
+    repeats averaged), each in its own setup (its own comparison group, MLP only) with the sweep's
+    calibration order, and the dense perplexity: what a sweep's cells are read against."""
     if frame.empty:
         return {}
     same = frame[(frame["status"] == "done") & (frame["type"] == sparsity_type)
@@ -117,7 +143,11 @@ def reference_ppl(frame: pd.DataFrame, sparsity_type: str, ratio: float, eval_so
                  & (frame["eval_windows"] == eval_windows)]
     out = {}
     for method in ("wanda", "magnitude"):
-        v = same.loc[same["method"] == method, "pruned_ppl"].dropna()
+        runs = same[same["method"] == method]
+        want = series_label(method, sparsity_type, calibration=calibration if method == "wanda" else None)
+        label = [series_label(method, sparsity_type, calibration=c if method == "wanda" else None, per=p,
+                              targets=t) for c, p, t in zip(runs["calibration"], runs["per"], runs["targets"])]
+        v = runs.loc[[lab == want for lab in label], "pruned_ppl"].dropna()
         if len(v):
             out[method] = float(v.mean())
     dense = same["dense_ppl"].dropna()

@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated cache per test session, tiny random models built from a config."""
 
+import json
 import os
 from pathlib import Path
 
@@ -99,3 +100,27 @@ def text_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("text") / "calib.txt"
     p.write_text("\n\n".join([SAMPLE_TEXT] * 20))
     return p
+
+
+@pytest.fixture
+def local_task(tmp_path):
+    """A local lm-eval task (YAML + JSONL): four yes/no questions, never the network."""
+    data = tmp_path / "tiny_yesno.jsonl"
+    rows = [{"question": f"Is the fox {w}?", "label": i % 2} for i, w in enumerate(["quick", "brown", "lazy", "red"])]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "tiny_yesno.yaml").write_text(f"""task: nr_tiny_yesno
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}} Answer:"
+doc_to_target: label
+doc_to_choice: ["yes", "no"]
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+""")
+    return tmp_path

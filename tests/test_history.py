@@ -44,6 +44,34 @@ def test_comparison_never_averages_different_exponents():
     assert comp.loc["wanda · unstructured", "pruned_ppl"] == 10.0 and comp.loc["wanda · unstructured", "runs"] == 2
 
 
+def with_params(r, **params):
+    r["params"].update(params)
+    return r
+
+
+def test_comparison_never_averages_calibration_group_or_targets():
+    """wanda one-pass vs sequential, per row vs per matrix, MLP vs all linears: six runs at one ratio are
+    five series; the method's own group (wanda: row) and calibration (sparsegpt: always sequential) add
+    nothing to the name, and a stored run's label (run_label) is the chart's."""
+    runs = [with_params(run(1, "done", 1, 1, 30.0, "wanda"), group="row", calibration="one-pass", targets="mlp"),
+            with_params(run(2, "done", 1, 1, 34.0, "wanda"), group="row", calibration="one-pass", targets="mlp"),
+            with_params(run(3, "done", 1, 1, 28.0, "wanda"), group="row", calibration="sequential", targets="mlp"),
+            with_params(run(4, "done", 1, 1, 40.0, "wanda"), group="matrix", calibration="one-pass", targets="mlp"),
+            with_params(run(5, "done", 1, 1, 45.0, "wanda"), group="row", calibration="one-pass", targets="all"),
+            with_params(run(6, "done", 1, 1, 27.0, "sparsegpt"), group="matrix", calibration="sequential",
+                        targets="all")]
+    comp = history.comparison(history.runs_frame(runs)).set_index("series")
+    assert comp.loc["wanda · unstructured", "pruned_ppl"] == 32.0 and comp.loc["wanda · unstructured", "runs"] == 2
+    assert comp.loc["wanda · unstructured · sequential", "pruned_ppl"] == 28.0
+    assert comp.loc["wanda · unstructured · per matrix", "pruned_ppl"] == 40.0
+    assert comp.loc["wanda · unstructured · all linears", "pruned_ppl"] == 45.0
+    assert comp.loc["sparsegpt · unstructured · all linears", "pruned_ppl"] == 27.0
+    assert len(comp) == 5
+    assert {history.run_label(r["params"]) for r in runs} == set(comp.index)
+    # a run stored before these fields existed is labelled as the method's own setup
+    assert history.run_label(run(7, "done", 1, 1, 9.0, "wanda")["params"]) == "wanda · unstructured"
+
+
 def test_sweep_params_grid():
     base = PruneRequest(beta=1.0, nsamples=5)
     group, grid = requests.new_sweep_group(), requests.sweep_axes(base, "alpha", [0, 1], "gamma", [0, 2, 3]).grid()
@@ -68,5 +96,11 @@ def test_sweep_groups_references_and_best_cell():
     frame = history.runs_frame(runs)
     ref = history.reference_ppl(frame, "unstructured", 0.5, "wiki", 512, 16)
     assert ref == {"wanda": 13.0, "dense": 10.0}  # magnitude ran at 0.3 only
+    # wanda in another setup (sequential, all linears) is not the one-pass reference; sequential is its own
+    other = runs + [with_params(run(8, "done", 1, 1, 11.0, "wanda", grp=None), calibration="sequential"),
+                    with_params(run(9, "done", 1, 1, 99.0, "wanda", grp=None), targets="all")]
+    assert history.reference_ppl(history.runs_frame(other), "unstructured", 0.5, "wiki", 512, 16)["wanda"] == 13.0
+    assert history.reference_ppl(history.runs_frame(other), "unstructured", 0.5, "wiki", 512, 16,
+                                 calibration="sequential")["wanda"] == 11.0
     grid = history.landscape([r for r in runs if r["grp"] == "sweep-a"], "alpha", "gamma")
     assert history.best_cell(grid) == (0, 1, 15.0)

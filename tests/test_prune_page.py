@@ -76,6 +76,45 @@ def test_start_run_from_page_completes_with_perplexity(entry, text_file):
     assert (abs(mlp["fraction"] - 0.5) < 1e-9).all() and len(mlp) == 6
 
 
+def widget(at, kind, label):
+    return getattr(at, kind)[[w.label for w in getattr(at, kind)].index(label)]
+
+
+def test_calibration_group_targets_and_zero_shot_reach_the_run(entry, text_file, local_task, monkeypatch):
+    """The Prune page's calibration order, comparison group, pruned linears and zero-shot tasks are the
+    run's: a sequential wanda over all linears compared per matrix, with a local lm-eval task, stores
+    them, prunes attention too, and shows the task's accuracy; methods that can't use a setting lock it."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    widget(at, "selectbox", "Method").set_value("neuronrank_old").run()
+    assert widget(at, "selectbox", "Pruned linears").disabled  # NeuronRank scores MLP neurons only
+    widget(at, "selectbox", "Method").set_value("sparsegpt").run()
+    fixed = widget(at, "selectbox", "Calibration order")
+    assert fixed.disabled and fixed.value == "sequential"
+    widget(at, "selectbox", "Method").set_value("wanda").run()
+    widget(at, "selectbox", "Calibration order").set_value("sequential")
+    widget(at, "selectbox", "Pruned linears").set_value("all")
+    widget(at, "selectbox", "Comparison group").set_value("matrix")
+    widget(at, "multiselect", "Zero-shot tasks (lm-eval)").set_value(["nr_tiny_yesno"]).run()
+    widget(at, "text_input", "Folder of extra lm-eval task YAMLs").set_value(str(local_task))
+    widget(at, "button", "Start prune + evaluate").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    run_id = int(at.query_params["run"][0] if isinstance(at.query_params["run"], list) else at.query_params["run"])
+    run = wait_done(run_id, timeout=240)
+    assert run["status"] == "done", run["error"]
+    p = run["params"]
+    assert (p["calibration"], p["targets"], p["group"], p["eval_tasks"], p["eval_tasks_path"]) == \
+        ("sequential", "all", "matrix", "nr_tiny_yesno", str(local_task))
+    assert run["result"]["sparsity"]["attention"] > 0.49  # the attention projections were pruned too
+    at.run()
+    assert any(f"Run {run_id}: wanda · unstructured · sequential · per matrix · all linears" in h.value
+               for h in at.subheader)
+    shown = [d.value for d in at.dataframe if "task" in d.value.columns]
+    acc = run["result"]["zero_shot"]["nr_tiny_yesno"]["acc"]
+    assert shown and shown[0].set_index("task").loc["nr_tiny_yesno", "acc"] == acc
+
+
 def test_bad_input_is_a_message_not_a_traceback(entry, text_file):
     at = open_page(entry, text_file)
     fill_form(at, text_file)

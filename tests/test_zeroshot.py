@@ -1,35 +1,10 @@
 """Zero-shot accuracy through real lm-eval on a local task (YAML + JSONL), never the network."""
 
-import json
-
 import pytest
 
 from neuronrank import UserError
 
 pytest.importorskip("lm_eval")
-
-
-@pytest.fixture
-def local_task(tmp_path):
-    data = tmp_path / "tiny_yesno.jsonl"
-    rows = [{"question": f"Is the fox {w}?", "label": i % 2} for i, w in enumerate(["quick", "brown", "lazy", "red"])]
-    data.write_text("\n".join(json.dumps(r) for r in rows))
-    (tmp_path / "tiny_yesno.yaml").write_text(f"""task: nr_tiny_yesno
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}} Answer:"
-doc_to_target: label
-doc_to_choice: ["yes", "no"]
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-""")
-    return tmp_path
 
 
 def test_prune_runs_lm_eval_on_a_local_task(tiny_dir, text_file, local_task, monkeypatch):
