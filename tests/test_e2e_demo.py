@@ -184,12 +184,27 @@ def test_bad_text_source_is_caught_as_typed(server, page, entry_key):
     page.get_by_role("option", name="wanda").click()
     settled(page)
     assert page.get_by_role("spinbutton", name="α (|W|)").is_disabled()
+    for label, option in (("Calibration order", "sequential"), ("Pruned linears", "all linears (MLP + attention)"),
+                          ("Zero-shot tasks (lm-eval)", "boolq")):
+        page.get_by_role("combobox", name=re.compile(re.escape(label))).click()
+        page.get_by_role("option", name=option, exact=True).click()
+        settled(page)
+    page.keyboard.press("Escape")  # close the multiselect's list
     # settings persist across a visit to another page
     page.get_by_role("link", name="Exponents").click()
     settled(page)
     page.get_by_role("link", name="Prune & evaluate").click()
     settled(page)
     assert page.locator('input[aria-label="Method"]').input_value() == "wanda"
+    assert page.locator('input[aria-label="Calibration order"]').input_value() == "sequential"
+    assert page.locator('input[aria-label="Pruned linears"]').input_value() == "all linears (MLP + attention)"
+    assert "boolq" in page.locator('[data-testid="stMultiSelect"]').inner_text()
+    # sparsegpt always calibrates layer by layer: shown, locked
+    page.get_by_role("combobox", name=re.compile("Method")).click()
+    page.get_by_role("option", name="sparsegpt", exact=True).click()
+    settled(page)
+    fixed = page.locator('input[aria-label="Calibration order"]')
+    assert fixed.input_value() == "sequential" and fixed.is_disabled()
 
 
 def test_prune_run_shows_stages_history_updates_and_compares(server, page, entry_key):
