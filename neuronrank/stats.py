@@ -82,7 +82,8 @@ class _LayerAccumulator:
             self.pending[name] = torch.norm(x.reshape(-1, x.shape[-1]).t().float(), p=2, dim=1) ** 2
             self.pending["calls"] = x.reshape(-1, self.seqlen, x.shape[-1]).shape[0]
             return
-        self.pending[name] = _sq_sum_rows(x.reshape(-1, x.shape[-1]))
+        x = x.reshape(-1, x.shape[-1])
+        self.pending[name] = self.fused.sq(x) if self.fused is not None else _sq_sum_rows(x)
 
     def add_activation(self, a3: torch.Tensor) -> None:
         a3 = a3.reshape(-1, self.seqlen, a3.shape[-1])  # [windows, seqlen, neurons]
@@ -210,6 +211,13 @@ def _fused_sums(a3: torch.Tensor, want_top: bool):
     return sums, (m, i)
 
 
+def _fused_sq(x: torch.Tensor) -> torch.Tensor:
+    """_sq_sum_rows as one kernel for torch.compile: one read, no squared copy."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x = x.to(acc)
+    return (x * x).sum(0).to(torch.float64)
+
+
 def _sq_sum_rows(x: torch.Tensor) -> torch.Tensor:
     """Σ over rows of x² (Wanda's ‖X_k‖²), float64 [features]."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -225,8 +233,8 @@ COMPILE_ENV = "NEURONRANK_COMPILE"  # 1: always, 0: never, auto (default): when 
 
 
 def _fused_fn(device: torch.device, elements: int):
-    """torch.compile'd activation_sums when it pays: its one-pass kernel is ~5x faster than the eager
-    passes on a CPU, but compiling costs ~3 s (warm on-disk cache) to ~20 s (cold) on this 2-core
+    """torch.compile'd activation_sums and input square sums when it pays: their one-pass kernels are
+    several times faster than the eager passes on a CPU, but compiling costs ~3 s (warm on-disk cache) to ~20 s (cold) on this 2-core
     machine, and on a GPU the eager kernels are already memory-bound single reads. `auto` compiles on
     a CPU for runs of >= 5e9 activation values (the embedded model: ~110k tokens, minutes of forward).
     Any compile failure falls back to the eager kernels."""
@@ -239,23 +247,35 @@ def _fused_fn(device: torch.device, elements: int):
         return None
     key = device.type
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(_fused_sums, dynamic=False)
-    compiled = _COMPILED[key]
+        _COMPILED[key] = (torch.compile(_fused_sums, dynamic=False), torch.compile(_fused_sq, dynamic=False))
+    return _Compiled(key)
 
-    def run(a3, want_top):
-        if _COMPILED.get(key) is None:
-            return activation_sums(a3, want_top)
+
+class _Compiled:
+    """The compiled kernels of one device type; any compile failure switches them all to eager."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def _call(self, i: int, eager, *args):
+        kernels = _COMPILED.get(self.key)
+        if kernels is None:
+            return eager(*args)
         try:
-            return compiled(a3, want_top)
+            return kernels[i](*args)
         except torch.OutOfMemoryError:
             raise
         except Exception as e:  # no compiler, unsupported backend...: the eager kernels
             log.warning("torch.compile of the statistics kernel failed (%s); using eager kernels",
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
-            _COMPILED[key] = None
-            return activation_sums(a3, want_top)
+            _COMPILED[self.key] = None
+            return eager(*args)
 
-    return run
+    def __call__(self, a3: torch.Tensor, want_top: bool):
+        return self._call(0, activation_sums, a3, want_top)
+
+    def sq(self, x: torch.Tensor) -> torch.Tensor:
+        return self._call(1, _sq_sum_rows, x)
 
 
 _SCRATCH: dict = {}

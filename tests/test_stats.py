@@ -258,6 +258,9 @@ def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
     np.testing.assert_array_equal(got.n_active, eager.n_active)
     for f in ("sum_abs", "sum_act", "sum_sq"):
         np.testing.assert_allclose(getattr(got, f), getattr(eager, f), rtol=1e-5, atol=1e-6)
+    assert got.input_sq.keys() == eager.input_sq.keys() and "down_in" in got.input_sq  # compiled too
+    for k in got.input_sq:
+        np.testing.assert_allclose(got.input_sq[k], eager.input_sq[k], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got.top_vals, eager.top_vals)
     np.testing.assert_array_equal(got.top_pos, eager.top_pos)
 
