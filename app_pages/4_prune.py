@@ -91,7 +91,7 @@ with st.container(border=True):
         shown, why = (("none", f"{method} uses no calibration statistics") if not info.needs_stats else
                       ("sequential", f"{method} always calibrates layer by layer") if info.always_sequential else
                       ("one-pass", "structured pruning ranks neurons from one-pass statistics"))
-        c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key="pr_calibration_fixed")
+        c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key=f"pr_calibration_fixed_{shown}")
         calibration = f("calibration").default
     else:
         calibration = c1.selectbox(f("calibration").label, list(f("calibration").choices), help=f("calibration").help,

@@ -234,9 +234,10 @@ COMPILE_ENV = "NEURONRANK_COMPILE"  # 1: always, 0: never, auto (default): when 
 
 def _fused_fn(device: torch.device, elements: int):
     """torch.compile'd activation_sums and input square sums when it pays: their one-pass kernels are
-    several times faster than the eager passes on a CPU, but compiling costs ~3 s (warm on-disk cache) to ~20 s (cold) on this 2-core
-    machine, and on a GPU the eager kernels are already memory-bound single reads. `auto` compiles on
-    a CPU for runs of >= 5e9 activation values (the embedded model: ~110k tokens, minutes of forward).
+    several times faster than the eager passes on a CPU, but compiling costs ~3-6 s (warm on-disk
+    cache) to ~20 s (cold) on this 2-core machine, and on a GPU the eager kernels are already
+    memory-bound single reads. `auto` compiles on a CPU for runs of >= 5e9 activation values (the
+    embedded model: ~110k tokens, minutes of forward).
     Any compile failure falls back to the eager kernels."""
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if mode in ("0", "off", "false", "no"):
