@@ -97,12 +97,13 @@ with st.container(border=True):
         calibration = c1.selectbox(f("calibration").label, list(f("calibration").choices), help=f("calibration").help,
                                    key=ui.persisted("pr_calibration", f("calibration").default))
         ui.keep("pr_calibration")
-    group = c2.selectbox("Comparison group", [None, *f("group").choices], disabled=stype != "unstructured",
-                         format_func=lambda g: f"{info.group} (the method's own)" if g is None else f"per {g}",
+    # "own", not None: a selectbox shows a None value as "Choose an option"
+    group = c2.selectbox("Comparison group", ["own", *f("group").choices], disabled=stype != "unstructured",
+                         format_func=lambda g: "the method's own" if g == "own" else f"per {g}",
                          help="Unstructured: which weights compete for pruning — one threshold per matrix or per "
                               "output row. Default: the method's own (Wanda: per row, as upstream Wanda; "
                               "magnitude: per matrix, as Wanda's prune_magnitude).",
-                         key=ui.persisted("pr_group", None))
+                         key=ui.persisted("pr_group", "own"))
     ui.keep("pr_group")
     mlp_only = info.mlp_only or stype == "structured"
     targets = c3.selectbox("Pruned linears", list(f("targets").choices), disabled=mlp_only,
@@ -130,7 +131,8 @@ with st.container(border=True):
     source = "the loaded statistics entry" if from_entry else "the sidebar (no statistics entry loaded)"
     st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
                f"seed {base.seed}, site {base.site}"
-               + ("" if METHODS[method].needs_stats else f" — not used by {method}"))
+               + ("" if METHODS[method].needs_stats else f" — not used by {method}")
+               + (f". Weights compete per {info.group if group == 'own' else group}" if stype == "unstructured" else ""))
     start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
 
 
@@ -138,7 +140,8 @@ def request_now(**over) -> PruneRequest:
     values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
                   beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
                   eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
-                  calibration=calibration, group=group if stype == "unstructured" else None, targets=targets,
+                  calibration=calibration, group=group if stype == "unstructured" and group != "own" else None,
+                  targets=targets,
                   eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
     req = replace(base, **{**values, **over})
     req.validate(entry_layers)  # refuse bad input here, not in the worker
@@ -263,8 +266,7 @@ def run_history() -> None:
                                                "<br>%{customdata} run(s)<extra></extra>"))
     dense = comp["dense_ppl"].dropna()
     if len(dense):
-        fig.add_hline(y=float(dense.iloc[0]), line_dash="dot", line_color="#555",
-                      annotation_text=f"dense {float(dense.iloc[0]):.2f}", annotation_position="bottom right")
+        ui.reference_line(fig, float(dense.iloc[0]), f"dense {float(dense.iloc[0]):.2f}", log=True)
     fig.update_layout(title=f"Pruned perplexity vs sparsity ({'ticked runs' if rows else 'all finished runs'}; "
                             f"{proto[0]}, seqlen {proto[1]:g}, {proto[2]:g} windows)",
                       xaxis_title="sparsity (fraction of MLP weights or neurons pruned)", xaxis_tickformat=".0%",

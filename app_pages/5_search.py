@@ -78,8 +78,8 @@ def figures(name: str, signature: tuple) -> dict[str, go.Figure]:
     fig = ov.plot_optimization_history(study, target_name="pruned perplexity")
     for label, b in baselines.items():
         if b.get("ppl") is not None:
-            fig.add_hline(y=b["ppl"], line_dash="dash", line_color=BASELINE_STYLE.get(label, "black"),
-                          annotation_text=f"{label} {b['ppl']:.2f}", annotation_position="top left")
+            ui.reference_line(fig, b["ppl"], f"{label} {b['ppl']:.2f}", log=True,
+                              color=BASELINE_STYLE.get(label, "black"), dash="dash", side="left")
     fig.update_layout(title="Optimization history (dashed: baselines at the same sparsity)",
                       yaxis_title="pruned perplexity", yaxis_type="log")
     out["history"] = fig

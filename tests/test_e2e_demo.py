@@ -5,6 +5,7 @@ One Streamlit server on the embedded model's statistics; each test is one user s
 every page are saved to test-artifacts/ (the walk a presenter does before a talk).
 """
 
+import math
 import os
 import re
 import time
@@ -184,6 +185,9 @@ def test_bad_text_source_is_caught_as_typed(server, page, entry_key):
     page.get_by_role("option", name="wanda").click()
     settled(page)
     assert page.get_by_role("spinbutton", name="α (|W|)").is_disabled()
+    # the comparison group names the method's own (a None option once read "Choose an option")
+    assert page.locator('input[aria-label="Comparison group"]').input_value() == "the method's own"
+    assert "Weights compete per row" in body(page)  # wanda's own group
     for label, option in (("Calibration order", "sequential"), ("Pruned linears", "all linears (MLP + attention)"),
                           ("Zero-shot tasks (lm-eval)", "boolq")):
         page.get_by_role("combobox", name=re.compile(re.escape(label))).click()
@@ -248,6 +252,11 @@ def test_prune_run_shows_stages_history_updates_and_compares(server, page, entry
         names = page.evaluate(chart_names)
     assert set(want) <= set(names), (want, names)
     settled(page)
+    # the y axis spans the plotted perplexities (the dense line's label once stretched it to 10^ppl)
+    top, ppl = page.evaluate("""() => { const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .find(p => p.layout && p.layout.title && String(p.layout.title.text).includes('Pruned perplexity vs'));
+        return [gd._fullLayout.yaxis.range[1], Math.max(...gd.data.flatMap(t => t.y))]; }""")
+    assert top < math.log10(ppl) + 1, (top, ppl)
     assert any(n.startswith("magnitude") for n in want) and any("α=" in n for n in want)
     full_screenshot(page, "demo_prune")
 
