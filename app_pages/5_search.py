@@ -154,7 +154,24 @@ def show_study(name: str) -> None:
     ui.table(search.trials_frame(study), f"search_trials_{name}", hide_index=True)
 
 
-@st.fragment(run_every=2.0)
+def _active(run_id, name) -> bool:
+    """The followed search run is queued or running, or the open study has running trials (workers
+    started from the CLI): only then does the page poll."""
+    try:
+        if run_id and store.get(int(run_id))["status"] in ("queued", "running"):
+            return True
+    except (TypeError, ValueError, UserError):
+        pass
+    if not name:
+        return False
+    try:
+        return any(t.state.name == "RUNNING" for t in search.load_study(name).get_trials(deepcopy=False))
+    except UserError:
+        return False
+
+
+# polled every 2 s only while something runs: an idle tab costs nothing
+@st.fragment(run_every=2.0 if _active(st.query_params.get("search_run"), st.query_params.get("study")) else None)
 def follow() -> None:
     run_id, name = st.query_params.get("search_run"), st.query_params.get("study")
     if run_id:
@@ -181,8 +198,13 @@ def follow() -> None:
     if name:
         with ui.user_errors():
             show_study(name)
+    if st.session_state.get("_search_polling") and not _active(run_id, name):
+        st.session_state.pop("_search_polling")
+        st.rerun()  # the whole page once: past studies include this one, polling stops
 
 
+if _active(st.query_params.get("search_run"), st.query_params.get("study")):
+    st.session_state["_search_polling"] = True
 follow()
 
 st.divider()

@@ -49,7 +49,7 @@ def main() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            for name in ("", "exponents", "roles", "prune"):
+            for name in ("", "exponents", "roles", "prune", "search"):
                 page.goto(f"{url}/{name}")
                 page.wait_for_selector(IDLE, timeout=180_000)
                 time.sleep(5)  # let the first load's work finish

@@ -2,6 +2,7 @@
 page and see its plots fill — optimization history with the baseline lines, contour, slice, importances.
 A screenshot is saved to test-artifacts/e2e_search.png."""
 
+import math
 import os
 
 import pytest
@@ -60,6 +61,21 @@ def test_browser_starts_a_study_and_the_plots_fill(tiny_server, text_file):
                 const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
                 return plots.length >= 4 && plots.every(p => p.data && p.data.length); }""", timeout=60_000)
             _settled(page)
+            # the finished run redraws the whole page once: the study is listed under past studies
+            page.wait_for_function("() => !document.body.innerText.includes('No studies yet.')", timeout=30_000)
+            _settled(page)
+            # the baselines' dashed lines keep the log axis on the data (their labels once stretched it to
+            # 10^ppl): the axis top is within a decade of the largest trial or baseline perplexity
+            top, high = page.evaluate("""() => { const gd = Array.from(document.querySelectorAll('.js-plotly-plot'))
+                .find(p => p.layout && p.layout.title && String(p.layout.title.text || p.layout.title)
+                    .replace(/<[^>]+>/g, '').startsWith('Optimization'));
+                const ys = gd.data.flatMap(t => t.y || []).concat(
+                    (gd.layout.shapes || []).map(s => s.y0)).filter(v => v > 0);
+                return [gd._fullLayout.yaxis.range[1], Math.max(...ys)]; }""")
+            assert top < math.log10(high) + 1, (top, high)
+            height = page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollHeight")
+            page.set_viewport_size({"width": 1500, "height": min(int(height) + 40, 14000)})
+            page.wait_for_timeout(1500)
             page.screenshot(path=str(ARTIFACTS / "e2e_search.png"), full_page=True)
             plots = page.evaluate(PLOTS)
             text = page.inner_text("body")
