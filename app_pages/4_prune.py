@@ -132,7 +132,8 @@ with st.container(border=True):
     st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
                f"seed {base.seed}, site {base.site}"
                + ("" if METHODS[method].needs_stats else f" — not used by {method}")
-               + (f". Weights compete per {info.group if group == 'own' else group}" if stype == "unstructured" else ""))
+               + (f". Weights compete per {info.group if group == 'own' else group}"
+                  if stype == "unstructured" else ""))
     start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
 
 
