@@ -171,7 +171,10 @@ def _active(run_id, name) -> bool:
 
 
 # polled every 2 s only while something runs: an idle tab costs nothing
-@st.fragment(run_every=2.0 if _active(st.query_params.get("search_run"), st.query_params.get("study")) else None)
+active = _active(st.query_params.get("search_run"), st.query_params.get("study"))
+
+
+@st.fragment(run_every=2.0 if active else None)
 def follow() -> None:
     run_id, name = st.query_params.get("search_run"), st.query_params.get("study")
     if run_id:
@@ -203,7 +206,7 @@ def follow() -> None:
         st.rerun()  # the whole page once: past studies include this one, polling stops
 
 
-if _active(st.query_params.get("search_run"), st.query_params.get("study")):
+if active:
     st.session_state["_search_polling"] = True
 follow()
 

@@ -78,9 +78,6 @@ def comparison(frame: pd.DataFrame) -> pd.DataFrame:
     uses = done["method"].map(lambda m: m in METHODS and METHODS[m].uses_exponents)
     for k in ("alpha", "beta", "gamma"):
         done[k] = done[k].where(uses, np.nan)
-    for k in ("calibration", "per", "targets"):
-        if k not in done:
-            done[k] = None
     done["series"] = [series_label(m, t, *((a, b, g) if u else ()), calibration=c, per=p, targets=tg)
                       for m, t, a, b, g, u, c, p, tg in zip(done["method"], done["type"], done["alpha"],
                                                             done["beta"], done["gamma"], uses, done["calibration"],

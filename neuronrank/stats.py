@@ -76,12 +76,12 @@ class _LayerAccumulator:
     # without counting any layer twice.
 
     def add_input(self, name: str, x: torch.Tensor) -> None:
-        windows = x.reshape(-1, self.seqlen, x.shape[-1]).shape[0]
+        x3 = x.reshape(-1, self.seqlen, x.shape[-1])  # [windows, seqlen, features]
         if self.skip_first:
-            x = x.reshape(-1, self.seqlen, x.shape[-1])[:, self.skip_first:]
+            x = x3[:, self.skip_first:]
         if self.running_mean:  # WrappedGPT.add_batch: torch.norm(inp.t().float(), dim=1) ** 2
             self.pending[name] = torch.norm(x.reshape(-1, x.shape[-1]).t().float(), p=2, dim=1) ** 2
-            self.pending["calls"] = windows  # upstream's tmp: the batch's windows (one per call there)
+            self.pending["calls"] = x3.shape[0]  # upstream's tmp: the batch's windows (one per call there)
             return
         x = x.reshape(-1, x.shape[-1])
         self.pending[name] = self.fused.sq(x) if self.fused is not None else _sq_sum_rows(x)

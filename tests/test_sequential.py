@@ -198,27 +198,17 @@ def test_running_mean_input_norms_are_wrappedgpts():
 
     block = mlp_blocks(make_tiny())[0]
     xs = [torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(5)]
-    acc = _LayerAccumulator(block, 0, "cpu", "gate")
-    acc.running_mean, acc.seqlen = True, 16
-    mean, n = torch.zeros(32), 0
-    for x in xs:
-        acc.add_input("mlp_in", x)
-        acc.commit()
-        mean *= n / (n + 1)
-        n += 1
-        mean += torch.norm(x.reshape(-1, 32).t().float(), p=2, dim=1) ** 2 / n
-    assert acc.input_sq["mlp_in"].dtype == torch.float32 and torch.equal(acc.input_sq["mlp_in"], mean)
-    # --skip-first: the same mean over each window's positions from N on
-    skip = _LayerAccumulator(block, 0, "cpu", "gate")
-    skip.running_mean, skip.seqlen, skip.skip_first = True, 16, 2
-    mean, n = torch.zeros(32), 0
-    for x in xs:
-        skip.add_input("mlp_in", x)
-        skip.commit()
-        mean *= n / (n + 1)
-        n += 1
-        mean += torch.norm(x[:, 2:].reshape(-1, 32).t().float(), p=2, dim=1) ** 2 / n
-    assert torch.equal(skip.input_sq["mlp_in"], mean)
+    for skip in (0, 2):  # --skip-first: the same mean over each window's positions from N on
+        acc = _LayerAccumulator(block, 0, "cpu", "gate")
+        acc.running_mean, acc.seqlen, acc.skip_first = True, 16, skip
+        mean, n = torch.zeros(32), 0
+        for x in xs:
+            acc.add_input("mlp_in", x)
+            acc.commit()
+            mean *= n / (n + 1)
+            n += 1
+            mean += torch.norm(x[:, skip:].reshape(-1, 32).t().float(), p=2, dim=1) ** 2 / n
+        assert acc.input_sq["mlp_in"].dtype == torch.float32 and torch.equal(acc.input_sq["mlp_in"], mean), skip
     one = _LayerAccumulator(block, 0, "cpu", "gate")
     for x in xs:
         one.add_input("mlp_in", x)
