@@ -2,7 +2,7 @@
 # Issue 14's one prepared GPU check (one H200; python3 with torch + transformers only, no network).
 # Run from the repository root:  bash bench/gpu_check.sh
 # Everything goes to $OUT/ (log = the whole run; one file per stage). Every stage is time-bounded and
-# the script carries on when one fails; worst case ~6.5 min (120 s tests + 270 s bench + set-up).
+# the script carries on when one fails; worst case ~7 min (120 s tests + 300 s bench + set-up).
 # BENCH_ARGS="--shape tiny --device cpu --seqlen 64 --batches 2 --reps 1 --calib 4" smoke-tests it on a CPU.
 set -o pipefail
 OUT=${OUT:-/tmp/gpu_check_out}
@@ -37,9 +37,10 @@ import importlib.util as u; print({m: bool(u.find_spec(m)) for m in (\"triton\",
     stage tests 120 $PY tests/test_cuda.py
   fi
 
-  # 7B shape, bf16: plain / statistics / perplexity ratios, top kernels, the pruning rows, and our
-  # layer-wise Wanda baseline last (results stream out, so a timeout there loses nothing before it)
-  stage bench7b 270 $PY bench/gpu_llama7b.py --profile --prune --sequential ${BENCH_ARGS:-}
+  # 7B shape, bf16: plain / statistics / perplexity ratios, top kernels, the pruning rows, the
+  # statistics pass with compiled (Triton) kernels, and our layer-wise Wanda baseline last (results
+  # stream out, so a timeout there loses nothing before it)
+  stage bench7b 300 $PY bench/gpu_llama7b.py --profile --prune --compiled --sequential ${BENCH_ARGS:-}
 
   echo "=== RESULT lines"
   grep -h "^RESULT" "$OUT"/bench7b.log

@@ -7,9 +7,10 @@ Also (issue 14's table): a torch.profiler top-kernel table of the statistics pas
 50 % over all linears, the neuronrank_old 50 % prune step, GPU memory beyond the model; printed next
 to upstream Wanda's figures measured on the same H200 (MEASURED.md, 2026-11-28: prune_wanda 17.4 s,
 2:4 32.6 s, prune_magnitude 0.20 s, 6.06 GiB): the GPU machine has no upstream code to rerun.
---sequential adds our layer-wise Wanda baseline (bench/wanda_sequential.py) at the same shape.
+--sequential adds our layer-wise Wanda baseline (bench/wanda_sequential.py) at the same shape;
+--compiled the statistics pass with the torch.compile'd kernels (Triton on a GPU) and its compile time.
 
-For a GPU session: `python bench/gpu_llama7b.py --profile --prune`. `--shape tiny --device cpu` is a
+For a GPU session: `python bench/gpu_llama7b.py --profile --prune --compiled`. `--shape tiny --device cpu` is a
 smoke run anywhere. Only torch and transformers are needed (no pandas, gguf, datasets).
 """
 
@@ -73,6 +74,8 @@ def main() -> None:
     ap.add_argument("--prune", action="store_true", help="the pruning rows of issue 14's table")
     ap.add_argument("--calib", type=int, default=128, help="calibration windows for --prune")
     ap.add_argument("--sequential", action="store_true", help="layer-wise Wanda baseline (slow)")
+    ap.add_argument("--compiled", action="store_true", help="also the statistics pass with the torch.compile'd "
+                    "one-read kernels (NEURONRANK_COMPILE=1; Triton on a GPU), its compile time and ratio")
     args = ap.parse_args()
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -110,7 +113,9 @@ def main() -> None:
     if args.profile:
         profile_passes(model, windows, args, device, plain)
     if args.prune:
-        prune_figures(model, args, device, seqlen)
+        prune_figures(model, args, device, seqlen, t_plain / tokens)
+    if args.compiled:
+        compiled_stats(model, windows, args, device, t_plain, floor_body)
     if args.sequential:
         sequential_baseline(model, args, device, seqlen)
 
@@ -144,7 +149,7 @@ def profile_passes(model, windows, args, device, plain) -> None:
         print(ev.table(sort_by=sort, row_limit=18, max_name_column_width=60))
 
 
-def prune_figures(model, args, device, seqlen) -> None:
+def prune_figures(model, args, device, seqlen, plain_s_per_token: float) -> None:
     """Issue 14's pruning rows. Times include everything after the model is on the device."""
     from neuronrank.pruning import prune
     from neuronrank.requests import PruneRequest
@@ -166,8 +171,11 @@ def prune_figures(model, args, device, seqlen) -> None:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     t_stats, stats = timed_once(lambda: collect(model, batched(calib, args.batch)))
+    t_forward = plain_s_per_token * calib.numel()  # the plain forward over these tokens, at the rate above
     print(f"\n== pruning, {args.calib} x {seqlen} calibration (batch {args.batch})")
-    print(f"statistics pass                  {t_stats:8.2f} s")
+    print(f"statistics pass                  {t_stats:8.2f} s  (a plain forward over the same tokens: "
+          f"{t_forward:.2f} s; with free statistics and an instant prune, wanda's speed-up could reach at most "
+          f"{UPSTREAM['wanda'] / t_forward:.2f}x, 2:4's {UPSTREAM['2:4'] / t_forward:.2f}x)")
     # prune steps modify the weights in place: timing only (random weights), each on the current model
     rows = []
     for label, spec, ref in (
@@ -190,6 +198,34 @@ def prune_figures(model, args, device, seqlen) -> None:
     t_nr, _ = timed_once(lambda: prune(model, PruneRequest(prune_method="neuronrank_old", sparsity_ratio=0.5), stats))
     print(f"neuronrank_old 50% prune step    {t_nr:8.3f} s  (goal <= 0.2 s)")
     print(f"RESULT gpu_neuronrank_old_prune_step_s {t_nr:.3f} (goal <= 0.2)")
+
+
+def compiled_stats(model, windows, args, device, t_plain, floor_body) -> None:
+    """The statistics pass with the compiled kernels (one read of each activation and input); the
+    default on a GPU is the eager kernels, and this says whether compiling would pay."""
+    import os
+
+    from neuronrank.stats import COMPILE_ENV, batched, collect
+
+    old = os.environ.get(COMPILE_ENV)
+    os.environ[COMPILE_ENV] = "1"
+    try:
+        run = lambda: collect(model, batched(windows, args.batch))  # noqa: E731
+        _sync(device)
+        t = time.perf_counter()
+        run()  # compiles
+        _sync(device)
+        first = time.perf_counter() - t
+        t_c = timed(run, device, args.reps)
+    finally:
+        if old is None:
+            os.environ.pop(COMPILE_ENV, None)
+        else:
+            os.environ[COMPILE_ENV] = old
+    print(f"\n== statistics pass, compiled kernels: {t_c:.3f} s warm, first pass {first:.1f} s "
+          f"(compile ~{first - t_c:.1f} s once per process)")
+    print(f"RESULT gpu_stats_overhead_ratio_compiled {t_c / t_plain:.3f} (goal <= 1.05)")
+    print(f"RESULT gpu_stats_compiled_fraction_of_peak {floor_body / t_c:.3f} (goal >= 0.55)")
 
 
 def sequential_baseline(model, args, device, seqlen) -> None:

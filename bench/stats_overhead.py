@@ -1,8 +1,9 @@
 """Stats pass vs a plain decoder forward over the same tokens, on the embedded model.
 
 Both run in this process, interleaved, several repetitions; prints the median ratio and the spread of
-the per-repetition ratios (plain and stats of one repetition run back to back, so machine noise
-mostly cancels), for the eager kernels and the torch.compile'd one-pass kernel. Goal (issue 14): <= 1.05.
+the per-repetition ratios (plain and stats of one repetition run back to back, in an order that
+rotates each repetition, so machine noise mostly cancels), for the eager kernels and the
+torch.compile'd one-pass kernel. Goal (issue 14): <= 1.05.
 Usage: python bench/stats_overhead.py [--nsamples 16 --seqlen 256 --reps 5 --site gate --kernel both]
 """
 
@@ -67,8 +68,11 @@ def main() -> None:
     base, cpu_base = [], []
     ours = {k: [] for k in kernels}
     cpu_ours = {k: [] for k in kernels}
-    for _ in range(args.reps):
-        for name, fn in (("plain", plain), *((k, hooked(k)) for k in kernels)):
+    runs = [("plain", plain), *((k, hooked(k)) for k in kernels)]
+    for r in range(args.reps):
+        # the order rotates each repetition: whatever the first pass after another pays (page faults
+        # of freshly mapped memory, caches) falls on each kind equally often
+        for name, fn in runs[r % len(runs):] + runs[:r % len(runs)]:
             sync()
             t, c = time.perf_counter(), time.process_time()
             fn()

@@ -201,15 +201,22 @@ def _first_equal(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 def _fused_sums(a3: torch.Tensor, want_top: bool):
     """The same as activation_sums as one kernel for torch.compile: a single read of the activation
-    gives per-window partial sums (float32), the window max and its position."""
+    gives per-window partial sums (float32), the window max and its position.
+
+    The position is the smallest index where the activation equals the window max: a min-reduction
+    that inductor vectorises on a CPU; `max(dim=1)` with indices compiles to a scalar loop that took
+    2.6 ms of a 2.6 ms kernel ([8, 256, 1536] float32, 2 threads) against 1.0 ms this way."""
     acc = torch.float64 if a3.dtype == torch.float64 else torch.float32
     a = a3.to(acc)
     part = torch.stack([a.sum(1), a.abs().sum(1), (a * a).sum(1), (a > 0).to(acc).sum(1)])  # [4, W, n]
     sums = part.sum(1)
     if not want_top:
         return sums, None
-    m, i = a3.max(dim=1)
-    return sums, (m, i)
+    S = a3.shape[1]
+    m = a3.amax(1)
+    at = torch.arange(S, device=a3.device, dtype=torch.int32).view(1, S, 1)
+    pos = torch.where(a3 == m.unsqueeze(1), at, S).amin(1).clamp(max=S - 1)  # (NaN: nothing equal)
+    return sums, (m, pos.to(torch.int64))
 
 
 def _fused_sq(x: torch.Tensor) -> torch.Tensor:

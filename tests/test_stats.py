@@ -263,6 +263,7 @@ def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
         np.testing.assert_allclose(got.input_sq[k], eager.input_sq[k], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got.top_vals, eager.top_vals)
     np.testing.assert_array_equal(got.top_pos, eager.top_pos)
+    np.testing.assert_array_equal(got.top_window, eager.top_window)
 
 
 def test_skip_first_drops_the_first_positions_from_every_statistic(tiny_windows):
