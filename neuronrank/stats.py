@@ -204,8 +204,8 @@ def _fused_sums(a3: torch.Tensor, want_top: bool):
     gives per-window partial sums (float32), the window max and its position.
 
     The position is the smallest index where the activation equals the window max: a min-reduction
-    that inductor vectorises on a CPU; `max(dim=1)` with indices compiles to a scalar loop that took
-    2.6 ms of a 2.6 ms kernel ([8, 256, 1536] float32, 2 threads) against 1.0 ms this way."""
+    that inductor vectorises on a CPU; with `max(dim=1)` and its indices (a scalar loop there) the
+    kernel took 2.6 ms on [8, 256, 1536] float32 with 2 threads, this way 0.8 ms."""
     acc = torch.float64 if a3.dtype == torch.float64 else torch.float32
     a = a3.to(acc)
     part = torch.stack([a.sum(1), a.abs().sum(1), (a * a).sum(1), (a > 0).to(acc).sum(1)])  # [4, W, n]
