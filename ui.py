@@ -9,6 +9,7 @@ Roles page loads a tokenizer only.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from typing import Iterator
 
@@ -391,8 +392,6 @@ def reference_line(fig: go.Figure, y: float, label: str, log: bool, color: str =
     """A horizontal reference line with its label on a y axis. Not add_hline(annotation_text=...): on a log
     axis plotly reads an annotation's y as log10 of the value, so the label landed at 10^y and autorange
     stretched the axis to it (a dense ppl of 15.9 drew the axis up to 1e16)."""
-    import math
-
     fig.add_hline(y=y, line_dash=dash, line_color=color)
     fig.add_annotation(x=1 if side == "right" else 0, xref="paper", xanchor=side, y=math.log10(y) if log else y,
                        yref="y", yanchor="bottom", text=label, showarrow=False, font=dict(color=color))

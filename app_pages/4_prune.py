@@ -85,12 +85,10 @@ with st.container(border=True):
                                         "The protocol is shown with every result.")
     ui.keep("pr_eval_windows")
     # how the method calibrates and what it prunes: each method's own setup unless changed here
-    info = METHODS[method]
     c1, c2, c3, c4 = st.columns(4)
-    if not info.needs_stats or info.always_sequential or stype == "structured":
-        shown, why = (("none", f"{method} uses no calibration statistics") if not info.needs_stats else
-                      ("sequential", f"{method} always calibrates layer by layer") if info.always_sequential else
-                      ("one-pass", "structured pruning ranks neurons from one-pass statistics"))
+    locked = requests.locked_calibration(method, stype)
+    if locked:
+        shown, why = locked
         c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key=f"pr_calibration_fixed_{shown}")
         calibration = f("calibration").default
     else:
@@ -105,7 +103,7 @@ with st.container(border=True):
                               "magnitude: per matrix, as Wanda's prune_magnitude).",
                          key=ui.persisted("pr_group", "own"))
     ui.keep("pr_group")
-    mlp_only = info.mlp_only or stype == "structured"
+    mlp_only = requests.mlp_only(method, stype)
     targets = c3.selectbox("Pruned linears", list(f("targets").choices), disabled=mlp_only,
                            format_func={"mlp": "MLP only", "all": "all linears (MLP + attention)"}.get,
                            help=("NeuronRank scores and structured pruning address MLP neurons only" if mlp_only
@@ -132,7 +130,7 @@ with st.container(border=True):
     st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
                f"seed {base.seed}, site {base.site}"
                + ("" if METHODS[method].needs_stats else f" — not used by {method}")
-               + (f". Weights compete per {info.group if group == 'own' else group}"
+               + (f". Weights compete per {METHODS[method].group if group == 'own' else group}"
                   if stype == "unstructured" else ""))
     start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
 
@@ -348,14 +346,14 @@ else:
         z = grid.to_numpy(dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             logz = np.where(np.isfinite(z) & (z > 0), np.log10(z), np.nan)
+        ticks = views.decade_ticks(logz)
         text = [[("" if not np.isfinite(v) else f"{v:.1f}") for v in row] for row in z]
         xs_ = [f"{v:g}" for v in grid.columns]
         ys_ = [f"{v:g}" for v in grid.index]
         fig = go.Figure(go.Heatmap(
             z=np.where(np.isfinite(logz), logz, None).tolist(), x=xs_, y=ys_, text=text, texttemplate="%{text}",
             colorscale="Viridis_r", customdata=text,
-            colorbar=dict(title="ppl", tickvals=views.decade_ticks(logz),
-                          ticktext=[f"{10 ** t:.3g}" for t in views.decade_ticks(logz)]),
+            colorbar=dict(title="ppl", tickvals=ticks, ticktext=[f"{10 ** t:.3g}" for t in ticks]),
             hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{customdata}}<extra></extra>"))
         best = history.best_cell(grid)
         title = f"Pruned perplexity, {p0['sparsity_type']} {float(p0['sparsity_ratio']):.0%}"

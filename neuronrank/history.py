@@ -47,7 +47,7 @@ def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=N
     label = f"{method} · {sparsity_type}"
     if info and info.uses_exponents and alpha is not None:
         label += f" · α={alpha:g} β={beta:g} γ={gamma:g}"
-    if calibration == "sequential" and info and not info.always_sequential:
+    if calibration == "sequential" and info and info.needs_stats and not info.always_sequential:
         label += " · sequential"
     if per and sparsity_type == "unstructured" and info and per != info.group:
         label += f" · per {per}"
@@ -141,9 +141,9 @@ def reference_ppl(frame: pd.DataFrame, sparsity_type: str, ratio: float, eval_so
     out = {}
     for method in ("wanda", "magnitude"):
         runs = same[same["method"] == method]
-        want = series_label(method, sparsity_type, calibration=calibration if method == "wanda" else None)
-        label = [series_label(method, sparsity_type, calibration=c if method == "wanda" else None, per=p,
-                              targets=t) for c, p, t in zip(runs["calibration"], runs["per"], runs["targets"])]
+        want = series_label(method, sparsity_type, calibration=calibration)
+        label = [series_label(method, sparsity_type, calibration=c, per=p, targets=t)
+                 for c, p, t in zip(runs["calibration"], runs["per"], runs["targets"])]
         v = runs.loc[[lab == want for lab in label], "pruned_ppl"].dropna()
         if len(v):
             out[method] = float(v.mean())

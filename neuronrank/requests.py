@@ -63,6 +63,24 @@ METHODS: dict[str, MethodInfo] = {
                             summary="SparseGPT: OBS reconstruction of the kept weights, layer by layer"),
 }
 CALIBRATIONS = ("one-pass", "sequential")
+
+
+def locked_calibration(method: str, sparsity_type: str) -> tuple[str, str] | None:
+    """(the calibration order, why) where a method / sparsity type fixes it; None where --calibration
+    chooses."""
+    info = METHODS[method]
+    if not info.needs_stats:
+        return "none", f"{method} uses no calibration statistics"
+    if info.always_sequential:
+        return "sequential", f"{method} always calibrates layer by layer"
+    if sparsity_type == "structured":
+        return "one-pass", "structured pruning ranks neurons from one-pass statistics"
+    return None
+
+
+def mlp_only(method: str, sparsity_type: str) -> bool:
+    """Only the MLP linears can be pruned: NeuronRank scores and structured pruning address MLP neurons."""
+    return METHODS[method].mlp_only or sparsity_type == "structured"
 SPARSITY_TYPES = ("unstructured", "structured", "2:4", "4:8")
 GROUPS = ("matrix", "row")
 SCOPES = ("layer", "global")
@@ -269,7 +287,7 @@ class PruneRequest(EvalFields):
         if self.sequential and self.sparsity_type == "structured":
             raise UserError(f"{self.prune_method} with sequential calibration prunes unstructured or N:M "
                             "sparsity only (structured pruning ranks neurons from one-pass statistics)")
-        if self.targets == "all" and (self.method.mlp_only or self.sparsity_type == "structured"):
+        if self.targets == "all" and mlp_only(self.prune_method, self.sparsity_type):
             raise UserError(f"--targets all is not defined for {self.prune_method} / {self.sparsity_type}: "
                             "NeuronRank scores and structured pruning address MLP neurons only")
         if n_layers is not None:

@@ -130,6 +130,38 @@ def test_targets_all_adds_attention(model_and_stats):
         prune(model, PruneRequest(prune_method="neuronrank_old", targets="all"), stats)
 
 
+def test_locked_settings_are_what_validation_accepts():
+    """The Prune page locks calibration order and pruned linears by requests.locked_calibration / mlp_only:
+    every combination they leave open validates, and what they lock away is refused or has no effect."""
+    from neuronrank.requests import METHODS, SPARSITY_TYPES, locked_calibration, mlp_only
+
+    for method in METHODS:
+        for stype in SPARSITY_TYPES:
+            ratio = 0.5 if ":" in stype else 0.2
+            base = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=ratio)
+            if METHODS[method].always_sequential and stype == "structured":  # no such combination at all
+                with pytest.raises(UserError, match="unstructured or N:M sparsity only"):
+                    PruneRequest(**base).validate()
+                continue
+            locked = locked_calibration(method, stype)
+            if locked is None:
+                for c in ("one-pass", "sequential"):
+                    PruneRequest(**base, calibration=c).validate()
+            else:
+                assert PruneRequest(**base).normalized().calibration == (None if locked[0] == "none" else locked[0])
+            for t in ("mlp", "all"):
+                req = PruneRequest(**base, targets=t)
+                if t == "all" and mlp_only(method, stype):
+                    with pytest.raises(UserError, match="not defined for"):
+                        req.validate()
+                else:
+                    req.validate()
+    assert locked_calibration("wanda", "structured")[0] == "one-pass"
+    assert locked_calibration("sparsegpt", "unstructured")[0] == "sequential"
+    assert locked_calibration("magnitude", "2:4")[0] == "none"
+    assert mlp_only("neuronrank_old", "unstructured") and not mlp_only("wanda", "2:4")
+
+
 def test_random_is_seeded(tiny_windows):
     masks = []
     for seed in (1, 1, 2):
