@@ -1,8 +1,8 @@
 """Streamlit glue shared by app.py and the pages: the sidebar, cached loading, session state that
 outlives a page, charts and tables with downloads, and the error boundary.
 
-Computation lives in `neuronrank.views` (tested without streamlit); this module only arranges it.
-The app process never loads a model: statistics are computed by `neuronrank.jobs` workers, and the
+Computation lives in `neuronrank.views.explorer` (tested without streamlit); this module only arranges it.
+The app process never loads a model: statistics are computed by `neuronrank.runs.jobs` workers, and the
 Roles page loads a tokenizer only.
 """
 
@@ -17,8 +17,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from neuronrank import UserError, requests, specs, store, views
-from neuronrank.requests import SITES, StatsRequest
+from neuronrank import UserError
+from neuronrank.config import requests
+from neuronrank.data import specs
+from neuronrank.data import stats_cache as store
+from neuronrank.views import explorer as views
+from neuronrank.config.requests import SITES, StatsRequest
 
 CALIB_CHOICES = (*requests.TEXT_SOURCES, "file:PATH")
 # Exponents and sparsity chosen on the Exponents page; read by later pages (Prune & evaluate).

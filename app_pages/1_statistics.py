@@ -4,7 +4,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, jobs, requests, runs, store, views
+from neuronrank import UserError
+from neuronrank.runs import jobs
+from neuronrank.config import requests
+from neuronrank.runs import store as runs
+from neuronrank.data import stats_cache as store
+from neuronrank.views import explorer as views
 
 ui.page_setup()
 st.title("NeuronRank Studio")

@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import views
+from neuronrank.views import explorer as views
 
 ui.page_setup()
 st.title("Exponents")

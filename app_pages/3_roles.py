@@ -6,7 +6,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, scoring, unembed, views
+from neuronrank import UserError
+from neuronrank.analysis import scoring
+from neuronrank.views import unembed
+from neuronrank.views import explorer as views
 
 
 def _promoted_tokens(model: str, layer: int, neuron: int) -> None:

@@ -11,10 +11,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, history, jobs, requests, views, zeroshot
-from neuronrank.requests import METHODS, PruneRequest
-from neuronrank.runs import RunStore
-from neuronrank.store import get_entry
+from neuronrank import UserError
+from neuronrank.views import history
+from neuronrank.runs import jobs
+from neuronrank.config import requests
+from neuronrank.views import explorer as views
+from neuronrank.evaluation import zeroshot
+from neuronrank.config.requests import METHODS, PruneRequest
+from neuronrank.runs.store import RunStore
+from neuronrank.data.stats_cache import get_entry
 
 def _finite(x) -> bool:
     return x is not None and math.isfinite(float(x))

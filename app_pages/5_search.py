@@ -10,9 +10,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError, jobs, requests, search, views
-from neuronrank.requests import EXPONENT_LABELS, SearchRequest
-from neuronrank.runs import RunStore
+from neuronrank import UserError
+from neuronrank.runs import jobs
+from neuronrank.config import requests
+from neuronrank.search import study as search
+from neuronrank.views import explorer as views
+from neuronrank.config.requests import EXPONENT_LABELS, SearchRequest
+from neuronrank.runs.store import RunStore
 
 ui.page_setup()
 st.title("Search exponents")

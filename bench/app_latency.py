@@ -1,7 +1,7 @@
 """What a slider move on the Exponents page costs in the app process, without the browser.
 
-A move of α, β or γ reruns `neuronrank.views.score_histograms`: rescoring every neuron through
-`neuronrank.scoring.score` and binning the scores (overall and one layer, 100 bins) — the data the
+A move of α, β or γ reruns `neuronrank.views.explorer.score_histograms`: rescoring every neuron through
+`neuronrank.analysis.scoring.score` and binning the scores (overall and one layer, 100 bins) — the data the
 histograms are drawn from. This prints its median time for three model shapes:
 
     embedded SmolLM2-135M   30 × 1,536  =    46,080 neurons
@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from neuronrank import views
+from neuronrank.views import explorer as views
 
 SHAPES = {
     "embedded (SmolLM2-135M)": (30, 1536),
@@ -103,7 +103,7 @@ def main() -> None:
         rows.append(bench(f"{name} {n_layers}×{width:,}", synthetic_frame(n_layers, width), args.reps,
                           not args.no_rest))
     if args.entry:
-        from neuronrank import store
+        from neuronrank.data import stats_cache as store
 
         stats = store.load_stats(args.entry)
         rows.append(bench(f"entry {args.entry} {stats.n_layers}×{stats.width:,}", stats.to_frame(), args.reps,

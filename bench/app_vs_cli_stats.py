@@ -31,9 +31,9 @@ def main() -> None:
     (cache / "models").symlink_to(REPO / "cache" / "models")  # the converted embedded model, shared
     os.environ["NEURONRANK_CACHE"] = str(cache)
 
-    from neuronrank import jobs
-    from neuronrank.requests import StatsRequest
-    from neuronrank.runs import RunStore
+    from neuronrank.runs import jobs
+    from neuronrank.config.requests import StatsRequest
+    from neuronrank.runs.store import RunStore
 
     def cli(seed: int) -> float:
         t = time.perf_counter()

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def synthetic_entry(layers: int, width: int, hidden: int = 4096, k: int = 16) -> str:
-    from neuronrank import store
-    from neuronrank.stats import NeuronStats
+    from neuronrank.data import stats_cache as store
+    from neuronrank.engine.collect import NeuronStats
 
     rng = np.random.default_rng(0)
     T = 131072
@@ -44,8 +44,8 @@ def synthetic_entry(layers: int, width: int, hidden: int = 4096, k: int = 16) ->
 
 
 def embedded_entry() -> str:
-    from neuronrank.pipeline import get_stats
-    from neuronrank.requests import StatsRequest
+    from neuronrank.runs.kinds import get_stats
+    from neuronrank.config.requests import StatsRequest
 
     return get_stats(StatsRequest(nsamples=16, seqlen=256)).entry.key
 

@@ -8,8 +8,8 @@ with the wall time of each stage. Usage: python bench/compare_methods.py [--eval
 import argparse
 import time
 
-from neuronrank.pipeline import prune_job
-from neuronrank.requests import PruneRequest
+from neuronrank.runs.kinds import prune_job
+from neuronrank.config.requests import PruneRequest
 
 
 def main() -> None:

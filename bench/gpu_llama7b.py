@@ -58,9 +58,9 @@ def timed(fn, device, reps):
 
 
 def main() -> None:
-    from neuronrank import evaluate
-    from neuronrank.models import decoder_body
-    from neuronrank.stats import batched, collect
+    from neuronrank.evaluation import perplexity as evaluate
+    from neuronrank.engine.models import decoder_body
+    from neuronrank.engine.collect import batched, collect
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="llama2-7b", choices=list(SHAPES))
@@ -131,7 +131,7 @@ def _sync(device):
 def profile_passes(model, windows, args, device, plain) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from neuronrank.stats import batched, collect
+    from neuronrank.engine.collect import batched, collect
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -151,9 +151,9 @@ def profile_passes(model, windows, args, device, plain) -> None:
 
 def prune_figures(model, args, device, seqlen, plain_s_per_token: float) -> None:
     """Issue 14's pruning rows. Times include everything after the model is on the device."""
-    from neuronrank.pruning import prune
-    from neuronrank.requests import PruneRequest
-    from neuronrank.stats import batched, collect
+    from neuronrank.prune import prune
+    from neuronrank.config.requests import PruneRequest
+    from neuronrank.engine.collect import batched, collect
 
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
@@ -205,7 +205,7 @@ def compiled_stats(model, windows, args, device, t_plain, floor_body) -> None:
     default on a GPU is the eager kernels, and this says whether compiling would pay."""
     import os
 
-    from neuronrank.stats import COMPILE_ENV, batched, collect
+    from neuronrank.engine.collect import COMPILE_ENV, batched, collect
 
     old = os.environ.get(COMPILE_ENV)
     os.environ[COMPILE_ENV] = "1"

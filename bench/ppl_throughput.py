@@ -9,7 +9,9 @@ import time
 
 import torch
 
-from neuronrank import corpora, evaluate, models
+from neuronrank.data import text as corpora
+from neuronrank.evaluation import perplexity as evaluate
+from neuronrank.engine import models
 
 
 def main() -> None:

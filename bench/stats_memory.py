@@ -15,8 +15,9 @@ def worker(nsamples: int, seqlen: int) -> None:
     import torch
 
     from _mem import PeakRSS
-    from neuronrank import corpora, models
-    from neuronrank.stats import batched, collect
+    from neuronrank.data import text as corpora
+    from neuronrank.engine import models
+    from neuronrank.engine.collect import batched, collect
 
     model, tok = models.load(models.DEFAULT_MODEL)
     ids = corpora.token_stream(tok, corpora.load_corpus("news"))

@@ -14,8 +14,9 @@ import time
 
 import torch
 
-from neuronrank import corpora, models
-from neuronrank.stats import COMPILE_ENV, batched, collect
+from neuronrank.data import text as corpora
+from neuronrank.engine import models
+from neuronrank.engine.collect import COMPILE_ENV, batched, collect
 
 
 def main() -> None:

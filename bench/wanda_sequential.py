@@ -27,7 +27,8 @@ from _mem import PeakRSS
 
 
 def _setup(args):
-    from neuronrank import corpora, models
+    from neuronrank.data import text as corpora
+    from neuronrank.engine import models
 
     model, tok = models.load(args.model)
     ids = corpora.token_stream(tok, corpora.load_corpus("news"))
@@ -37,9 +38,9 @@ def _setup(args):
 
 @torch.inference_mode()
 def ours(model, windows, args):
-    from neuronrank.pruning import prune
-    from neuronrank.requests import PruneRequest
-    from neuronrank.stats import batched, collect
+    from neuronrank.prune import prune
+    from neuronrank.config.requests import PruneRequest
+    from neuronrank.engine.collect import batched, collect
 
     stats = collect(model, batched(windows, 8), site="gate")
     prune(model, PruneRequest(prune_method="wanda", sparsity_ratio=args.ratio, group="row"), stats)
@@ -47,8 +48,8 @@ def ours(model, windows, args):
 
 @torch.inference_mode()
 def sequential(model, windows, args):
-    from neuronrank.models import decoder_layers, mlp_blocks
-    from neuronrank.pruning import lowest_mask
+    from neuronrank.engine.models import decoder_layers, mlp_blocks
+    from neuronrank.prune import lowest_mask
 
     layers = decoder_layers(model)
     captured = {}
@@ -100,8 +101,9 @@ def _out(o):
 
 
 def worker(args) -> None:
-    from neuronrank import corpora, evaluate
-    from neuronrank.models import mlp_blocks
+    from neuronrank.data import text as corpora
+    from neuronrank.evaluation import perplexity as evaluate
+    from neuronrank.engine.models import mlp_blocks
 
     model, tok, windows = _setup(args)
     t = time.perf_counter()

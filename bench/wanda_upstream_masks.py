@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
-from neuronrank import models, pipeline, pruning
-from neuronrank.requests import PruneRequest, StatsRequest
+from neuronrank.engine import models
+from neuronrank.runs import kinds as pipeline
+import neuronrank.prune as pruning
+from neuronrank.config.requests import PruneRequest, StatsRequest
 
 
 def masks(model) -> dict[str, torch.Tensor]:

@@ -15,7 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from neuronrank import models, requests
+from neuronrank.engine import models
+from neuronrank.config import requests
 from neuronrank.errors import Terminated, UserError
 
 log = logging.getLogger("neuronrank")
@@ -64,9 +65,9 @@ def _finite(obj):
 
 
 def cmd_stats(args) -> int:
-    from neuronrank.pipeline import get_stats
+    from neuronrank.runs.kinds import get_stats
 
-    from neuronrank.paths import check_output_file
+    from neuronrank.data.paths import check_output_file
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix != ".parquet":
@@ -81,7 +82,7 @@ def cmd_stats(args) -> int:
         res = get_stats(req, progress=bar, recompute=args.recompute, device_map=args.device_map)
     finally:
         bar.close()
-    from neuronrank import distributed
+    from neuronrank.engine import distributed
 
     if distributed.rank() != 0:  # under torchrun only rank 0 reports
         return 0
@@ -135,7 +136,7 @@ def _stage_printer():
 
 def _run_with_bar(kind: str, req, group: str | None = None) -> tuple[int, dict]:
     """Run in this process (recorded in the run store) with a progress bar per stage."""
-    from neuronrank import jobs
+    from neuronrank.runs import jobs
 
     bar = _stage_printer()
     try:
@@ -231,7 +232,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from neuronrank import search
+    from neuronrank.search import study as search
 
     req = requests.from_args(requests.SearchRequest, args)
     _preflight(req)
@@ -350,7 +351,7 @@ def main(argv=None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if "torch.distributed" in sys.modules:
-            from neuronrank import distributed
+            from neuronrank.engine import distributed
 
             distributed.shutdown()
 

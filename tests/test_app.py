@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from neuronrank import scoring, store
-from neuronrank.pipeline import get_stats
-from neuronrank.requests import StatsRequest
-from neuronrank.runs import RunStore
+from neuronrank.analysis import scoring
+from neuronrank.data import stats_cache as store
+from neuronrank.runs.kinds import get_stats
+from neuronrank.config.requests import StatsRequest
+from neuronrank.runs.store import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("app_pages/1_statistics.py", "app_pages/2_exponents.py", "app_pages/3_roles.py")
@@ -271,7 +272,7 @@ def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["TF"] == f"{stats.tf[layer, neuron]:.4g}" and metrics["IDF"] == f"{stats.idf[layer, neuron]:.4g}"
     # beside the contexts: the tokens it promotes and suppresses (unembed.py, checked against torch there)
-    from neuronrank import unembed
+    from neuronrank.views import unembed
 
     md = " ".join(m.value for m in app.markdown)
     tok = AutoTokenizer.from_pretrained(tiny_dir)

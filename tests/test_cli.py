@@ -28,7 +28,7 @@ def test_stats_command_writes_the_contract_table(tiny_dir, text_file, tmp_path):
     assert list(frame.columns[:7]) == ["layer", "neuron", "tf", "idf", "n_active", "tokens", "w_norm"]
     assert (frame["tokens"] == 64).all() and len(frame) == 2 * 48
     # the table is the same numbers the library computes
-    from neuronrank.store import load_stats, get_entry
+    from neuronrank.data.stats_cache import load_stats, get_entry
 
     stats = load_stats(get_entry(payload["cache_key"]))
     assert frame["tf"].to_numpy() == pytest.approx(stats.tf.ravel(), rel=1e-12)
@@ -80,7 +80,7 @@ def test_prune_command_with_original_flags(tiny_dir, text_file, tmp_path):
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["result"]["pruned_ppl"] == res["pruned_ppl"]
     assert len(pd.read_csv(tmp_path / "out" / "sparsity.csv")) == 2 * 7
-    from neuronrank.runs import RunStore
+    from neuronrank.runs.store import RunStore
 
     run = RunStore().get(res["run_id"])
     assert run["status"] == "done" and run["origin"] == "cli" and run["params"]["alpha"] == 1.5
@@ -105,7 +105,7 @@ def test_sweep_runs_a_grid(tiny_dir, text_file):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(res["runs"]) == 4 and {(x["alpha"], x["gamma"]) for x in res["runs"]} == {(0, 0), (0, 2), (1, 0), (1, 2)}
-    from neuronrank.runs import RunStore
+    from neuronrank.runs.store import RunStore
 
     assert len(RunStore().list(group=res["group"])) == 4
 

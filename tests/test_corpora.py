@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neuronrank import UserError
-from neuronrank.corpora import calibration_windows, evaluation_windows, load_corpus
+from neuronrank.data.text import calibration_windows, evaluation_windows, load_corpus
 
 
 def test_news_corpus_is_cleaned():

@@ -25,8 +25,8 @@ except ImportError:  # the GPU machine: conftest (make_tiny) only needs pytest.f
     sys.modules["pytest"] = types.SimpleNamespace(fixture=_fixture)
     pytest = None
 
-from neuronrank.evaluate import perplexity  # noqa: E402
-from neuronrank.stats import batched, collect  # noqa: E402
+from neuronrank.evaluation.perplexity import perplexity  # noqa: E402
+from neuronrank.engine.collect import batched, collect  # noqa: E402
 from tests.conftest import make_tiny  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
@@ -77,7 +77,7 @@ def _reference(model, batches):
 
 
 def _check_against_reference(dtype, compiled: bool):
-    import neuronrank.stats as st
+    import neuronrank.engine.collect as st
 
     old = os.environ.get(st.COMPILE_ENV)
     os.environ[st.COMPILE_ENV] = "1" if compiled else "0"
@@ -143,7 +143,7 @@ def test_stats_on_cuda_match_cpu():
 @needs_cuda
 def test_threshold_masks_on_cuda_equal_cpu():
     """The sort-based threshold on CUDA picks exactly the CPU's entries, ties included."""
-    from neuronrank.pruning import lowest_mask
+    from neuronrank.prune import lowest_mask
 
     g = torch.Generator().manual_seed(0)
     for metric in (torch.rand(300, 257, generator=g), torch.randint(0, 5, (300, 257), generator=g).float(),

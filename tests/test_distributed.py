@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuronrank.requests import StatsRequest
-from neuronrank.store import get_entry, load_stats
+from neuronrank.config.requests import StatsRequest
+from neuronrank.data.stats_cache import get_entry, load_stats
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_share_covers_all_windows_once():
-    from neuronrank.distributed import share
+    from neuronrank.engine.distributed import share
 
     for n in (2, 5, 16):
         for world in (1, 2, 3):
@@ -74,9 +74,9 @@ def _load(cache, key):
 
 def test_fewer_windows_than_ranks_is_refused(monkeypatch):
     from neuronrank import UserError
-    from neuronrank.pipeline import _collect_sharded
+    from neuronrank.runs.kinds import _collect_sharded
     import torch
 
-    monkeypatch.setattr("neuronrank.distributed.init", lambda device: (0, 4))
+    monkeypatch.setattr("neuronrank.engine.distributed.init", lambda device: (0, 4))
     with pytest.raises(UserError, match="at least the number of ranks"):
         _collect_sharded(torch.nn.Linear(1, 1), torch.zeros(3, 4, dtype=torch.long), StatsRequest(), None)

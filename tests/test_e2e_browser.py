@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e,
 
 @pytest.fixture(scope="module")
 def server(isolated_cache):
-    from neuronrank.pipeline import get_stats
-    from neuronrank.requests import StatsRequest
+    from neuronrank.runs.kinds import get_stats
+    from neuronrank.config.requests import StatsRequest
 
     # the statistics being explored: the embedded model, a small calibration set
     get_stats(StatsRequest(nsamples=4, seqlen=64, batch_size=4))
@@ -91,7 +91,7 @@ def test_browser_slider_and_prune_run_survive_reload(server):
             assert "Dense perplexity" in text and "seqlen 128, 2 windows" in text
         finally:
             browser.close()
-    from neuronrank.runs import RunStore
+    from neuronrank.runs.store import RunStore
 
     runs = RunStore().list(kind="prune")
     assert runs and runs[0]["status"] == "done" and runs[0]["result"]["protocol"]["windows"] == 2

@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e,
 
 @pytest.fixture(scope="module")
 def entry_key(isolated_cache):
-    from neuronrank.pipeline import get_stats
-    from neuronrank.requests import StatsRequest
+    from neuronrank.runs.kinds import get_stats
+    from neuronrank.config.requests import StatsRequest
 
     return get_stats(StatsRequest(nsamples=8, seqlen=64, batch_size=8)).entry.key
 
@@ -212,7 +212,7 @@ def test_bad_text_source_is_caught_as_typed(server, page, entry_key):
 
 
 def test_prune_run_shows_stages_history_updates_and_compares(server, page, entry_key):
-    from neuronrank.runs import RunStore
+    from neuronrank.runs.store import RunStore
 
     page.goto(f"{server}/prune?entry={entry_key}")
     settled(page)
@@ -234,7 +234,7 @@ def test_prune_run_shows_stages_history_updates_and_compares(server, page, entry
             break
         time.sleep(1)
     assert all(r["status"] == "done" for r in RunStore().list(kind="prune")[:2])
-    from neuronrank import history
+    from neuronrank.views import history
 
     mine = RunStore().list(kind="prune")[:2]
     want = sorted({history.series_label(r["params"]["prune_method"], r["params"]["sparsity_type"],
@@ -262,7 +262,7 @@ def test_prune_run_shows_stages_history_updates_and_compares(server, page, entry
 
 
 def test_reload_during_a_sweep_reattaches(server, page, entry_key):
-    from neuronrank.runs import RunStore
+    from neuronrank.runs.store import RunStore
 
     page.goto(f"{server}/prune?entry={entry_key}")
     settled(page)

@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e,
 
 @pytest.fixture(scope="module")
 def tiny_server(isolated_cache, tiny_dir, text_file):
-    from neuronrank.pipeline import get_stats
-    from neuronrank.requests import StatsRequest
+    from neuronrank.runs.kinds import get_stats
+    from neuronrank.config.requests import StatsRequest
 
     # a fresh entry (parameters no other test uses): the newest one, so the sidebar loads it
     get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=5, seqlen=16, seed=13,
@@ -88,7 +88,7 @@ def test_browser_starts_a_study_and_the_plots_fill(tiny_server, text_file):
     history = next(p for p in plots if p["title"].startswith("Optimization history"))
     assert history["shapes"] == 4 and history["points"] >= 5  # four baseline lines; five trials (+ best line)
     assert "Best NeuronRank-OLD" in text and "wanda baseline" in text and "browser-study" in text
-    from neuronrank import search
+    from neuronrank.search import study as search
 
     study = search.load_study("browser-study")
     assert search.counts(study)["complete"] == 5

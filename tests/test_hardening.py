@@ -10,9 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neuronrank import UserError, scoring
+from neuronrank import UserError
+from neuronrank.analysis import scoring
 from neuronrank.cli import main
-from neuronrank.pruning import lowest_mask
+from neuronrank.prune import lowest_mask
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,9 +77,9 @@ def test_unusable_cache_folder(capsys, tmp_path, monkeypatch):
 def test_full_disk_while_writing_an_entry(tiny_dir, text_file, monkeypatch):
     import errno
 
-    from neuronrank import store
-    from neuronrank.pipeline import get_stats
-    from neuronrank.requests import StatsRequest
+    from neuronrank.data import stats_cache as store
+    from neuronrank.runs.kinds import get_stats
+    from neuronrank.config.requests import StatsRequest
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -93,8 +94,8 @@ def test_full_disk_while_writing_an_entry(tiny_dir, text_file, monkeypatch):
 
 
 def test_unknown_run_id():
-    from neuronrank import jobs
-    from neuronrank.runs import RunStore
+    from neuronrank.runs import jobs
+    from neuronrank.runs.store import RunStore
 
     with pytest.raises(UserError, match="no run with id 123456"):
         RunStore().get(123456)
@@ -106,8 +107,8 @@ def test_unknown_run_id():
 
 def test_out_of_memory_backs_off_the_batch(tiny, tiny_windows, monkeypatch):
     """A batch that does not fit is split in halves and retried; the numbers are unchanged."""
-    from neuronrank.models import decoder_body
-    from neuronrank.stats import batched, collect
+    from neuronrank.engine.models import decoder_body
+    from neuronrank.engine.collect import batched, collect
 
     ref = collect(tiny, batched(tiny_windows, 6))
     body = decoder_body(tiny)
@@ -130,8 +131,8 @@ def test_out_of_memory_backs_off_the_batch(tiny, tiny_windows, monkeypatch):
 
 
 def test_perplexity_backs_off_too(tiny, tiny_windows, monkeypatch):
-    from neuronrank.evaluate import perplexity
-    from neuronrank.models import decoder_body
+    from neuronrank.evaluation.perplexity import perplexity
+    from neuronrank.engine.models import decoder_body
 
     ref = perplexity(tiny, tiny_windows, batch_size=6).ppl
     body = decoder_body(tiny)
@@ -150,7 +151,7 @@ def test_perplexity_backs_off_too(tiny, tiny_windows, monkeypatch):
 
 def test_no_pickle_or_torch_load_in_the_library():
     offenders = []
-    for path in (REPO / "neuronrank").glob("*.py"):
+    for path in (REPO / "neuronrank").rglob("*.py"):
         text = path.read_text()
         for pat in (r"\btorch\.load\(", r"\bimport pickle\b", r"allow_pickle=True", r"trust_remote_code=True"):
             if re.search(pat, text):
@@ -161,7 +162,7 @@ def test_no_pickle_or_torch_load_in_the_library():
 def test_trust_remote_code_is_off_by_default(monkeypatch, tiny_dir):
     import transformers
 
-    from neuronrank import models
+    from neuronrank.engine import models
 
     seen = []
     real = transformers.AutoModelForCausalLM.from_pretrained
@@ -184,7 +185,7 @@ def test_server_binds_to_localhost_without_usage_stats():
 
 
 def test_app_paths_are_confined(tmp_path, monkeypatch):
-    from neuronrank.paths import confine
+    from neuronrank.data.paths import confine
 
     allowed = tmp_path / "data"
     allowed.mkdir()
@@ -201,7 +202,7 @@ def test_app_paths_are_confined(tmp_path, monkeypatch):
 
 
 def test_model_ids_become_safe_file_names():
-    from neuronrank.paths import safe_name
+    from neuronrank.data.paths import safe_name
 
     for raw in ("../../etc/passwd", "org/model:v1", "a\x00b", "..", "/abs/path.gguf"):
         name = safe_name(raw)
@@ -256,14 +257,14 @@ def test_save_model_never_replaces_a_folder_that_holds_other_things(capsys, tiny
             "magnitude"]
     one_error_line(capsys, [*base, "--save_model", str(busy)], "exists and is not a saved model")
     assert (busy / "notes.txt").read_text() == "keep me"
-    from neuronrank.paths import REPO_ROOT
+    from neuronrank.data.paths import REPO_ROOT
 
     one_error_line(capsys, [*base, "--save_model", str(REPO_ROOT)], "refusing to save a model over")
     assert (REPO_ROOT / "README.md").is_file()
 
 
 def test_confinement_cannot_be_dodged_with_white_space(tmp_path, monkeypatch):
-    from neuronrank.paths import confine_params
+    from neuronrank.data.paths import confine_params
 
     monkeypatch.setenv("NEURONRANK_ALLOWED_DIRS", str(tmp_path))
     for params in ({"model": " /etc"}, {"calib": " file:/etc/hosts"}, {"eval": "file: /etc/hosts"},
@@ -273,8 +274,8 @@ def test_confinement_cannot_be_dodged_with_white_space(tmp_path, monkeypatch):
 
 
 def test_a_run_cancelled_before_its_worker_starts_does_not_run(tiny_dir, text_file):
-    from neuronrank import jobs
-    from neuronrank.runs import RunStore
+    from neuronrank.runs import jobs
+    from neuronrank.runs.store import RunStore
 
     store = RunStore()
     rid = jobs.submit("stats", {"model": str(tiny_dir), "calib": f"file:{text_file}", "nsamples": 2,
@@ -293,7 +294,7 @@ def test_a_run_cancelled_before_its_worker_starts_does_not_run(tiny_dir, text_fi
 
 def test_diverged_perplexity_is_inf_and_json_null(tiny, tiny_windows, capsys):
     from neuronrank.cli import _emit, _finite
-    from neuronrank.evaluate import perplexity
+    from neuronrank.evaluation.perplexity import perplexity
 
     with torch.no_grad():
         tiny.lm_head.weight.mul_(1e5)
@@ -308,7 +309,7 @@ def test_diverged_perplexity_is_inf_and_json_null(tiny, tiny_windows, capsys):
 
 
 def test_delete_of_a_vanished_entry_is_quiet_for_internal_callers():
-    from neuronrank import store
+    from neuronrank.data import stats_cache as store
 
     store.delete_entry("0123456789abcdef", missing_ok=True)
     with pytest.raises(UserError, match="no cache entry"):
@@ -325,7 +326,7 @@ def test_file_system_errors_are_one_line(capsys, tiny_dir, text_file, tmp_path):
 
 
 def test_resaving_a_model_folder_changes_its_identity(tmp_path):
-    from neuronrank import models
+    from neuronrank.engine import models
     from tests.conftest import write_tiny_model_dir
 
     folder = write_tiny_model_dir(tmp_path / "m")

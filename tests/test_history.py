@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from neuronrank import UserError, history, requests
-from neuronrank.requests import PruneRequest
+from neuronrank import UserError
+from neuronrank.views import history
+from neuronrank.config import requests
+from neuronrank.config.requests import PruneRequest
 
 
 def run(i, status, alpha, gamma, ppl=None, method="neuronrank_old", ratio=0.5, grp="g"):

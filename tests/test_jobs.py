@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from neuronrank import UserError, jobs
-from neuronrank.runs import RunStore
+from neuronrank import UserError
+from neuronrank.runs import jobs
+from neuronrank.runs.store import RunStore
 
 
 def wait_for(store, run_id, statuses=("done", "failed", "cancelled"), timeout=180):
@@ -124,7 +125,7 @@ def _children(alive: bool) -> list[int]:
 def test_a_baseline_run_records_no_exponents():
     """Exponents are the NeuronRank-OLD score's: a wanda run queued with them stores none (the app
     disables those fields for baselines; the run history then shows no exponents it ignored)."""
-    from neuronrank.requests import PruneRequest
+    from neuronrank.config.requests import PruneRequest
 
     store = RunStore()
     rid = jobs.submit("prune", PruneRequest(prune_method="wanda", alpha=2.0, gamma=0.0), start_dispatcher=False)

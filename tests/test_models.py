@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from neuronrank import UserError, models
+from neuronrank import UserError
+from neuronrank.engine import models
 
 
 def test_spec_resolution_errors(tmp_path):
@@ -104,10 +105,10 @@ def test_device_map_auto_loads_and_everything_runs_on_it(tiny_dir, text_file, ti
     each layer's device. Here every layer lands on the CPU; on GPUs the same code spans devices."""
     import numpy as np
 
-    from neuronrank.evaluate import perplexity
-    from neuronrank.pruning import prune, sparsity_report
-    from neuronrank.requests import PruneRequest
-    from neuronrank.stats import batched, collect
+    from neuronrank.evaluation.perplexity import perplexity
+    from neuronrank.prune import prune, sparsity_report
+    from neuronrank.config.requests import PruneRequest
+    from neuronrank.engine.collect import batched, collect
 
     mapped, _ = models.load(str(tiny_dir), device_map="auto")
     plain, _ = models.load(str(tiny_dir))

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from neuronrank import UserError, scoring
-from neuronrank.evaluate import perplexity
-from neuronrank.models import mlp_blocks
-from neuronrank.requests import PruneRequest
-from neuronrank.pruning import METHODS, lowest_mask, prune, slice_structured, sparsity_report
-from neuronrank.stats import collect
+from neuronrank import UserError
+from neuronrank.analysis import scoring
+from neuronrank.evaluation.perplexity import perplexity
+from neuronrank.engine.models import mlp_blocks
+from neuronrank.config.requests import PruneRequest
+from neuronrank.prune import METHODS, lowest_mask, prune, slice_structured, sparsity_report
+from neuronrank.engine.collect import collect
 from tests.conftest import make_tiny
 
 
@@ -133,7 +134,7 @@ def test_targets_all_adds_attention(model_and_stats):
 def test_locked_settings_are_what_validation_accepts():
     """The Prune page locks calibration order and pruned linears by requests.locked_calibration / mlp_only:
     every combination they leave open validates, and what they lock away is refused or has no effect."""
-    from neuronrank.requests import METHODS, SPARSITY_TYPES, locked_calibration, mlp_only
+    from neuronrank.config.requests import METHODS, SPARSITY_TYPES, locked_calibration, mlp_only
 
     for method in METHODS:
         for stype in SPARSITY_TYPES:
@@ -266,7 +267,7 @@ def test_low_precision_metric_same_mask_as_float32():
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "neuronrank_old"])
 def test_prune_masks_identical_to_previous_float32_metric_path(method, tiny_windows):
     """The metrics now take the weight in its own dtype; masks equal the old float32-copy path."""
-    from neuronrank.pruning import MetricInputs, _neuronrank_old, _wanda, _magnitude, targets
+    from neuronrank.prune import MetricInputs, _neuronrank_old, _wanda, _magnitude, targets
 
     model = make_tiny(layers=2, inter=64)
     stats = collect(model, [tiny_windows])

@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuronrank import corpora, jobs, store
+from neuronrank.data import text as corpora
+from neuronrank.runs import jobs
+from neuronrank.data import stats_cache as store
 from neuronrank.cli import main
-from neuronrank.paths import cache_dir
-from neuronrank.pipeline import get_stats
-from neuronrank.requests import StatsRequest
-from neuronrank.runs import RunStore, process_start
+from neuronrank.data.paths import cache_dir
+from neuronrank.runs.kinds import get_stats
+from neuronrank.config.requests import StatsRequest
+from neuronrank.runs.store import RunStore, process_start
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +68,7 @@ def wait_for(pred, timeout=120, what="condition"):
 
 
 def _token_file_for(req):
-    from neuronrank import models
+    from neuronrank.engine import models
 
     tok = models.load_tokenizer(req.model)
     ids = corpora.token_stream(tok, corpora.load_corpus(req.calib))
@@ -147,8 +149,8 @@ def test_the_app_shows_a_damaged_entry_as_an_error_and_removes_it(req):
 
 @pytest.mark.parametrize("damage", ["number", "garbage", "protocol"])
 def test_damaged_dense_ppl_cache_is_measured_again(tiny_dir, text_file, damage):
-    from neuronrank import models
-    from neuronrank.pipeline import measure_ppl
+    from neuronrank.engine import models
+    from neuronrank.runs.kinds import measure_ppl
 
     model, tok = models.load(str(tiny_dir))
     ident = {"test": damage}
@@ -162,7 +164,7 @@ def test_damaged_dense_ppl_cache_is_measured_again(tiny_dir, text_file, damage):
     elif damage == "garbage":
         path.write_bytes(os.urandom(path.stat().st_size))
     else:  # internally consistent but not this protocol: checksum fixed up
-        from neuronrank.pipeline import _body_sha256
+        from neuronrank.runs.kinds import _body_sha256
 
         rec["result"]["windows"] = 3
         rec["sha256"] = _body_sha256(rec["result"])
@@ -204,7 +206,7 @@ def lock_free(root: Path) -> bool:
 
 
 def test_sixteen_concurrent_submits_start_one_dispatcher(own_cache, tiny_dir, text_file):
-    code = ("import sys; from neuronrank import jobs; jobs.submit('stats', {'model': sys.argv[1], "
+    code = ("import sys; from neuronrank.runs import jobs; jobs.submit('stats', {'model': sys.argv[1], "
             "'calib': 'file:' + sys.argv[2], 'nsamples': 2, 'seqlen': 16, 'seed': int(sys.argv[3])})")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tiny_dir), str(text_file), str(i)], env=env)
@@ -354,8 +356,8 @@ def test_stale_temporaries_are_removed_on_the_next_listing_or_write(req, tmp_pat
 
 
 def test_a_save_model_killed_half_way_is_cleaned_up(tmp_path):
-    from neuronrank.export import PARTIAL
-    from neuronrank.paths import sweep_stale
+    from neuronrank.prune.export import PARTIAL
+    from neuronrank.data.paths import sweep_stale
 
     mine, theirs = tmp_path / ".out.tmp", tmp_path / ".their.tmp"
     for folder in (mine, theirs):
@@ -364,7 +366,7 @@ def test_a_save_model_killed_half_way_is_cleaned_up(tmp_path):
         os.utime(folder, (time.time() - 3600,) * 2)
     (mine / PARTIAL).touch()
     os.utime(mine, (time.time() - 3600,) * 2)
-    from neuronrank import export
+    from neuronrank.prune import export
 
     sweep_stale(tmp_path, match=lambda p: p.name.endswith(".tmp") and (p / export.PARTIAL).exists())
     assert not mine.exists() and theirs.exists()  # a user's own hidden folder is not ours to delete
@@ -381,7 +383,7 @@ def test_a_damaged_run_store_is_moved_aside_and_replaced(own_cache, damage, capl
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 3] if damage == "truncate" else b"\0" * 100 + os.urandom(len(raw) - 100))
     kept = path.read_bytes()
-    import neuronrank.runs as runs_mod
+    import neuronrank.runs.store as runs_mod
 
     runs_mod._verified.clear()  # as a fresh process would
     with caplog.at_level("WARNING"):
@@ -399,7 +401,7 @@ def test_a_damaged_run_store_is_moved_aside_and_replaced(own_cache, damage, capl
 def test_the_cli_goes_on_after_replacing_a_damaged_run_store(own_cache, tiny_dir, text_file, capsys):
     RunStore()
     (own_cache / "runs.sqlite").write_bytes(b"this is not a database" * 100)
-    import neuronrank.runs as runs_mod
+    import neuronrank.runs.store as runs_mod
 
     runs_mod._verified.clear()
     assert main(["ppl", "--model", str(tiny_dir), "--eval", f"file:{text_file}", "--eval-seqlen", "16",
@@ -415,7 +417,7 @@ def test_the_cli_goes_on_after_replacing_a_damaged_run_store(own_cache, tiny_dir
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    from neuronrank import models
+    from neuronrank.engine import models
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded before the output target was checked")
@@ -457,7 +459,7 @@ def test_stats_out_is_checked_before_the_model_loads(capsys, tiny_dir, text_file
 
 
 def test_a_failed_write_at_the_end_keeps_the_perplexities(capsys, tiny_dir, text_file, tmp_path, monkeypatch):
-    from neuronrank import export
+    from neuronrank.prune import export
     from neuronrank.errors import UserError
 
     def disk_full(folder, *a, **k):
@@ -499,7 +501,7 @@ def test_negative_seed_is_one_line_in_the_cli_and_the_app(capsys, tiny_dir, text
 def test_huge_nsamples_is_refused_or_announced(capsys, tiny_dir, text_file, caplog, monkeypatch):
     one_error_line(capsys, ["stats", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--nsamples",
                             "1000000", "--seqlen", "2"], "times the text's")
-    from neuronrank import pipeline
+    from neuronrank.runs import kinds as pipeline
 
     monkeypatch.setattr(pipeline, "LARGE_TOKENS", 100)
     with caplog.at_level("WARNING"):

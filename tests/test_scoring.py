@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuronrank import UserError, scoring
+from neuronrank import UserError
+from neuronrank.analysis import scoring
 
 
 def frame(w, tf, idf, layers=None):
@@ -72,7 +73,7 @@ def test_overlap_jaccard():
 
 
 def test_score_of_stats_matches_frame(tiny, tiny_windows):
-    from neuronrank.stats import collect
+    from neuronrank.engine.collect import collect
 
     s = collect(tiny, [tiny_windows])
     np.testing.assert_allclose(scoring.score(s, 1.5, 1, 2), scoring.score(s.to_frame(), 1.5, 1, 2))

@@ -21,10 +21,10 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from neuronrank import search
+from neuronrank.search import study as search
 from neuronrank.cli import main
-from neuronrank.requests import SearchRequest
-from neuronrank.search_model import ModelEvaluator
+from neuronrank.config.requests import SearchRequest
+from neuronrank.search.worker import ModelEvaluator
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,7 +86,7 @@ def test_planted_optimum_is_found(base):
 
 
 def test_trial_value_is_the_prune_commands_and_weights_come_back(base):
-    from neuronrank.pipeline import prune_job
+    from neuronrank.runs.kinds import prune_job
 
     req = search.resolve_request(replace(base, rungs=2))
     ev = ModelEvaluator(req)
@@ -159,8 +159,9 @@ def test_two_workers_share_one_sqlite_study(base):
 KILLABLE = textwrap.dedent("""
     import sys, time
     from dataclasses import replace
-    from neuronrank import search, search_model
-    from neuronrank.requests import SearchRequest
+    from neuronrank.search import study as search
+    from neuronrank.search import worker as search_model
+    from neuronrank.config.requests import SearchRequest
 
     fast = search_model.ModelEvaluator.prune
     def slow(self, alpha, beta, gamma, **over):  # the original exponents (trial 0, baselines) run; others hang
@@ -284,8 +285,8 @@ def test_list_studies_and_trials_frame(base):
 
 def test_app_submitted_search_confines_its_storage_file(base):
     """The app queues searches for browser users: a SQLite storage path must lie in the allowed folders."""
-    from neuronrank import jobs
-    from neuronrank.runs import RunStore
+    from neuronrank.runs import jobs
+    from neuronrank.runs.store import RunStore
 
     with pytest.raises(search.UserError, match="outside the allowed folders"):
         jobs.submit("search", replace(base, storage="sqlite:////etc/studies.db"), start_dispatcher=False)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from neuronrank import search
-from neuronrank.pipeline import get_stats
-from neuronrank.requests import StatsRequest
-from neuronrank.runs import RunStore
+from neuronrank.search import study as search
+from neuronrank.runs.kinds import get_stats
+from neuronrank.config.requests import StatsRequest
+from neuronrank.runs.store import RunStore
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "app_pages/5_search.py"
@@ -99,7 +99,7 @@ def test_the_page_side_of_optuna_imports_no_torch():
     import sys
 
     code = ("import sys, optuna\n"
-            "import neuronrank.search, optuna.visualization as ov, optuna.importance\n"
+            "import neuronrank.search.study, optuna.visualization as ov, optuna.importance\n"
             "s = optuna.create_study()\n"
             "s.optimize(lambda t: t.suggest_float('alpha', 0, 3) + t.suggest_float('beta', 0, 3), n_trials=4)\n"
             "ov.plot_contour(s); ov.plot_slice(s); ov.plot_param_importances(s); ov.plot_optimization_history(s)\n"

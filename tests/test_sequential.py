@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from neuronrank import UserError
-from neuronrank.models import mlp_blocks
-from neuronrank.pruning import prune
-from neuronrank.requests import PruneRequest
-from neuronrank.sparsegpt import prune_weight
-from neuronrank.stats import collect
+from neuronrank.engine.models import mlp_blocks
+from neuronrank.prune import prune
+from neuronrank.config.requests import PruneRequest
+from neuronrank.prune.sparsegpt import prune_weight
+from neuronrank.engine.collect import collect
 from tests.conftest import make_tiny
 
 ROLES = ("gate", "up", "down")
@@ -184,7 +184,7 @@ def test_sequential_wanda_reproduces_upstream_masks_bit_for_bit(sparsity_type):
 
 
 def test_row_ties_fall_to_the_lowest_index():
-    from neuronrank.pruning import lowest_mask
+    from neuronrank.prune import lowest_mask
 
     metric = torch.tensor([[1.0, 2.0, 1.0, 1.0, 3.0, 1.0], [5.0, 5.0, 5.0, 5.0, 5.0, 5.0]])
     assert lowest_mask(metric, 0.5, group="row").tolist() == [[True, False, True, True, False, False],
@@ -194,7 +194,7 @@ def test_row_ties_fall_to_the_lowest_index():
 def test_running_mean_input_norms_are_wrappedgpts():
     """Layer-by-layer statistics keep ‖X‖² as upstream's WrappedGPT does: float32, a running mean over
     calls (x *= n/(n+b); x += ‖X‖²/n), bit for bit; one-pass statistics keep the float64 sum."""
-    from neuronrank.stats import _LayerAccumulator
+    from neuronrank.engine.collect import _LayerAccumulator
 
     block = mlp_blocks(make_tiny())[0]
     xs = [torch.randn(1, 16, 32, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(5)]
@@ -221,8 +221,8 @@ def test_wanda_norm_is_a_float32_root_as_upstream_takes_it():
     """‖X‖ = torch.sqrt of the float32 ‖X‖², as upstream's torch.sqrt(scaler_row): a float64 root rounded to
     float32 differs from it in the last bit for a sizeable share of values (~17 % on this CPU), enough
     to flip near-ties of |W|·‖X‖ on quantized weights."""
-    from neuronrank.neuron_stats import NeuronStats
-    from neuronrank.pruning import MetricInputs, targets
+    from neuronrank.analysis.neuron_stats import NeuronStats
+    from neuronrank.prune import MetricInputs, targets
 
     model = make_tiny(hidden=256)
     stats = collect(model, [windows()])

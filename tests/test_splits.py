@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from neuronrank import corpora
-from neuronrank.models import load_tokenizer
+from neuronrank.data import text as corpora
+from neuronrank.engine.models import load_tokenizer
 
 WORDS = "alpha beta gamma delta quick brown fox lazy dog markets rose team scored cup final".split()
 
@@ -81,7 +81,7 @@ def test_c4_sampler_equals_upstream_algorithm(data_root, tiny_dir):
 
 
 def test_c4_evaluates_on_the_first_1100_validation_docs(data_root, tiny_dir):
-    from neuronrank.pipeline import eval_windows
+    from neuronrank.runs.kinds import eval_windows
 
     ev = corpora.load_corpus("c4", role="eval")
     assert len(ev.docs) == 1100 and ev.separator == " " and ev.docs[-1].startswith("v1099 ")
@@ -105,7 +105,7 @@ def test_a_missing_split_is_one_clear_error(tmp_path, monkeypatch):
 
 def test_protocol_wanda_sets_every_choice_and_prints_them(data_root, tiny_dir, capsys):
     from neuronrank.cli import main
-    from neuronrank.requests import PruneRequest, with_protocol
+    from neuronrank.config.requests import PruneRequest, with_protocol
 
     req = with_protocol(PruneRequest(prune_method="wanda", nsamples=3, group="matrix"), "wanda", 8192)
     assert (req.targets, req.comparison_group, req.nsamples, req.calib, req.calibration, req.eval,

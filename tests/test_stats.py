@@ -6,8 +6,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from neuronrank import UserError
-from neuronrank.models import mlp_blocks
-from neuronrank.stats import batched, collect, merge
+from neuronrank.engine.models import mlp_blocks
+from neuronrank.engine.collect import batched, collect, merge
 from tests.conftest import FAMILIES, make_tiny
 
 
@@ -121,7 +121,7 @@ def test_batch_size_does_not_change_numbers(tiny, tiny_windows):
 
 
 def test_idf_edges():
-    from neuronrank.stats import NeuronStats
+    from neuronrank.engine.collect import NeuronStats
 
     T = 10
     z = np.zeros((1, 3))
@@ -188,7 +188,7 @@ def _awkward_activation(dtype=torch.float32, W=3, S=7, n=11, seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_activation_kernels_match_float64(dtype):
-    from neuronrank.stats import _fused_sums, activation_sums
+    from neuronrank.engine.collect import _fused_sums, activation_sums
 
     a3 = _awkward_activation(dtype)
     ref = _by_hand(a3)
@@ -206,7 +206,7 @@ def test_activation_kernels_match_float64(dtype):
 
 
 def test_window_max_cpu_equals_max_with_indices():
-    from neuronrank.stats import _window_max_cpu
+    from neuronrank.engine.collect import _window_max_cpu
 
     for seed in range(3):
         a3 = torch.randn(4, 33, 17, generator=torch.Generator().manual_seed(seed)).round()  # many ties
@@ -217,7 +217,7 @@ def test_window_max_cpu_equals_max_with_indices():
 
 def test_compile_failure_falls_back_to_eager(tiny, tiny_windows, monkeypatch):
     """NEURONRANK_COMPILE=1 with a broken compiler: same numbers as the eager pass, no error."""
-    import neuronrank.stats as st
+    import neuronrank.engine.collect as st
 
     def broken(fn, **kw):
         def run(*a, **k):
@@ -235,7 +235,7 @@ def test_compile_failure_falls_back_to_eager(tiny, tiny_windows, monkeypatch):
 
 
 def test_compile_auto_policy(monkeypatch):
-    import neuronrank.stats as st
+    import neuronrank.engine.collect as st
 
     monkeypatch.setattr(st, "_COMPILED", {})
     monkeypatch.delenv(st.COMPILE_ENV, raising=False)
@@ -247,7 +247,7 @@ def test_compile_auto_policy(monkeypatch):
 @pytest.mark.slow
 def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
     """The torch.compile'd kernel in a real pass (compiles: ~20 s cold on a small CPU)."""
-    import neuronrank.stats as st
+    import neuronrank.engine.collect as st
 
     model = make_tiny()
     eager = collect(model, batched(tiny_windows, 3), topk=3)
@@ -267,8 +267,8 @@ def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
 
 
 def test_skip_first_drops_the_first_positions_from_every_statistic(tiny_windows):
-    from neuronrank.models import mlp_blocks
-    from neuronrank.requests import StatsRequest
+    from neuronrank.engine.models import mlp_blocks
+    from neuronrank.config.requests import StatsRequest
 
     model = make_tiny(layers=2)
     acts, ins = [], []
@@ -290,8 +290,8 @@ def test_skip_first_drops_the_first_positions_from_every_statistic(tiny_windows)
 
 
 def test_skip_first_is_part_of_the_cache_key(tiny_dir, text_file):
-    from neuronrank.pipeline import get_stats
-    from neuronrank.requests import StatsRequest
+    from neuronrank.runs.kinds import get_stats
+    from neuronrank.config.requests import StatsRequest
 
     base = dict(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=2, seqlen=8)
     a = get_stats(StatsRequest(**base))

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from neuronrank import store
-from neuronrank.pipeline import get_stats
-from neuronrank.requests import StatsRequest
+from neuronrank.data import stats_cache as store
+from neuronrank.runs.kinds import get_stats
+from neuronrank.config.requests import StatsRequest
 
 
 @pytest.fixture

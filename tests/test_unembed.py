@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from neuronrank import unembed
+from neuronrank.views import unembed
 
 
 def test_neuron_tokens_equal_the_unembedding_of_the_down_column(tiny_dir):

@@ -1,4 +1,4 @@
-"""neuronrank.views: the numbers the app's pages show, checked against direct numpy recomputation."""
+"""neuronrank.views.explorer: the numbers the app's pages show, checked against direct numpy recomputation."""
 
 import time
 from pathlib import Path
@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuronrank import scoring, store, views
+from neuronrank.analysis import scoring
+from neuronrank.data import stats_cache as store
+from neuronrank.views import explorer as views
 
 
 def synthetic_frame(n_layers=3, width=40, seed=0, dead_per_layer=2) -> pd.DataFrame:
@@ -283,7 +285,8 @@ def test_human_units():
 def test_tokenizer_source_and_param_checks(tiny_dir, text_file):
     from neuronrank import UserError
 
-    from neuronrank import requests, specs
+    from neuronrank.config import requests
+    from neuronrank.data import specs
 
     def check_stats_params(params):
         req = requests.StatsRequest(**params)

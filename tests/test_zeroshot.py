@@ -8,8 +8,8 @@ pytest.importorskip("lm_eval")
 
 
 def test_prune_runs_lm_eval_on_a_local_task(tiny_dir, text_file, local_task, monkeypatch):
-    from neuronrank.pipeline import prune_job
-    from neuronrank.requests import PruneRequest
+    from neuronrank.runs.kinds import prune_job
+    from neuronrank.config.requests import PruneRequest
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     req = PruneRequest(model=str(tiny_dir), prune_method="magnitude", calib=f"file:{text_file}",
@@ -21,7 +21,7 @@ def test_prune_runs_lm_eval_on_a_local_task(tiny_dir, text_file, local_task, mon
 
 
 def test_a_missing_task_is_one_error_naming_it(local_task):
-    from neuronrank.zeroshot import check_tasks
+    from neuronrank.evaluation.zeroshot import check_tasks
 
     with pytest.raises(UserError, match="'no_such_task'"):
         check_tasks(["nr_tiny_yesno", "no_such_task"], str(local_task))

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from neuronrank.models import decoder_body
-from neuronrank.stats import split_on_oom, to_device
+from neuronrank.engine.models import decoder_body
+from neuronrank.engine.collect import split_on_oom, to_device
 
 LOGIT_CHUNK = 1024  # positions per lm_head call
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from neuronrank.errors import UserError
-from neuronrank.paths import atomic_write_bytes, atomic_write_json, cache_dir, short_hash
-from neuronrank.requests import CALIB_DEFAULT, EVAL_DEFAULT, TEXT_SOURCES  # noqa: F401
+from neuronrank.data.paths import atomic_write_bytes, atomic_write_json, cache_dir, short_hash
+from neuronrank.config.requests import CALIB_DEFAULT, EVAL_DEFAULT, TEXT_SOURCES  # noqa: F401
 
 log = logging.getLogger(__name__)
 

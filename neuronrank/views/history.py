@@ -8,7 +8,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from neuronrank.requests import EXPONENT_LABELS, METHODS
+from neuronrank.config.requests import EXPONENT_LABELS, METHODS
 
 EXPONENTS = EXPONENT_LABELS
 

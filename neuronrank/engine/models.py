@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from neuronrank.errors import UserError
-from neuronrank.paths import held, make_temp_dir, sweep_stale
-from neuronrank.requests import DEFAULT_MODEL
-from neuronrank.specs import ALIASES, ModelRef, converted_path, embedded_gguf, resolve, weights_fingerprint  # noqa: F401
+from neuronrank.data.paths import held, make_temp_dir, sweep_stale
+from neuronrank.config.requests import DEFAULT_MODEL
+from neuronrank.data.specs import ALIASES, ModelRef, converted_path, embedded_gguf, resolve, weights_fingerprint  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from neuronrank.neuron_stats import merge_topk
+from neuronrank.analysis.neuron_stats import merge_topk
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from neuronrank import sparsegpt
+from neuronrank.prune import sparsegpt
 from neuronrank.errors import UserError
-from neuronrank.models import decoder_body, decoder_layers, mlp_blocks
-from neuronrank.stats import _finish, _install_hooks, _LayerAccumulator
+from neuronrank.engine.models import decoder_body, decoder_layers, mlp_blocks
+from neuronrank.engine.collect import _finish, _install_hooks, _LayerAccumulator
 
 
 class _Stop(Exception):
@@ -60,7 +60,7 @@ def first_layer_inputs(model: nn.Module, windows: torch.Tensor):
 @torch.no_grad()
 def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None) -> dict:
     """Prune `model` in place as `req` says, calibrating each layer on the already pruned model."""
-    from neuronrank import pruning
+    import neuronrank.prune as pruning
 
     if req.sparsity_type == "structured":
         raise UserError("sequential calibration is defined for unstructured and N:M sparsity")
@@ -118,7 +118,7 @@ class _StatsObserver:
         self.handles = []
 
     def prune(self):
-        from neuronrank import pruning
+        import neuronrank.prune as pruning
 
         stats = _finish([self.acc], [self.block], self.req.site, None, 0, self.seqlen)  # one layer: index 0
         pruning.prune_targets([replace(t, layer=0) for t in self.targets], self.req, stats)

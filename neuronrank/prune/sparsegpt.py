@@ -43,8 +43,8 @@ class Hessian:
 def prune_weight(W: torch.Tensor, H: torch.Tensor, ratio: float, sparsity_type: str = "unstructured",
                  blocksize: int = BLOCKSIZE, percdamp: float = PERCDAMP) -> torch.Tensor:
     """The pruned and reconstructed weight (float32) of a [rows, columns] W given its inputs' H."""
-    from neuronrank.pruning import lowest_mask
-    from neuronrank.requests import nm
+    from neuronrank.prune import lowest_mask
+    from neuronrank.config.requests import nm
 
     W = W.detach().float().clone()
     H = H.clone()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from neuronrank.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # neuronrank/data/paths.py -> the repository
 STALE_SECONDS = 15 * 60  # a hidden temporary older than this, and not locked, is a leftover
 
 log = logging.getLogger(__name__)

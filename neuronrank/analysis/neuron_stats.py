@@ -1,6 +1,6 @@
 """The result of a statistics pass: per-neuron additive sums (numpy and pandas only, no torch).
 
-`neuronrank.stats.collect` produces a `NeuronStats`; the cache stores and loads it, the app reads it
+`neuronrank.engine.collect.collect` produces a `NeuronStats`; the cache stores and loads it, the app reads it
 without ever importing torch. Every field is an additive sum over calibration tokens, so disjoint
 shards of windows merge exactly (`merge`, and the all-reduce under torchrun).
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from neuronrank.errors import UserError
-from neuronrank.requests import SITES  # noqa: F401  (activation sites, re-exported)
+from neuronrank.config.requests import SITES  # noqa: F401  (activation sites, re-exported)
 
 FORMAT_VERSION = 1
 DEFAULT_TOPK = 16

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from neuronrank import models, pruning
+from neuronrank.engine import models
+import neuronrank.prune as pruning
 from neuronrank.errors import UserError
-from neuronrank.paths import atomic_write_bytes, atomic_write_json, check_model_folder, held, sweep_stale
+from neuronrank.data.paths import atomic_write_bytes, atomic_write_json, check_model_folder, held, sweep_stale
 
 PARTIAL = ".neuronrank-partial"  # marks a half-written model folder as ours to clean up
 

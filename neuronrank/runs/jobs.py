@@ -35,15 +35,15 @@ from dataclasses import asdict
 from typing import Callable
 
 from neuronrank.errors import Terminated, UserError, raise_on_sigterm
-from neuronrank.paths import cache_dir, confine_params
-from neuronrank.requests import REQUESTS, from_params
-from neuronrank.runs import RunStore, process_alive
+from neuronrank.data.paths import cache_dir, confine_params
+from neuronrank.config.requests import REQUESTS, from_params
+from neuronrank.runs.store import RunStore, process_alive
 
 log = logging.getLogger(__name__)
 
 
 def _job(kind: str) -> Callable:
-    from neuronrank import pipeline
+    from neuronrank.runs import kinds as pipeline
 
     return pipeline.JOB_KINDS[kind]
 
@@ -209,7 +209,7 @@ def ensure_dispatcher() -> bool:
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "dispatcher.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "dispatch", str(fd)], pass_fds=(fd,),
+            proc = subprocess.Popen([sys.executable, "-m", "neuronrank.runs.jobs", "dispatch", str(fd)], pass_fds=(fd,),
                                     stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=_child_env())
         # the caller (the Streamlit server, a CLI) lives on: reap the dispatcher when it exits, or it stays a
@@ -279,7 +279,7 @@ def _start_worker(store: RunStore, run: dict, device: str | None) -> subprocess.
     env = _child_env()
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
-    proc = subprocess.Popen([sys.executable, "-m", "neuronrank.jobs", "work", str(run["id"])],
+    proc = subprocess.Popen([sys.executable, "-m", "neuronrank.runs.jobs", "work", str(run["id"])],
                             start_new_session=True, env=env, stdin=subprocess.DEVNULL)
     store.set_pid(run["id"], proc.pid)
     log.info("run %s: worker %d on %s", run["id"], proc.pid, f"cuda device {device}" if device else "cpu")

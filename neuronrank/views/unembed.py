@@ -25,7 +25,7 @@ GEMMA_LIKE = ("gemma", "gemma2", "gemma3", "gemma3_text")  # RMSNorm scales by (
 
 def weights_folder(spec: str) -> Path:
     """The local folder of the model's config and safetensors files (no download)."""
-    from neuronrank.specs import converted_path, resolve
+    from neuronrank.data.specs import converted_path, resolve
 
     ref = resolve(spec)
     if ref.kind in ("alias", "gguf"):

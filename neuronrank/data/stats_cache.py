@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from neuronrank.errors import UserError
-from neuronrank.paths import cache_dir, file_sha256, held, make_temp_dir, share_mode, short_hash, sweep_stale
-from neuronrank.neuron_stats import FORMAT_VERSION, INPUT_NORMS, NeuronStats
+from neuronrank.data.paths import cache_dir, file_sha256, held, make_temp_dir, share_mode, short_hash, sweep_stale
+from neuronrank.analysis.neuron_stats import FORMAT_VERSION, INPUT_NORMS, NeuronStats
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuronrank import scoring
+from neuronrank.analysis import scoring
 from neuronrank.errors import UserError
-from neuronrank.models import decoder_layers, mlp_blocks
-from neuronrank.requests import GROUPS, SPARSITY_TYPES, PruneRequest, nm  # noqa: F401
-from neuronrank.requests import METHODS as METHOD_INFO
-from neuronrank.requests import MethodInfo
+from neuronrank.engine.models import decoder_layers, mlp_blocks
+from neuronrank.config.requests import GROUPS, SPARSITY_TYPES, PruneRequest, nm  # noqa: F401
+from neuronrank.config.requests import METHODS as METHOD_INFO
+from neuronrank.config.requests import MethodInfo
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def prune(model: nn.Module, req: PruneRequest, stats=None, windows: torch.Tensor
     if req.sequential:
         if windows is None:
             raise UserError(f"{req.prune_method} with sequential calibration needs the calibration windows")
-        from neuronrank.sequential import prune_sequential
+        from neuronrank.prune.sequential import prune_sequential
 
         return prune_sequential(model, req, windows)
     if method.needs_stats and stats is None:

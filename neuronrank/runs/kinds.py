@@ -1,7 +1,7 @@
 """The stages wired together: request -> statistics (through the cache) -> prune -> perplexity.
 
 The one path the CLI, the app's workers and the tests share. Each job takes a validated request from
-`neuronrank.requests` and a `report(fraction, message, force=False)` callback, and returns a
+`neuronrank.config.requests` and a `report(fraction, message, force=False)` callback, and returns a
 JSON-able result that the run store keeps.
 """
 
@@ -14,11 +14,14 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from neuronrank import corpora, distributed, models, store
+from neuronrank.data import text as corpora
+from neuronrank.engine import distributed
+from neuronrank.engine import models
+from neuronrank.data import stats_cache as store
 from neuronrank.errors import UserError
-from neuronrank.paths import short_hash
-from neuronrank.requests import PplRequest, PruneRequest, StatsRequest
-from neuronrank.stats import NeuronStats, Progress, batched, collect
+from neuronrank.data.paths import short_hash
+from neuronrank.config.requests import PplRequest, PruneRequest, StatsRequest
+from neuronrank.engine.collect import NeuronStats, Progress, batched, collect
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +226,7 @@ def _ppl_record(res) -> dict:
 def _read_ppl(path, source: str, seqlen: int, windows: int):
     """A cached dense perplexity, or None when the file is missing or fails its checks (checksum,
     schema, protocol, ppl = exp(nll / tokens))."""
-    from neuronrank import evaluate
+    from neuronrank.evaluation import perplexity as evaluate
 
     if not path.is_file():
         return None
@@ -251,8 +254,8 @@ def measure_ppl(model, tokenizer, source: str, seqlen: int, windows: int | None,
                 progress=None, use_cache: bool = True):
     """Perplexity of `model` on `source`; with `use_cache`, a dense result is kept per model + protocol
     (verified on load: checksum, schema and range; a damaged one is measured again)."""
-    from neuronrank import evaluate
-    from neuronrank.paths import atomic_write_json, cache_dir
+    from neuronrank.evaluation import perplexity as evaluate
+    from neuronrank.data.paths import atomic_write_json, cache_dir
 
     check_seqlen(model, seqlen)
     win, corpus = eval_windows(tokenizer, source, seqlen, windows)
@@ -321,11 +324,12 @@ class _Timer:
 
 def prune_job(req: PruneRequest, report) -> dict:
     """Load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save."""
-    from neuronrank import export, pruning
+    from neuronrank.prune import export
+    import neuronrank.prune as pruning
 
     timer = _Timer()
     if req.eval_tasks:  # a typo in a task name must not cost the run
-        from neuronrank import zeroshot
+        from neuronrank.evaluation import zeroshot
 
         zeroshot.check_tasks(zeroshot.parse_tasks(req.eval_tasks), req.eval_tasks_path)
     with timer.stage("load"):
@@ -363,7 +367,7 @@ def prune_job(req: PruneRequest, report) -> dict:
 
     zero_shot = None
     if req.eval_tasks:
-        from neuronrank import zeroshot
+        from neuronrank.evaluation import zeroshot
 
         with timer.stage("zero_shot"):
             report(0.97, "zero-shot tasks (lm-eval)", True)
@@ -407,7 +411,7 @@ def _not_written(flag: str, path: str, e: BaseException) -> dict:
 
 def search_job(req, report) -> dict:
     """An Optuna study over the exponents (neuronrank.search); its workers load the model once."""
-    from neuronrank import search
+    from neuronrank.search import study as search
 
     return search.search_job(req, report)
 

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from neuronrank.errors import UserError
-from neuronrank.models import GatedMLP, decoder_body, mlp_blocks
-from neuronrank.neuron_stats import (  # noqa: F401  (the stats API: collect -> NeuronStats)
+from neuronrank.engine.models import GatedMLP, decoder_body, mlp_blocks
+from neuronrank.analysis.neuron_stats import (  # noqa: F401  (the stats API: collect -> NeuronStats)
     DEFAULT_TOPK, FORMAT_VERSION, INPUT_NORMS, SITES, NeuronStats, merge)
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,11 @@ import time
 
 import torch
 
-from neuronrank import evaluate, models, pipeline, pruning
-from neuronrank.requests import SearchRequest
+from neuronrank.evaluation import perplexity as evaluate
+from neuronrank.engine import models
+from neuronrank.runs import kinds as pipeline
+import neuronrank.prune as pruning
+from neuronrank.config.requests import SearchRequest
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from neuronrank.errors import UserError
-from neuronrank.scoring import check_exponent
+from neuronrank.analysis.scoring import check_exponent
 
 DEFAULT_MODEL = "smollm2-135m"
 CALIB_DEFAULT = "news"
@@ -544,11 +544,11 @@ def _check_source_name(source: str) -> None:
 def check_inputs(req) -> None:
     """What exists on disk, checked before anything is queued or loaded: the model spec resolves,
     every file: text source is a file, every output target is writable. (No model is loaded.)"""
-    from neuronrank.specs import resolve
+    from neuronrank.data.specs import resolve
 
     if hasattr(req, "model"):
         resolve(req.model)
-    from neuronrank.paths import check_model_folder, check_output_folder
+    from neuronrank.data.paths import check_model_folder, check_output_folder
 
     for name in ("calib", "eval"):
         source = str(getattr(req, name, "") or "").strip()

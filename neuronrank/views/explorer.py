@@ -7,7 +7,7 @@ Frames are the stats table of `NeuronStats.to_frame()`: one row per neuron, laye
 the same width. Functions that work per layer rely on that order (they reshape to [layers, width]
 or slice a layer's contiguous rows) instead of grouping, which is what keeps a slider move cheap.
 
-Scores always come from `neuronrank.scoring.score`: this module bins, ranks and tabulates them, it
+Scores always come from `neuronrank.analysis.scoring.score`: this module bins, ranks and tabulates them, it
 never computes a score of its own.
 """
 
@@ -22,7 +22,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from neuronrank import scoring
+from neuronrank.analysis import scoring
 
 HIST_BINS = 100
 SCATTER_MAX = 20_000

@@ -43,8 +43,8 @@ import optuna
 from optuna.trial import TrialState
 
 from neuronrank.errors import UserError
-from neuronrank.paths import cache_dir, short_hash
-from neuronrank.requests import EXPONENT_LABELS, SearchRequest, check_storage_url
+from neuronrank.data.paths import cache_dir, short_hash
+from neuronrank.config.requests import EXPONENT_LABELS, SearchRequest, check_storage_url
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def best_trial(study: optuna.Study | None, trials: list | None = None):
 
 
 def _model_evaluator(req: SearchRequest, report=None):
-    from neuronrank.search_model import ModelEvaluator
+    from neuronrank.search.worker import ModelEvaluator
 
     return ModelEvaluator(req, report)
 
@@ -401,7 +401,7 @@ def resolve_request(req: SearchRequest) -> SearchRequest:
     (default 16 on a CPU, all on a GPU) becomes a number (0 = all)."""
     if req.eval_windows is not None:
         return req
-    from neuronrank import models
+    from neuronrank.engine import models
 
     on_gpu = models.resolve_device(req.device).type == "cuda"
     cap = req.eval_window_cap(on_gpu)
@@ -409,7 +409,7 @@ def resolve_request(req: SearchRequest) -> SearchRequest:
 
 
 def gpu_count(req: SearchRequest) -> int:
-    from neuronrank import models
+    from neuronrank.engine import models
 
     if models.resolve_device(req.device).type != "cuda":
         return 0
@@ -468,7 +468,7 @@ def _run_workers(name: str, url: str, req: SearchRequest, gpus: int, report) -> 
             env["CUDA_VISIBLE_DEVICES"] = str(i)
         else:
             env["NEURONRANK_THREADS"] = str(cpu_threads)
-        cmd = [sys.executable, "-m", "neuronrank.search", "work", name, "--index", str(i),
+        cmd = [sys.executable, "-m", "neuronrank.search.study", "work", name, "--index", str(i),
                "--device", "cuda" if gpus else req.device]
         procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
     try:

