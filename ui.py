@@ -1,7 +1,7 @@
 """Streamlit glue shared by app.py and the pages: the sidebar, cached loading, session state that
-outlives a page, charts and tables with downloads, and the error boundary.
+outlives a page, following a run, charts and tables with downloads, and the error boundary.
 
-Computation lives in `neuronrank.views.explorer` (tested without streamlit); this module only arranges it.
+Computation lives in `neuronrank.views` (tested without streamlit); this module only arranges it.
 The app process never loads a model: statistics are computed by `neuronrank.runs.jobs` workers, and the
 Roles page loads a tokenizer only.
 """
@@ -11,18 +11,24 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from neuronrank import UserError
+from neuronrank.analysis.numbers import ppl_text
+from neuronrank.analysis.neuron_stats import SITES
 from neuronrank.config import requests
-from neuronrank.data import specs
+from neuronrank.config.fields import spec
+from neuronrank.config.requests import StatsRequest
+from neuronrank.data import inputs, specs
 from neuronrank.data import stats_cache as store
-from neuronrank.views import explorer as views
-from neuronrank.config.requests import SITES, StatsRequest
+from neuronrank.runs import jobs
+from neuronrank.runs.progress import stage_progress
+from neuronrank.runs.store import RunStore
+from neuronrank.views import entries, explorer
 
 CALIB_CHOICES = (*requests.TEXT_SOURCES, "file:PATH")
 # Exponents and sparsity chosen on the Exponents page; read by later pages (Prune & evaluate).
@@ -47,7 +53,7 @@ def user_errors() -> Iterator[None]:
             store.delete_entry(e.key, missing_ok=True)
         st.error(f"The cache entry was damaged ({e}) and has been removed: compute the statistics again.")
     except UserError as e:
-        st.error(views.app_words(str(e)))
+        st.error(requests.app_message(e))
 
 
 def safe_entries() -> list[store.Entry]:
@@ -74,22 +80,22 @@ def _list_entries(root: str, mtime_ns: int) -> list[store.Entry]:
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading statistics…")
-def load_entry(key: str, created: float) -> views.EntryData:
+def load_entry(key: str, created: float) -> entries.EntryData:
     entry = store.get_entry(key)
-    return views.entry_data(key, store.load_stats(entry), entry.params)
+    return entries.entry_data(key, store.load_stats(entry), entry.params)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def neuron_arrays(key: str, created: float) -> dict:
-    return views.neuron_arrays(load_entry(key, created).frame)
+    return explorer.neuron_arrays(load_entry(key, created).frame)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def layer_overview(key: str, created: float) -> dict[str, pd.DataFrame]:
     frame = load_entry(key, created).frame
     layers = frame["layer"].to_numpy()
-    out = {c: views.layer_quantiles(frame[c].to_numpy(), layers) for c in ("tf", "idf", "w_norm")}
-    out["summary"] = views.layer_summary(frame)
+    out = {c: entries.layer_quantiles(frame[c].to_numpy(), layers) for c in ("tf", "idf", "w_norm")}
+    out["summary"] = entries.layer_summary(frame)
     return out
 
 
@@ -105,7 +111,7 @@ def tokenizer(spec: str):
         raise UserError(f"cannot load the tokenizer of {spec!r}: {str(e).splitlines()[0] if str(e) else e}") from e
 
 
-def require_entry() -> tuple[store.Entry, views.EntryData]:
+def require_entry() -> tuple[store.Entry, entries.EntryData]:
     """The loaded entry, or a message and the end of the page."""
     key = st.session_state.get("entry_key")
     if not key:
@@ -176,11 +182,11 @@ def page_setup() -> None:
 
 def sidebar() -> None:
     with st.sidebar:
-        entries = safe_entries()
-        restore_from_url(entries)
-        _entry_picker(entries)
+        cached = safe_entries()
+        restore_from_url(cached)
+        _entry_picker(cached)
         st.divider()
-        _stats_params(entries)
+        _stats_params(cached)
     write_url()
 
 
@@ -190,7 +196,7 @@ def sidebar() -> None:
 URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
 
 
-def restore_from_url(entries: list[store.Entry]) -> None:
+def restore_from_url(cached: list[store.Entry]) -> None:
     """Once per browser session: take `entry`, `alpha`, `beta`, `gamma`, `sparsity` from the URL."""
     if st.session_state.get("_url_restored"):
         return
@@ -198,7 +204,7 @@ def restore_from_url(entries: list[store.Entry]) -> None:
     qp = st.query_params
     key = qp.get("entry")
     if key:
-        if key in {e.key for e in entries}:
+        if key in {e.key for e in cached}:
             select_entry(key)
         else:
             st.session_state["_url_note"] = f"The link names statistics entry {key}, which is not in this cache."
@@ -229,29 +235,31 @@ def write_url() -> None:
             st.query_params[k] = v
 
 
-def _entry_picker(entries: list[store.Entry]) -> None:
+def _entry_picker(cached: list[store.Entry]) -> None:
     st.subheader("Statistics entry")
-    by_key = {e.key: e for e in entries}
+    by_key = {e.key: e for e in cached}
     key = st.session_state.get("entry_key")
     if key not in by_key:  # none chosen yet, or deleted: the newest entry
-        key = entries[0].key if entries else None
+        key = cached[0].key if cached else None
         select_entry(key)
     # the selectbox follows entry_key when a page changed it (a finished run, "Load selected");
     # set before the widget is drawn, which Streamlit allows
     if st.session_state.get("_entry_select") != key:
         st.session_state["_entry_select"] = key
     st.selectbox("Cached statistics", list(by_key), key="_entry_select", on_change=_on_pick,
-                 format_func=lambda k: views.entry_label(by_key[k]), placeholder="none yet",
+                 format_func=lambda k: entries.entry_label(by_key[k]), placeholder="none yet",
                  help="model · calibration text · nsamples×seqlen · activation site · key")
     if key:
-        st.success(f"loaded: {views.entry_label(by_key[key])}")
+        st.success(f"loaded: {entries.entry_label(by_key[key])}")
     else:
         st.info("No statistics cached yet: compute them on the Statistics page.")
 
 
-def _stats_params(entries: list[store.Entry]) -> None:
+def _stats_params(cached: list[store.Entry]) -> None:
+    """The calibration fields of new statistics: model, text and site, then a number input per numeric field
+    (its label, bounds, default and help from the field's declaration)."""
     st.subheader("Parameters for new statistics")
-    f = lambda name: requests.spec(StatsRequest, name)  # noqa: E731  (defaults, bounds, help)
+    f = lambda name: spec(StatsRequest, name)  # noqa: E731  (defaults, bounds, help)
     model = st.text_input(f("model").label, value=f("model").default, key="sb_model",
                           help="`smollm2-135m` (embedded), a Hugging Face id, a local model folder or a .gguf file")
     calib = st.selectbox(f("calib").label, CALIB_CHOICES, key="sb_calib",
@@ -261,26 +269,26 @@ def _stats_params(entries: list[store.Entry]) -> None:
         calib = "file:" + st.text_input("Text file (.txt, .jsonl, .parquet)", key="sb_calib_file").strip()
     site = st.selectbox(f("site").label, list(f("site").choices), key="sb_site", help="\n\n".join(
         f"`{k}`: {v}" for k, v in SITES.items()))
-    c1, c2 = st.columns(2)
-    nsamples = c1.number_input(f("nsamples").label, f("nsamples").lo, 1_000_000, value=f("nsamples").default,
-                               key="sb_nsamples", help=f("nsamples").help)
-    seqlen = c2.number_input(f("seqlen").label, f("seqlen").lo, f("seqlen").hi, value=f("seqlen").default,
-                             key="sb_seqlen", help=f("seqlen").help)
-    c3, c4 = st.columns(2)
-    seed = c3.number_input(f("seed").label, f("seed").lo, f("seed").hi, value=f("seed").default, key="sb_seed",
-                           help=f("seed").help)
-    skip = c4.number_input(f("skip_first").label, f("skip_first").lo, f("skip_first").hi,
-                           value=f("skip_first").default, key="sb_skip_first", help=f("skip_first").help)
-    params = dict(model=model.strip(), calib=calib, nsamples=int(nsamples), seqlen=int(seqlen), seed=int(seed),
-                  site=site, skip_first=int(skip))
+    params = dict(model=model.strip(), calib=calib, site=site)
+    numeric = [name for name in entries.STATS_PARAM_NAMES if name not in params]
+    for pair in (numeric[i:i + 2] for i in range(0, len(numeric), 2)):
+        for col, name in zip(st.columns(2), pair):
+            s = f(name)
+            params[name] = type(s.default)(col.number_input(
+                s.label, s.lo, s.hi if s.hi is not None else SIDEBAR_MAX, value=s.default, key=f"sb_{name}",
+                help=s.help))
+    params = {name: params[name] for name in entries.STATS_PARAM_NAMES}  # the fields' own order
     st.session_state["stats_params"] = params
-    matches = views.matching_entries(entries, params)
+    matches = entries.matching_entries(cached, params)
     if matches and matches[0] == st.session_state.get("entry_key"):
         st.caption("These parameters are the loaded entry.")
     elif matches:
         st.button("Load the cached entry for these parameters", on_click=select_entry, args=(matches[0],))
     else:
         st.caption("Not computed yet: **Compute statistics** on the Statistics page.")
+
+
+SIDEBAR_MAX = 1_000_000  # a number input's upper end where the field declares none
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,16 +347,17 @@ def apply_exponents(alpha: float, beta: float, gamma: float, sparsity: float | N
     return clipped
 
 
-def calibration_params() -> dict:
-    """The loaded statistics entry's calibration (a run then uses the statistics being explored),
-    else the sidebar's parameters for new statistics."""
+def calibration() -> tuple[dict, int | None]:
+    """The loaded statistics entry's calibration (a run then uses the statistics being explored), else the
+    sidebar's parameters for new statistics -> (parameters, the entry's layer count or None)."""
     key = st.session_state.get("entry_key")
     if key:
         try:
-            return views.stats_params_of(store.get_entry(key).params)
+            entry = store.get_entry(key)
+            return entries.stats_params_of(entry.params), int(entry.manifest.get("shape", [0])[0]) or None
         except UserError:
             pass
-    return views.stats_params_of(st.session_state.get("stats_params", {}))
+    return entries.stats_params_of(st.session_state.get("stats_params", {})), None
 
 
 def exponents() -> dict[str, float]:
@@ -401,7 +410,7 @@ def reference_line(fig: go.Figure, y: float, label: str, log: bool, color: str =
                        yref="y", yanchor="bottom", text=label, showarrow=False, font=dict(color=color))
 
 
-def hist_figure(hist: views.Hist, title: str, threshold: float | None = None,
+def hist_figure(hist: explorer.Hist, title: str, threshold: float | None = None,
                 threshold_label: str = "") -> go.Figure:
     """Pre-binned counts as bars (lists, so the spec holds plain numbers)."""
     x_title = "log₁₀ score" if hist.log else "score"
@@ -429,9 +438,79 @@ def url_note() -> None:
         st.warning(note)
 
 
+# ----------------------------------------------------------------------------------------------
+# following a run (every page that starts runs: Statistics, Prune & evaluate, Search)
+
+POLL_SECONDS = 1.0  # how often a page looks at what it follows, and only while something is queued or running
+ACTIVE = ("queued", "running")
+
+
+def _followed(kind: str, param: str, warn: bool) -> dict | None:
+    """The `kind` run this page follows: the one named in the URL (`param`: it survives a reload and travels
+    with a shared link), else the session's (the URL is rewritten after a page switch). Reading it marks
+    a run whose process is gone as failed; a run of another kind is another page's."""
+    key = f"{kind}_run"
+    for raw, from_url in ((st.query_params.get(param), True), (st.session_state.get(key), False)):
+        if raw is None:
+            continue
+        try:
+            run = RunStore().get(int(raw))
+        except (ValueError, UserError):
+            if from_url and warn:
+                st.warning(f"Run {raw} does not exist.")
+            continue
+        if run["kind"] == kind:
+            st.session_state[key] = run["id"]
+            if st.query_params.get(param) != str(run["id"]):
+                st.query_params[param] = str(run["id"])
+            return run
+    st.session_state.pop(key, None)
+    return None
+
+
+def forget_run(kind: str, param: str = "run") -> None:
+    """Stop following the page's run (its outcome has been taken)."""
+    st.session_state.pop(f"{kind}_run", None)
+    st.query_params.pop(param, None)
+
+
+def follow_run(kind: str, show: Callable[[dict | None], None] | None = None, *, param: str = "run",
+               header: Callable[[dict], None] | None = None, stop: str = "Cancel",
+               busy: Callable[[], bool] | None = None) -> None:
+    """Follow the page's `kind` run: while it is queued or running (or `busy()`: something else the page
+    shows still changes), a fragment polls every POLL_SECONDS — `header(run)`, the run's stage with the
+    stage's own bar, a `stop` button, and jobs.recover() (a dead worker's run is marked failed, a queue whose
+    dispatcher was killed gets a new one); `show(run)` (run may be None) draws below it on every poll. When
+    the run ends, the whole page reruns once (what it shows includes the outcome) and polling stops."""
+    run = _followed(kind, param, warn=True)
+    flag = f"_following_{kind}"
+    if (run is not None and run["status"] in ACTIVE) or (busy is not None and busy()):
+        st.session_state[flag] = True
+
+    @st.fragment(run_every=POLL_SECONDS if st.session_state.get(flag) else None)
+    def poll() -> None:
+        run = _followed(kind, param, warn=False)
+        running = run is not None and run["status"] in ACTIVE
+        if run is not None and header is not None:
+            header(run)
+        if running:
+            run_progress_bars(run)
+            if st.button(stop, key=f"cancel_{run['id']}"):
+                jobs.cancel(run["id"])
+                st.rerun()
+            jobs.recover()
+        ended = not running and not (busy is not None and busy()) and st.session_state.pop(flag, False)
+        if show is not None:
+            show(run)
+        if ended:
+            st.rerun()
+
+    poll()
+
+
 def run_progress_bars(run: dict) -> None:
     """A queued or running run: the whole run's bar with its current stage, and the stage's own bar."""
-    stage, detail, fraction = views.stage_progress(run["message"] or "")
+    stage, detail, fraction = stage_progress(run["message"] or "")
     if run["status"] == "queued":
         stage = "waiting for a worker"
     st.progress(float(run["progress"]), text=f"Run {run['id']} ({run['status']}) — {stage or 'starting'}")
@@ -443,26 +522,15 @@ def run_progress_bars(run: dict) -> None:
 
 def fmt_ppl(x) -> str:
     """A perplexity for display: a diverged one (inf, or stored as null) reads "∞"."""
-    import math
-
-    return f"{x:.3f}" if x is not None and math.isfinite(float(x)) else "∞"
+    return ppl_text(x, infinite="∞")
 
 
-def source_problem(text: str, what: str) -> str | None:
-    """What is wrong with a typed text source, in the app's words (None if nothing)."""
-    text = (text or "").strip()
-    if not text:
-        return f"Enter the {what}: {', '.join(requests.TEXT_SOURCES)} or file:PATH."
-    if text.startswith("file:"):
-        path = text[len("file:"):].strip()
-        if not path:
-            return f"Enter the path of the {what} file after file:."
-        from pathlib import Path
-
-        if not Path(path).expanduser().is_file():
-            return f"The {what} file {path} does not exist."
-        return None
-    if text not in requests.TEXT_SOURCES:
-        return (f"'{text}' is not a text source: choose one of {', '.join(requests.TEXT_SOURCES)}, or file:PATH "
-                "for a file of your own.")
+def source_problem(text: str, field: str) -> str | None:
+    """What is wrong with a typed text source (`field`: calib or eval), in the app's words (None if nothing):
+    the request's own checks, as it is typed."""
+    try:
+        requests.check_source_name(text, field)
+        inputs.check_text_file(text, field)
+    except UserError as e:
+        return requests.app_message(e)
     return None

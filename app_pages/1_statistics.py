@@ -4,12 +4,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError
-from neuronrank.runs import jobs
 from neuronrank.config import requests
-from neuronrank.runs import store as runs
 from neuronrank.data import stats_cache as store
-from neuronrank.views import explorer as views
+from neuronrank.data.inputs import check_inputs
+from neuronrank.runs import jobs
+from neuronrank.views.entries import entries_table, entry_label
 
 ui.page_setup()
 st.title("NeuronRank Studio")
@@ -39,60 +38,25 @@ if st.button("Compute statistics", type="primary"):
     with ui.user_errors():
         req = requests.StatsRequest(**params)
         req.validate()
-        requests.check_inputs(req)
+        check_inputs(req)
         run_id = jobs.submit("stats", req)
         st.session_state["stats_run"] = run_id
         st.session_state.pop("last_run", None)
         st.query_params["run"] = str(run_id)
 
 
-def _forget_run() -> None:
-    st.session_state.pop("stats_run", None)
-    st.query_params.pop("run", None)
-
-
-@st.fragment(run_every=1.0)
-def run_progress(run_id: int) -> None:
-    """Polls the run store once a second while the run is queued or running."""
-    try:
-        run = runs.RunStore().get(run_id)  # reading marks a run whose process is gone as failed
-        if run["status"] == "queued":
-            jobs.recover()  # no dispatcher alive (killed)? start one: the queue never strands
-        if run["status"] in ("queued", "running"):
-            ui.run_progress_bars(run)
-            if not st.button("Cancel", key=f"cancel_{run_id}"):
-                return
-            jobs.cancel(run_id)
-            run = runs.RunStore().get(run_id)
-    except UserError as e:
-        st.error(str(e))
-        _forget_run()
+def _finished(run: dict | None) -> None:
+    """A finished statistics run: remember its outcome, load its entry, and redraw the whole app once."""
+    if run is None or run["status"] in ui.ACTIVE:
         return
-    # finished: remember the outcome, load a new entry, and redraw the whole app once
-    _forget_run()
+    ui.forget_run("stats")
     st.session_state["last_run"] = {k: run[k] for k in ("id", "status", "error", "result")}
     if run["status"] == "done" and run["result"]:
         ui.select_entry(run["result"]["cache_key"])
     st.rerun()
 
 
-def _stats_run_id() -> int | None:
-    """The statistics run to follow: from the URL (survives a reload) or the session (survives a page
-    switch). "run" in the URL is shared with other pages' runs: only a stats run is followed here."""
-    for raw in (st.query_params.get("run"), st.session_state.get("stats_run")):
-        try:
-            if raw is not None and runs.RunStore().get(int(raw))["kind"] == "stats":
-                return int(raw)
-        except (ValueError, UserError):
-            pass
-    st.session_state.pop("stats_run", None)
-    return None
-
-
-active = _stats_run_id()
-if active is not None:
-    st.query_params["run"] = str(active)
-    run_progress(active)
+ui.follow_run("stats", _finished)
 
 last = st.session_state.get("last_run")
 if last:
@@ -112,7 +76,7 @@ if last:
 st.header("Cached statistics")
 entries = ui.safe_entries()
 if entries:
-    table = views.entries_table(entries)
+    table = entries_table(entries)
     # a new widget key after a deletion: row selections are positions, they must not carry over
     version = st.session_state.setdefault("cache_table_version", 0)
     event = ui.table(table.drop(columns="size_bytes"), "cache_entries", key=f"cache_table_{version}",
@@ -121,7 +85,7 @@ if entries:
     by_key = {e.key: e for e in entries}
     for key in chosen:
         c1, c2, c3 = st.columns([6, 1, 1])
-        c1.write(views.entry_label(by_key[key]))
+        c1.write(entry_label(by_key[key]))
         c2.button("Load", key=f"load_{key}", on_click=ui.select_entry, args=(key,),
                   disabled=key == st.session_state.get("entry_key"))
         if c3.button("Delete", key=f"delete_{key}"):

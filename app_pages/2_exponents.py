@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank.views import explorer as views
+from neuronrank.views import explorer
 
 ui.page_setup()
 st.title("Exponents")
@@ -26,8 +26,8 @@ entry, data = ui.require_entry()
 arrays = ui.neuron_arrays(entry.key, entry.created)
 
 ui.init_exponent_widgets()
-cols = st.columns(len(views.PRESETS))
-for col, (name, preset) in zip(cols, views.PRESETS.items()):
+cols = st.columns(len(explorer.PRESETS))
+for col, (name, preset) in zip(cols, explorer.PRESETS.items()):
     a, b, g, sp = preset
     col.button(name, key=f"preset_{name}", on_click=ui.apply_preset, args=preset, width="stretch",
                help=f"α = {a:g}, β = {b:g}, γ = {g:g}" + (f"; sparsity {sp:.0%}" if sp is not None else ""))
@@ -36,7 +36,7 @@ for col, (name, preset) in zip(cols, views.PRESETS.items()):
 # A fragment: moving a slider reruns only this part (sliders, charts, tables), not the page around it
 # nor the sidebar. The preset buttons above rerun the whole page, which redraws the sliders.
 @st.fragment
-def explorer() -> None:
+def explore() -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.slider("α (|W| exponent)", 0.0, 3.0, step=0.1, key="_alpha")
     c2.slider("β (TF exponent)", 0.0, 3.0, step=0.1, key="_beta")
@@ -51,23 +51,23 @@ def explorer() -> None:
         if st.session_state.get("hist_layer", 0) >= data.n_layers:  # chosen in an entry with more layers
             st.session_state["hist_layer"] = 0
         layer = c2.selectbox("Layer", list(range(data.n_layers)), key="hist_layer")
-        scores, overall, one_layer = views.score_histograms(arrays, alpha, beta, gamma, layer=layer, log=log_x)
+        scores, overall, one_layer = explorer.score_histograms(arrays, alpha, beta, gamma, layer=layer, log=log_x)
 
         h1, h2 = st.columns(2)
-        layer_scores = scores[views.layer_slice(arrays["layer"], layer)]
+        layer_scores = scores[explorer.layer_slice(arrays["layer"], layer)]
         cut = f"{sparsity:.0%} pruned below"
         with h1:
             ui.chart(ui.hist_figure(overall, f"Scores, all {overall.total:,} neurons",
-                                    views.prune_threshold(scores, sparsity, log_x), f"global cut: {cut}"),
+                                    explorer.prune_threshold(scores, sparsity, log_x), f"global cut: {cut}"),
                      "score_histogram")
         with h2:
             ui.chart(ui.hist_figure(one_layer, f"Scores, layer {layer}",
-                                    views.prune_threshold(layer_scores, sparsity, log_x), f"layer cut: {cut}"),
+                                    explorer.prune_threshold(layer_scores, sparsity, log_x), f"layer cut: {cut}"),
                      f"score_histogram_layer{layer}")
 
         # --- global vs per-layer threshold ------------------------------------------------------
         st.subheader(f"Which layers lose neurons at {sparsity:.0%} sparsity")
-        frac = views.pruned_fraction(scores, arrays["layer"], sparsity)
+        frac = explorer.pruned_fraction(scores, arrays["layer"], sparsity)
         fig = go.Figure([
             go.Bar(x=frac["layer"].tolist(), y=frac["global"].tolist(), name="one global threshold"),
             go.Scatter(x=frac["layer"].tolist(), y=frac["per_layer"].tolist(), name="a threshold per layer",
@@ -79,27 +79,27 @@ def explorer() -> None:
 
         # --- agreement with the baselines -------------------------------------------------------
         st.subheader("Overlap with magnitude and Wanda rankings")
-        st.caption(views.BASELINE_NOTE)
+        st.caption(explorer.BASELINE_NOTE)
         grouping = st.radio("Compare pruned sets chosen", ["per layer", "globally"], horizontal=True,
                             key="overlap_grouping",
                             help="per layer: the lowest fraction of each layer (structured pruning); globally: the "
                                  "lowest fraction of the whole model")
-        summary, per_layer = views.ranking_overlap(scores, arrays, sparsity, per_layer=grouping == "per layer")
+        summary, per_layer = explorer.ranking_overlap(scores, arrays, sparsity, per_layer=grouping == "per layer")
         mcols = st.columns(len(summary))
         for mc, row in zip(mcols, summary.itertuples()):
             mc.metric(f"Jaccard with {row.baseline}", f"{row.jaccard:.3f}",
                       help=f"{row.shared:,} of {row.pruned:,} pruned neurons shared")
         fig = go.Figure([go.Scatter(x=per_layer["layer"].tolist(), y=per_layer[name].tolist(), name=label,
-                                    mode="lines+markers") for name, label in views.BASELINES.items()])
+                                    mode="lines+markers") for name, label in explorer.BASELINES.items()])
         fig.update_layout(xaxis_title="layer", yaxis_title="Jaccard overlap", yaxis_range=[0, 1.02],
                           title="Overlap of the pruned sets per layer")
         ui.chart(fig, "overlap_per_layer")
-        ui.table(per_layer.rename(columns={k: f"jaccard_{k}" for k in views.BASELINES}), "overlap_per_layer",
+        ui.table(per_layer.rename(columns={k: f"jaccard_{k}" for k in explorer.BASELINES}), "overlap_per_layer",
                  hide_index=True)
 
         # --- the lowest-scoring neurons ----------------------------------------------------------
-        st.subheader(f"The {views.LOWEST_N} lowest-scoring neurons")
-        ui.table(views.lowest_neurons(arrays, scores), "lowest_neurons", hide_index=True)
+        st.subheader(f"The {explorer.LOWEST_N} lowest-scoring neurons")
+        ui.table(explorer.lowest_neurons(arrays, scores), "lowest_neurons", hide_index=True)
 
 
-explorer()
+explore()

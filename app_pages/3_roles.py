@@ -9,7 +9,7 @@ import ui
 from neuronrank import UserError
 from neuronrank.analysis import scoring
 from neuronrank.views import unembed
-from neuronrank.views import explorer as views
+from neuronrank.views import roles
 
 
 def _promoted_tokens(model: str, layer: int, neuron: int) -> None:
@@ -51,7 +51,7 @@ as_percent = c4.radio("Heatmap shows", ["%", "counts"], horizontal=True, key="ro
 thresholds = {"tf": None, "idf": None, "w_norm": None}
 quantile = None
 if mode == "global value":
-    medians = views.global_medians(arrays)
+    medians = roles.global_medians(arrays)
     t1, t2, t3 = st.columns(3)
     # keys carry the entry: another entry starts from its own medians
     thresholds["tf"] = t1.number_input("TF threshold", value=medians["tf"], min_value=0.0, format="%.6g",
@@ -72,7 +72,7 @@ else:
         + "). The informative number is how far *critical* is from chance — see the chart below the tables. "
         "Global values give the matrix all its freedom.")
 
-rt = views.role_tables(arrays, thresholds["tf"], thresholds["idf"], thresholds["w_norm"], split_w,
+rt = roles.role_tables(arrays, thresholds["tf"], thresholds["idf"], thresholds["w_norm"], split_w,
                        quantile=quantile, dead_below=scoring.DEAD_BELOW if dead_class else None)
 
 st.caption("High = strictly above the threshold. " + " · ".join(
@@ -103,7 +103,7 @@ with st.expander("Counts per layer"):
     ui.table(rt.counts.reset_index(), "roles_counts_per_layer", hide_index=True)
 
 if quantile is not None:
-    chance = views.critical_vs_chance(rt, quantile)
+    chance = roles.critical_vs_chance(rt, quantile)
     fig = go.Figure([go.Bar(x=chance["layer"].tolist(), y=chance["observed"].tolist(), name="observed"),
                      go.Scatter(x=chance["layer"].tolist(), y=chance["expected"].tolist(), mode="lines",
                                 name="if TF and IDF were independent", line=dict(dash="dash"))])
@@ -113,10 +113,10 @@ if quantile is not None:
 
 # dead neurons and the score: where the original score protects them
 ex = ui.exponents()
-first_only = views.first_position_only(data, arrays)
+first_only = roles.first_position_only(data, arrays)
 with ui.user_errors():
     all_scores = scoring.score(arrays, ex["alpha"], ex["beta"], ex["gamma"])
-    n_dead, n_never, kept = views.dead_kept(arrays, all_scores, ex["sparsity"])
+    n_dead, n_never, kept = roles.dead_kept(arrays, all_scores, ex["sparsity"])
     if n_dead:
         st.markdown(
             f"**Dead neurons.** {n_dead:,} neurons are active on fewer than {scoring.DEAD_BELOW:.1%} of the tokens "
@@ -139,7 +139,7 @@ with ui.user_errors():
 
 st.subheader("TF vs IDF")
 n = len(arrays["tf"])
-sample = views.scatter_sample(n)
+sample = roles.scatter_sample(n)
 log_tf = st.checkbox("log TF axis", value=True, key="scatter_log")
 shown = sample[arrays["tf"][sample] > 0] if log_tf else sample  # TF = 0 has no place on a log axis
 fig = go.Figure(go.Scattergl(
@@ -161,7 +161,7 @@ event = ui.chart(fig, "tf_vs_idf", key=f"scatter_{entry.key}", on_select="rerun"
 # a clicked point sets the neuron inputs below (once per new click, so typing still works)
 points = event.selection.points if event is not None else []
 if points:
-    picked = views.picked_neuron(points[0], shown, arrays)
+    picked = roles.picked_neuron(points[0], shown, arrays)
     if picked is not None and st.session_state.get("_pick_from_chart") != picked:
         st.session_state["_pick_from_chart"] = picked
         st.session_state["_pick_layer"], st.session_state["_pick_neuron"] = picked
@@ -195,7 +195,7 @@ with ui.user_errors():
     with logit_col:
         _promoted_tokens(str(entry.params.get("model")), layer, neuron)
     ctx_col.markdown("**Top-activating contexts** (one per calibration window, ±12 tokens, firing token marked)")
-    contexts = views.top_contexts(data, layer, neuron)
+    contexts = roles.top_contexts(data, layer, neuron)
     if data.windows is None:
         ctx_col.info("This entry kept no calibration tokens, so there are no contexts to show.")
     elif not contexts:
@@ -208,7 +208,7 @@ with ui.user_errors():
             st.warning(f"{e}; showing token ids.")
         lines = []
         for c in contexts:
-            text = views.context_html(tok, c) if tok is not None else views.ids_html(c)
+            text = roles.context_html(tok, c) if tok is not None else roles.ids_html(c)
             lines.append(f"<div class='nr-ctx'><code>{c.value:+.3f}</code> · window {c.window}, position {c.pos}: "
                          f"{text}</div>")
         ctx_col.html("<style>.nr-ctx{font-size:0.92rem;margin:0.15rem 0;white-space:pre-wrap}"

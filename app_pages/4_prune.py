@@ -1,7 +1,6 @@
 """Prune & evaluate: start a run in a worker process, follow it (it survives reloads: the run id is in
 the URL), compare runs, and sweep two exponents into a perplexity landscape."""
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -11,41 +10,24 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank import UserError
-from neuronrank.views import history
-from neuronrank.runs import jobs
+from neuronrank.analysis.numbers import finite
 from neuronrank.config import requests
-from neuronrank.views import explorer as views
-from neuronrank.evaluation import zeroshot
-from neuronrank.config.requests import METHODS, PruneRequest
+from neuronrank.config.fields import spec
+from neuronrank.config.methods import METHODS, nm
+from neuronrank.config.requests import PruneRequest
+from neuronrank.data.inputs import check_inputs
+from neuronrank.evaluation.zeroshot import WANDA_TASKS
+from neuronrank.runs import jobs
 from neuronrank.runs.store import RunStore
-from neuronrank.data.stats_cache import get_entry
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(float(x))
-
+from neuronrank.views import history
+from neuronrank.views.history import decade_ticks
 
 ui.page_setup()
 st.title("Prune & evaluate")
-f = lambda name: requests.spec(PruneRequest, name)  # noqa: E731  (defaults, bounds, choices, help)
+f = lambda name: spec(PruneRequest, name)  # noqa: E731  (defaults, bounds, choices, labels, help)
 chosen = ui.exponents()
 store = RunStore()
-
-
-def calibration_params() -> tuple[dict, int | None]:
-    """The loaded statistics entry's calibration (so the prune uses the statistics being explored),
-    else the sidebar's parameters for new statistics -> (params, the entry's layer count or None)."""
-    key = st.session_state.get("entry_key")
-    if key:
-        try:
-            entry = get_entry(key)
-            return views.stats_params_of(entry.params), int(entry.manifest.get("shape", [0])[0]) or None
-        except UserError:
-            pass
-    return views.stats_params_of(st.session_state.get("stats_params", {})), None
-
-
-calib, entry_layers = calibration_params()
+calib, entry_layers = ui.calibration()
 from_entry = entry_layers is not None
 base = PruneRequest(**calib)
 
@@ -61,13 +43,14 @@ with st.container(border=True):
                          key=ui.persisted("pr_type", f("sparsity_type").default))
     ui.keep("pr_type")
     if ":" in stype:  # N:M fixes the ratio: shown, set and locked
-        n, m = requests.nm(stype)
+        n, m = nm(stype)
         ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, n / m, 0.05, disabled=True,
                           help=f"{stype} prunes {n} of every {m} weights: the ratio is {n / m:.0%}")
     else:
         ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, float(chosen["sparsity"]), 0.05,
                           help="Starts at the Exponents page's sparsity")
-    uses_exponents = METHODS[method].uses_exponents
+    info = METHODS[method]
+    uses_exponents = info.uses_exponents
     c1, c2, c3, c4 = st.columns(4)
     exp_help = None if uses_exponents else f"{method} does not use the exponents"
     alpha = c1.number_input(f("alpha").label, 0.0, 10.0, chosen["alpha"], 0.1, disabled=not uses_exponents,
@@ -91,7 +74,7 @@ with st.container(border=True):
     ui.keep("pr_eval_windows")
     # how the method calibrates and what it prunes: each method's own setup unless changed here
     c1, c2, c3, c4 = st.columns(4)
-    locked = requests.locked_calibration(method, stype)
+    locked = info.locked_calibration(stype)
     if locked:
         shown, why = locked
         c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key=f"pr_calibration_fixed_{shown}")
@@ -101,22 +84,22 @@ with st.container(border=True):
                                    key=ui.persisted("pr_calibration", f("calibration").default))
         ui.keep("pr_calibration")
     # "own", not None: a selectbox shows a None value as "Choose an option"
-    group = c2.selectbox("Comparison group", ["own", *f("group").choices], disabled=stype != "unstructured",
+    group = c2.selectbox(f("group").label, ["own", *f("group").choices], disabled=stype != "unstructured",
                          format_func=lambda g: "the method's own" if g == "own" else f"per {g}",
                          help="Unstructured: which weights compete for pruning — one threshold per matrix or per "
                               "output row. Default: the method's own (Wanda: per row, as upstream Wanda; "
                               "magnitude: per matrix, as Wanda's prune_magnitude).",
                          key=ui.persisted("pr_group", "own"))
     ui.keep("pr_group")
-    mlp_only = requests.mlp_only(method, stype)
-    targets = c3.selectbox("Pruned linears", list(f("targets").choices), disabled=mlp_only,
+    mlp_only = info.prunes_mlp_only(stype)
+    targets = c3.selectbox(f("targets").label, list(f("targets").choices), disabled=mlp_only,
                            format_func={"mlp": "MLP only", "all": "all linears (MLP + attention)"}.get,
                            help=("NeuronRank scores and structured pruning address MLP neurons only" if mlp_only
                                  else "Upstream Wanda and SparseGPT prune every linear of each decoder layer"),
                            key=ui.persisted("pr_targets", f("targets").default))
     ui.keep("pr_targets")
     targets = "mlp" if mlp_only else targets
-    tasks = c4.multiselect("Zero-shot tasks (lm-eval)", list(zeroshot.WANDA_TASKS), accept_new_options=True,
+    tasks = c4.multiselect(f("eval_tasks").label, list(WANDA_TASKS), accept_new_options=True,
                            placeholder="none (perplexity only)", key=ui.persisted("pr_tasks", []),
                            help="lm-eval-harness tasks run on the pruned model, accuracy stored with the run "
                                 "(Wanda's seven are listed; type another task's name to add it). Offline, a "
@@ -124,18 +107,18 @@ with st.container(border=True):
     ui.keep("pr_tasks")
     tasks_path = ""
     if tasks:
-        tasks_path = c4.text_input("Folder of extra lm-eval task YAMLs", key=ui.persisted("pr_tasks_path", ""),
+        tasks_path = c4.text_input(f("eval_tasks_path").label, key=ui.persisted("pr_tasks_path", ""),
                                    help="Optional: a local task (YAML + JSONL), as --eval-tasks-path")
         ui.keep("pr_tasks_path")
     # bad input shows as it is typed, in the app's words (not at Start, not 10 s later in a worker)
-    problem = ui.source_problem(eval_src, "evaluation text")
+    problem = ui.source_problem(eval_src, "eval")
     if problem:
         st.error(problem)
     source = "the loaded statistics entry" if from_entry else "the sidebar (no statistics entry loaded)"
     st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
                f"seed {base.seed}, site {base.site}"
-               + ("" if METHODS[method].needs_stats else f" — not used by {method}")
-               + (f". Weights compete per {METHODS[method].group if group == 'own' else group}"
+               + ("" if info.needs_stats else f" — not used by {method}")
+               + (f". Weights compete per {info.group if group == 'own' else group}"
                   if stype == "unstructured" else ""))
     start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
 
@@ -149,7 +132,7 @@ def request_now(**over) -> PruneRequest:
                   eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
     req = replace(base, **{**values, **over})
     req.validate(entry_layers)  # refuse bad input here, not in the worker
-    requests.check_inputs(req)
+    check_inputs(req)
     return req
 
 
@@ -161,36 +144,15 @@ if store.notice:  # a damaged run store was moved aside and a fresh one started
     st.warning(store.notice)
 
 
-def _run_active(run_id) -> bool:
-    try:
-        return store.get(int(run_id))["status"] in ("queued", "running")
-    except (TypeError, ValueError, UserError):
-        return False
-
-
-# polled every second only while its run is queued or running: an idle tab costs nothing
-@st.fragment(run_every=1.0 if _run_active(st.query_params.get("run")) else None)
-def follow() -> None:
-    run_id = st.query_params.get("run")
-    if not run_id:
-        return
-    try:
-        run = store.get(int(run_id))
-    except (ValueError, UserError):
-        st.warning(f"Run {run_id} does not exist.")
-        return
+def _header(run: dict) -> None:
     p = run["params"]
     st.subheader(f"Run {run['id']}: {history.run_label(p)}, {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
-    if run["status"] in ("queued", "running"):
-        ui.run_progress_bars(run)
-        if st.button("Cancel run", key=f"cancel_{run['id']}"):
-            jobs.cancel(run["id"])
-            st.rerun()
-        jobs.recover(store)  # runs whose process is gone -> failed; a queue without a dispatcher gets one
+
+
+def _outcome(run: dict | None) -> None:
+    """A finished prune run: its perplexities, sparsity and timings (it stays in the URL)."""
+    if run is None or run["status"] in ui.ACTIVE:
         return
-    if st.session_state.get("_followed_active") == run["id"]:
-        st.session_state.pop("_followed_active")
-        st.rerun()  # the whole page once: history and charts include the finished run, polling stops
     if run["status"] == "failed":
         st.error(f"Run {run['id']} failed: {run['error']}")
         return
@@ -204,9 +166,9 @@ def follow() -> None:
     proto = res["protocol"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Dense perplexity", ui.fmt_ppl(res["dense_ppl"]))
+    diverged = finite(res["pruned_ppl"]) is None
     c2.metric("Pruned perplexity", ui.fmt_ppl(res["pruned_ppl"]),
-              delta=f"{res['pruned_ppl'] - res['dense_ppl']:+.3f}" if _finite(res["pruned_ppl"]) else None,
-              delta_color="inverse")
+              delta=None if diverged else f"{res['pruned_ppl'] - res['dense_ppl']:+.3f}", delta_color="inverse")
     c3.metric("MLP sparsity", f"{res['sparsity']['mlp']:.2%}")
     st.caption(f"Perplexity on {proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
                f"{proto['tokens']:,} predicted tokens. All decoder linears: {res['sparsity']['all_linear']:.2%}; "
@@ -225,9 +187,7 @@ def follow() -> None:
             ui.table(mods, f"sparsity_run{run['id']}", hide_index=True)
 
 
-if _run_active(st.query_params.get("run")):
-    st.session_state["_followed_active"] = int(st.query_params["run"])
-follow()
+ui.follow_run("prune", _outcome, header=_header, stop="Cancel run")
 
 # ----------------------------------------------------------------------------------------------
 # history and the comparison chart (refreshed while any prune run is queued or running)
@@ -237,7 +197,7 @@ st.subheader("Run history")
 any_active = any(r["status"] in ("queued", "running") for r in store.list(kind="prune", limit=50))
 
 
-@st.fragment(run_every=2.0 if any_active else None)
+@st.fragment(run_every=ui.POLL_SECONDS if any_active else None)
 def run_history() -> None:
     runs = store.list(kind="prune")
     frame = history.runs_frame(runs)
@@ -330,7 +290,7 @@ else:
     axes = sweeps.set_index("group").loc[group, ["x", "y"]].tolist()
     active = any(r["status"] in ("queued", "running") for r in store.list(group=group))
 
-    @st.fragment(run_every=2.0 if active else None)
+    @st.fragment(run_every=ui.POLL_SECONDS if active else None)
     def landscape() -> None:
         runs = store.list(group=group)
         grid = history.landscape(runs, axes[0], axes[1])
@@ -351,7 +311,7 @@ else:
         z = grid.to_numpy(dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             logz = np.where(np.isfinite(z) & (z > 0), np.log10(z), np.nan)
-        ticks = views.decade_ticks(logz)
+        ticks = decade_ticks(logz)
         text = [[("" if not np.isfinite(v) else f"{v:.1f}") for v in row] for row in z]
         xs_ = [f"{v:g}" for v in grid.columns]
         ys_ = [f"{v:g}" for v in grid.index]

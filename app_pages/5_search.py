@@ -11,23 +11,23 @@ import streamlit as st
 
 import ui
 from neuronrank import UserError
+from neuronrank.config.fields import spec
+from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchRequest
+from neuronrank.data.inputs import check_inputs
 from neuronrank.runs import jobs
-from neuronrank.config import requests
 from neuronrank.search import study as search
-from neuronrank.views import explorer as views
-from neuronrank.config.requests import EXPONENT_LABELS, SearchRequest
-from neuronrank.runs.store import RunStore
+from neuronrank.views.entries import human_age
 
 ui.page_setup()
 st.title("Search exponents")
 st.caption("Which (α, β, γ) prune best — and do they beat Wanda? Each trial prunes with NeuronRank-OLD and "
            "measures perplexity; successive halving stops bad exponents after a part of the evaluation windows. "
            "Studies are kept in Optuna's storage; the CLI equivalent is `neuronrank search`.")
-f = lambda name: requests.spec(SearchRequest, name)  # noqa: E731  (defaults, bounds, choices, help)
+f = lambda name: spec(SearchRequest, name)  # noqa: E731  (defaults, bounds, choices, labels, help)
 PARAMS = search.PARAMS
 BASELINE_STYLE = {"dense": "gray", "wanda": "crimson", "magnitude": "darkorange", "random": "purple"}
 
-base = SearchRequest(**ui.calibration_params())
+base = SearchRequest(**ui.calibration()[0])
 
 with st.form("search"):
     c1, c2, c3, c4 = st.columns(4)
@@ -40,7 +40,7 @@ with st.form("search"):
               for col, name in zip(cols, PARAMS)}
     c1, c2, c3, c4 = st.columns(4)
     eval_src = c1.text_input(f("eval").label, f("eval").default, help=f("eval").help)
-    eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, requests.MAX_SEQLEN,
+    eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN,
                                   f("eval_seqlen").default)
     eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, 16,
                                    help="W: the objective is the perplexity over W windows; trials report after "
@@ -59,13 +59,10 @@ if start:
                       study=study_in.strip() or None,
                       **{f"{n}_range": tuple(float(v) for v in ranges[n]) for n in PARAMS})
         req.validate()  # refuse bad input here, not in the worker
-        requests.check_inputs(req)
+        check_inputs(req)
         req = replace(req, study=search.study_name(req))
         st.query_params["search_run"] = str(jobs.submit("search", req))
         st.query_params["study"] = req.study
-
-store = RunStore()
-
 
 def _apply(best: dict, ratio: float | None) -> None:
     clipped = ui.apply_exponents(best["alpha"], best["beta"], best["gamma"], ratio)
@@ -121,12 +118,12 @@ def show_study(name: str) -> None:
     cols = st.columns(1 + len(baselines))
     if best:
         wanda = (baselines.get("wanda") or {}).get("ppl")
-        cols[0].metric("Best NeuronRank-OLD", f"{best['ppl']:.3f}" if best["ppl"] is not None else "inf",
+        cols[0].metric("Best NeuronRank-OLD", ui.fmt_ppl(best["ppl"]),
                        delta=None if wanda is None or best["ppl"] is None else f"{best['ppl'] - wanda:+.3f} vs wanda",
                        delta_color="inverse",
                        help=f"trial {best['trial']}: " + ", ".join(f"{k}={best[k]:.3f}" for k in PARAMS))
     for col, (label, b) in zip(cols[1:], baselines.items()):
-        col.metric(f"{label} baseline", "inf" if b.get("ppl") is None else f"{b['ppl']:.3f}")
+        col.metric(f"{label} baseline", ui.fmt_ppl(b.get("ppl")))
     if best:
         st.write("Best exponents: " + ", ".join(f"{EXPONENT_LABELS[k]} = {best[k]:.3f}" for k in PARAMS))
         st.button("Apply best to the Exponents sliders", on_click=_apply, args=(best, proto.get("sparsity_ratio")),
@@ -158,14 +155,9 @@ def show_study(name: str) -> None:
     ui.table(search.trials_frame(study), f"search_trials_{name}", hide_index=True)
 
 
-def _active(run_id, name) -> bool:
-    """The followed search run is queued or running, or the open study has running trials (workers
-    started from the CLI): only then does the page poll."""
-    try:
-        if run_id and store.get(int(run_id))["status"] in ("queued", "running"):
-            return True
-    except (TypeError, ValueError, UserError):
-        pass
+def _study_running() -> bool:
+    """The open study has running trials (workers started from the CLI, say): the page follows it too."""
+    name = st.query_params.get("study")
     if not name:
         return False
     try:
@@ -174,45 +166,21 @@ def _active(run_id, name) -> bool:
         return False
 
 
-# polled every 2 s only while something runs: an idle tab costs nothing
-active = _active(st.query_params.get("search_run"), st.query_params.get("study"))
-
-
-@st.fragment(run_every=2.0 if active else None)
-def follow() -> None:
-    run_id, name = st.query_params.get("search_run"), st.query_params.get("study")
-    if run_id:
-        try:
-            run = store.get(int(run_id))
-        except (ValueError, UserError):
-            run = None
-            st.warning(f"Run {run_id} does not exist.")
-        if run is not None:
-            if run["status"] in ("queued", "running"):
-                c1, c2 = st.columns([4, 1])
-                c1.progress(min(max(run["progress"], 0.0), 1.0),
-                            text=f"{run['status']}: {run['message'] or 'waiting for the worker'}")
-                if c2.button("Stop search", key=f"stop_{run['id']}"):
-                    jobs.cancel(run["id"])
-                    st.rerun()
-                jobs.reap(store)
-            elif run["status"] == "failed":
-                st.error(f"Search run {run['id']} failed: {run['error']}")
-            elif run["status"] == "cancelled":
-                st.warning(f"Search run {run['id']} was stopped; the study keeps its finished trials.")
-            else:
-                st.success(f"Search run {run['id']} done in {run['result'].get('wall_seconds', 0):.0f} s.")
+def _search_and_study(run: dict | None) -> None:
+    """How the followed search run ended, and the open study (refreshed with the run)."""
+    if run is not None and run["status"] == "failed":
+        st.error(f"Search run {run['id']} failed: {run['error']}")
+    elif run is not None and run["status"] == "cancelled":
+        st.warning(f"Search run {run['id']} was stopped; the study keeps its finished trials.")
+    elif run is not None and run["status"] == "done":
+        st.success(f"Search run {run['id']} done in {run['result'].get('wall_seconds', 0):.0f} s.")
+    name = st.query_params.get("study")
     if name:
         with ui.user_errors():
             show_study(name)
-    if st.session_state.get("_search_polling") and not _active(run_id, name):
-        st.session_state.pop("_search_polling")
-        st.rerun()  # the whole page once: past studies include this one, polling stops
 
 
-if active:
-    st.session_state["_search_polling"] = True
-follow()
+ui.follow_run("search", _search_and_study, param="search_run", stop="Stop search", busy=_study_running)
 
 st.divider()
 st.subheader("Past studies")
@@ -222,7 +190,7 @@ with ui.user_errors():
         st.info("No studies yet.")
     else:
         now = pd.Timestamp.now().timestamp()
-        past.insert(len(past.columns) - 1, "age", past["created"].map(lambda t: views.human_age(now - t) if t else ""))
+        past.insert(len(past.columns) - 1, "age", past["created"].map(lambda t: human_age(now - t) if t else ""))
         past = past.drop(columns="created")
         picked = st.dataframe(past, hide_index=True, on_select="rerun", selection_mode="single-row",
                               key="past_studies")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def synthetic_entry(layers: int, width: int, hidden: int = 4096, k: int = 16) -> str:
     from neuronrank.data import stats_cache as store
-    from neuronrank.engine.collect import NeuronStats
+    from neuronrank.analysis.neuron_stats import NeuronStats
 
     rng = np.random.default_rng(0)
     T = 131072
@@ -44,7 +44,7 @@ def synthetic_entry(layers: int, width: int, hidden: int = 4096, k: int = 16) ->
 
 
 def embedded_entry() -> str:
-    from neuronrank.runs.kinds import get_stats
+    from neuronrank.engine.statistics import get_stats
     from neuronrank.config.requests import StatsRequest
 
     return get_stats(StatsRequest(nsamples=16, seqlen=256)).entry.key

@@ -32,9 +32,9 @@ import importlib.util as u; print({m: bool(u.find_spec(m)) for m in (\"triton\",
   # CUDA tests: pytest where installed (without the repo's pytest.ini addopts: pytest-timeout may be
   # missing), else the file's own runner
   if $PY -c "import pytest" 2>/dev/null; then
-    stage tests 120 $PY -m pytest tests/test_cuda.py -q -p no:cacheprovider -o addopts="" -rs
+    stage tests 120 $PY -m pytest tests/unit/engine/test_cuda.py -q -p no:cacheprovider -o addopts="" -rs
   else
-    stage tests 120 $PY tests/test_cuda.py
+    stage tests 120 $PY tests/unit/engine/test_cuda.py
   fi
 
   # 7B shape, bf16: plain / statistics / perplexity ratios, top kernels, the pruning rows, the

@@ -205,7 +205,8 @@ def compiled_stats(model, windows, args, device, t_plain, floor_body) -> None:
     default on a GPU is the eager kernels, and this says whether compiling would pay."""
     import os
 
-    from neuronrank.engine.collect import COMPILE_ENV, batched, collect
+    from neuronrank.engine.collect import batched, collect
+    from neuronrank.engine.kernels import COMPILE_ENV
 
     old = os.environ.get(COMPILE_ENV)
     os.environ[COMPILE_ENV] = "1"

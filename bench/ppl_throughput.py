@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from neuronrank.data import text as corpora
+from neuronrank import corpora
 from neuronrank.evaluation import perplexity as evaluate
 from neuronrank.engine import models
 

@@ -15,7 +15,7 @@ def worker(nsamples: int, seqlen: int) -> None:
     import torch
 
     from _mem import PeakRSS
-    from neuronrank.data import text as corpora
+    from neuronrank import corpora
     from neuronrank.engine import models
     from neuronrank.engine.collect import batched, collect
 

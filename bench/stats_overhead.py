@@ -14,9 +14,10 @@ import time
 
 import torch
 
-from neuronrank.data import text as corpora
+from neuronrank import corpora
 from neuronrank.engine import models
-from neuronrank.engine.collect import COMPILE_ENV, batched, collect
+from neuronrank.engine.collect import batched, collect
+from neuronrank.engine.kernels import COMPILE_ENV
 
 
 def main() -> None:

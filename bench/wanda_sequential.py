@@ -27,7 +27,7 @@ from _mem import PeakRSS
 
 
 def _setup(args):
-    from neuronrank.data import text as corpora
+    from neuronrank import corpora
     from neuronrank.engine import models
 
     model, tok = models.load(args.model)
@@ -49,7 +49,7 @@ def ours(model, windows, args):
 @torch.inference_mode()
 def sequential(model, windows, args):
     from neuronrank.engine.models import decoder_layers, mlp_blocks
-    from neuronrank.prune import lowest_mask
+    from neuronrank.prune.masks import lowest_mask
 
     layers = decoder_layers(model)
     captured = {}
@@ -101,7 +101,7 @@ def _out(o):
 
 
 def worker(args) -> None:
-    from neuronrank.data import text as corpora
+    from neuronrank import corpora
     from neuronrank.evaluation import perplexity as evaluate
     from neuronrank.engine.models import mlp_blocks
 

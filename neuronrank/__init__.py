@@ -1,4 +1,25 @@
-"""NeuronRank Studio: per-neuron statistics, scoring and pruning of gated-MLP language models."""
+"""NeuronRank Studio: per-neuron statistics, scoring and pruning of gated-MLP language models.
+
+The rooms, in the direction of the data flow: a room imports only rooms above it in this list, except
+that a search names its workers and reports its progress through runs.store and runs.progress, the run
+record's two lowest modules (runs.kinds, the run kinds, runs searches). The torch rooms are engine, prune
+and evaluation; no module imports another that imports it back.
+
+    errors       UserError (with the request field it concerns), Terminated
+    analysis     NeuronStats, the score, roles and rankings; numbers (numpy only)
+    config       the request fields, the method registry, the protocols (no torch)
+    data         paths, model specs, text, token streams, the statistics cache, input checks (no torch)
+    engine       models, windows, the statistics pass, statistics through the cache, torchrun
+    prune        masks, the prune context, one-pass, structured, sequential, SparseGPT, export
+    evaluation   perplexity (+ the dense cache), zero-shot
+    search       the Optuna study (no torch) and a worker's model
+    runs         the run store and progress (no torch), the run kinds, the queue (no torch)
+    views        what the app's pages show (no torch)
+    cli          `python -m neuronrank ...`
+
+`stats`, `scoring`, `models` and `corpora` are faces: the README's and the design's names for what moved
+into the rooms. Nothing inside the package imports them.
+"""
 
 from neuronrank.errors import UserError
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import shutil
 import sys
 from pathlib import Path
 
+from neuronrank.analysis.numbers import finite, ppl_text
+from neuronrank.config import protocols, requests
+from neuronrank.config.fields import add_arguments, from_args
+from neuronrank.data.inputs import check_inputs
 from neuronrank.engine import models
-from neuronrank.config import requests
 from neuronrank.errors import Terminated, UserError
 
 log = logging.getLogger("neuronrank")
@@ -50,31 +52,19 @@ def _tqdm_progress(desc: str):
 
 def _emit(args, payload: dict) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(_finite(payload), default=str, allow_nan=False))
-
-
-def _finite(obj):
-    """JSON has no inf/NaN: a diverged perplexity is written as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        print(json.dumps(finite(payload), default=str, allow_nan=False))  # a diverged perplexity: null
 
 
 def cmd_stats(args) -> int:
-    from neuronrank.runs.kinds import get_stats
-
     from neuronrank.data.paths import check_output_file
+    from neuronrank.engine.statistics import get_stats
 
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix != ".parquet":
         raise UserError(f"--out must end in .parquet (got {args.out})")
-    req = requests.from_args(requests.StatsRequest, args)
+    req = from_args(requests.StatsRequest, args)
     req.validate()
-    requests.check_inputs(req)
+    check_inputs(req)
     if out is not None:
         out = check_output_file(args.out, "--out")  # before the model loads
     bar = _tqdm_progress("stats")
@@ -117,10 +107,12 @@ def _stage_printer():
     """(fraction, message) -> one tqdm bar per stage."""
     from tqdm import tqdm
 
+    from neuronrank.runs.progress import stage_progress
+
     state = {"stage": None, "bar": None}
 
     def update(fraction: float, message: str, force: bool = False) -> None:
-        stage = message.split(":")[0]
+        stage, detail, _ = stage_progress(message)
         if stage != state["stage"]:
             if state["bar"] is not None:
                 state["bar"].close()
@@ -128,7 +120,7 @@ def _stage_printer():
             state["bar"] = tqdm(total=1000, desc=stage, file=sys.stderr, dynamic_ncols=True, disable=None,
                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
         state["bar"].n = int(fraction * 1000)
-        state["bar"].set_postfix_str(message.split(":", 1)[1].strip() if ":" in message else "", refresh=True)
+        state["bar"].set_postfix_str(detail, refresh=True)
 
     update.close = lambda: state["bar"] is not None and state["bar"].close()
     return update
@@ -145,15 +137,11 @@ def _run_with_bar(kind: str, req, group: str | None = None) -> tuple[int, dict]:
         bar.close()
 
 
-def _fmt_ppl(x) -> str:
-    return f"{x:.3f}" if x is not None and math.isfinite(x) else "inf"
-
-
 def _preflight(req) -> None:
     """Fail before anything heavy loads: the parameters, then what they name on disk, then (prune)
     the layer count from the model's config."""
     req.validate()
-    requests.check_inputs(req)
+    check_inputs(req)
     if getattr(req, "pruning_last", None):
         n_layers = models.layer_count(req.model)
         if n_layers is not None:
@@ -161,10 +149,10 @@ def _preflight(req) -> None:
 
 
 def cmd_prune(args) -> int:
-    req = requests.from_args(requests.PruneRequest, args)
+    req = from_args(requests.PruneRequest, args)
     if args.protocol:
-        req = requests.with_protocol(req, args.protocol, models.config_context(req.model))
-        print(requests.protocol_settings(req, args.protocol))
+        req = protocols.with_protocol(req, args.protocol, models.config_context(req.model))
+        print(protocols.protocol_settings(req, args.protocol))
     _preflight(req)
     run_id, res = _run_with_bar("prune", req)
     proto = res["protocol"]
@@ -172,7 +160,7 @@ def cmd_prune(args) -> int:
           + (f" last={req.pruning_last}" if req.pruning_last else "")
           + (f" alpha={req.alpha:g} beta={req.beta:g} gamma={req.gamma:g}" if req.method.uses_exponents else ""))
     print(f"perplexity ({proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
-          f"{proto['tokens']:,} tokens): dense {_fmt_ppl(res['dense_ppl'])} -> pruned {_fmt_ppl(res['pruned_ppl'])}")
+          f"{proto['tokens']:,} tokens): dense {ppl_text(res['dense_ppl'])} -> pruned {ppl_text(res['pruned_ppl'])}")
     sp = res["sparsity"]
     print(f"sparsity: MLP {sp['mlp']:.4f}, attention {sp['attention']:.4f}, all decoder linears {sp['all_linear']:.4f}")
     for task, m in res.get("zero_shot", {}).items():
@@ -196,20 +184,20 @@ def _not_written(run_id: int, res: dict) -> int:
 
 
 def cmd_ppl(args) -> int:
-    req = requests.from_args(requests.PplRequest, args)
+    req = from_args(requests.PplRequest, args)
     _preflight(req)
     run_id, res = _run_with_bar("ppl", req)
     p = res["protocol"]
-    print(f"perplexity {_fmt_ppl(res['ppl'])} ({p['source']}, seqlen {p['seqlen']}, {p['windows']} windows, "
+    print(f"perplexity {ppl_text(res['ppl'])} ({p['source']}, seqlen {p['seqlen']}, {p['windows']} windows, "
           f"{p['tokens']:,} predicted tokens){' [cached]' if res['cached'] else ''}")
     _emit(args, {"command": "ppl", "run_id": run_id, **res})
     return 0
 
 
 def cmd_sweep(args) -> int:
-    sweep = requests.from_args(requests.SweepRequest, args)
+    sweep = from_args(requests.SweepRequest, args)
     sweep.validate()
-    requests.check_inputs(sweep)
+    check_inputs(sweep)
     grid = sweep.grid()
     group = requests.new_sweep_group()
     rows = []
@@ -226,7 +214,7 @@ def cmd_sweep(args) -> int:
     print(f"{'run':>5} {'ratio':>6} {'alpha':>6} {'beta':>6} {'gamma':>6} {'dense':>9} {'pruned':>9}")
     for r in rows:
         print(f"{r['run_id']:>5} {r['ratio']:>6g} {r['alpha']:>6g} {r['beta']:>6g} {r['gamma']:>6g} "
-              f"{_fmt_ppl(r['dense_ppl']):>9} {_fmt_ppl(r['pruned_ppl']):>9}")
+              f"{ppl_text(r['dense_ppl']):>9} {ppl_text(r['pruned_ppl']):>9}")
     _emit(args, {"command": "sweep", "group": group, "protocol": proto, "runs": rows})
     return 0
 
@@ -234,7 +222,7 @@ def cmd_sweep(args) -> int:
 def cmd_search(args) -> int:
     from neuronrank.search import study as search
 
-    req = requests.from_args(requests.SearchRequest, args)
+    req = from_args(requests.SearchRequest, args)
     _preflight(req)
     search.open_storage(req.storage)  # a bad URL or an unreachable database: one error line, now
     run_id, res = _run_with_bar("search", req)
@@ -245,9 +233,9 @@ def cmd_search(args) -> int:
           f"seqlen {ev.get('seqlen')}, {ev.get('windows')} windows (halving after {ev.get('chunks')})")
     if best:
         print(f"best: trial {best['trial']} alpha={best['alpha']:.4f} beta={best['beta']:.4f} "
-              f"gamma={best['gamma']:.4f} ppl {_fmt_ppl(best['ppl'])}")
+              f"gamma={best['gamma']:.4f} ppl {ppl_text(best['ppl'])}")
     for name, b in base.items():
-        print(f"baseline {name}: ppl {_fmt_ppl(b.get('ppl'))}" + (f" (group {b['group']})" if 'group' in b else ""))
+        print(f"baseline {name}: ppl {ppl_text(b.get('ppl'))}" + (f" (group {b['group']})" if 'group' in b else ""))
     pt = res.get("per_trial")
     if pt:
         m = pt["median"]
@@ -279,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("stats", help="per-neuron TF / IDF / |W| over calibration text (cached)")
-    requests.add_arguments(p, requests.StatsRequest)
+    add_arguments(p, requests.StatsRequest)
     p.add_argument("--recompute", action="store_true", help="ignore a cached entry")
     p.add_argument("--device-map", "--device_map", default=None, choices=["auto"],
                    help="auto: spread a model larger than one GPU over all devices (accelerate)")
@@ -288,8 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("prune", help="prune with NeuronRank-OLD or a baseline, then evaluate perplexity")
-    requests.add_arguments(p, requests.PruneRequest)
-    p.add_argument("--protocol", choices=list(requests.PROTOCOLS), default=None,
+    add_arguments(p, requests.PruneRequest)
+    p.add_argument("--protocol", choices=list(protocols.PROTOCOLS), default=None,
                    help="wanda: every choice of upstream Wanda (all linears, per-row groups, 128 samples, "
                         "seqlen = the model's context (capped), c4 calibration, sequential, wikitext2 "
                         "evaluation over all windows); overrides those flags and prints them")
@@ -297,17 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("ppl", help="perplexity of a model (Wanda protocol)")
-    requests.add_arguments(p, requests.PplRequest)
+    add_arguments(p, requests.PplRequest)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ppl)
 
     p = sub.add_parser("sweep", help="a grid of prune runs (exponents and/or sparsities), one after another")
-    requests.add_arguments(p, requests.SweepRequest, skip=requests.SWEPT + ("save", "save_model"))
+    add_arguments(p, requests.SweepRequest, skip=requests.SWEPT + ("save", "save_model"))
     _add_run_flags(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("search", help="an Optuna study over the NeuronRank-OLD exponents (baselines included)")
-    requests.add_arguments(p, requests.SearchRequest, skip=("alpha", "beta", "gamma", "save", "save_model"))
+    add_arguments(p, requests.SearchRequest, skip=("alpha", "beta", "gamma", "save", "save_model"))
     _add_run_flags(p)
     p.set_defaults(func=cmd_search)
     return parser

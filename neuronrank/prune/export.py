@@ -1,6 +1,6 @@
 """Writing what a run produced: the pruned model (physically smaller where it can be) and the
 result files. Output targets are checked before a run starts (`paths.check_model_folder`,
-`paths.check_output_folder`, called by `requests.check_inputs`) and once more here."""
+`paths.check_output_folder`, called by `data.inputs.check_inputs`) and once more here."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from neuronrank.engine import models
-import neuronrank.prune as pruning
-from neuronrank.errors import UserError
 from neuronrank.data.paths import atomic_write_bytes, atomic_write_json, check_model_folder, held, sweep_stale
+from neuronrank.engine.models import decoder_layers
+from neuronrank.errors import UserError
+from neuronrank.prune.structured import slice_structured
 
 PARTIAL = ".neuronrank-partial"  # marks a half-written model folder as ours to clean up
 
@@ -24,9 +24,9 @@ def save_model(model, tok, folder: str, info: dict, req) -> dict:
     note = "zeroed weights (same shapes)"
     if req.sparsity_type == "structured":
         kept = set(info["neurons_kept"].values())
-        n_layers = len(models.decoder_layers(model))
+        n_layers = len(decoder_layers(model))
         if len(info["neurons_kept"]) == n_layers and len(kept) == 1:
-            pruning.slice_structured(model, {int(k): v for k, v in info["dropped"].items()})
+            slice_structured(model, {int(k): v for k, v in info["dropped"].items()})
             note = f"sliced: intermediate_size {kept.pop()}"
         else:
             note = ("zeroed weights (same shapes): layers keep different neuron counts"

@@ -1,15 +1,16 @@
 """Layer-by-layer calibration and pruning, in upstream Wanda's / SparseGPT's order.
 
 The inputs of decoder layer 0 are captured for every calibration window. Then, for each layer in turn:
-pass 1 runs every window through the layer with hooks gathering what the method needs (‖X‖² and
-TF/IDF sums through the statistics accumulator of stats.py, or the Hessian of each target's inputs);
+pass 1 runs every window through the layer with hooks gathering what the method needs (its observer in
+the registry: "stats", ‖X‖² and TF/IDF sums through the statistics accumulator of engine/hooks.py, or
+"hessian", the Hessian of each target's inputs);
 the layer's targets are pruned; pass 2 runs every window through the pruned layer and its outputs
 become the next layer's inputs. So a layer's statistics come from the outputs of the already pruned
 earlier layers, and only one layer's inputs and outputs are held at a time. Windows go through one at
 a time, as upstream does.
 
-The metric and the mask are the one-pass path's (pruning.py's registry and lowest_mask); only where the
-statistics come from differs. SparseGPT replaces metric + mask by its reconstruction (sparsegpt.py).
+The metric and the mask are the one-pass path's (one_pass.py); only where the statistics come from
+differs. SparseGPT replaces metric + mask by its reconstruction (sparsegpt.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from neuronrank.prune import sparsegpt
-from neuronrank.errors import UserError
+from neuronrank.engine.hooks import LayerAccumulator, finish, install_hooks
 from neuronrank.engine.models import decoder_body, decoder_layers, mlp_blocks
-from neuronrank.engine.collect import _finish, _install_hooks, _LayerAccumulator
+from neuronrank.errors import UserError
+from neuronrank.prune.context import targets as layer_targets
+from neuronrank.prune.one_pass import prune_targets
+from neuronrank.prune.sparsegpt import Hessian, prune_weight
 
 
 class _Stop(Exception):
@@ -59,11 +62,8 @@ def first_layer_inputs(model: nn.Module, windows: torch.Tensor):
 
 @torch.no_grad()
 def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None) -> dict:
-    """Prune `model` in place as `req` says, calibrating each layer on the already pruned model."""
-    import neuronrank.prune as pruning
-
-    if req.sparsity_type == "structured":
-        raise UserError("sequential calibration is defined for unstructured and N:M sparsity")
+    """Prune `model` in place as `req` (validated: unstructured or N:M) says, calibrating each layer on the
+    already pruned model."""
     layers = decoder_layers(model)
     blocks = mlp_blocks(model)
     todo = set(req.pruned_layers(len(layers)))
@@ -72,7 +72,7 @@ def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None
     seqlen = inps.shape[1]
     for i, layer in enumerate(layers):
         if i in todo:
-            targets = pruning.targets(model, [i], req.targets)
+            targets = layer_targets(model, [i], req.targets)
             observe = _observer(req, blocks[i], targets, seqlen)
             try:
                 for j in range(len(inps)):  # pass 1: statistics of this layer's (pruned-model) inputs
@@ -90,23 +90,22 @@ def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None
 
 
 def _observer(req, block, targets, seqlen):
-    if req.prune_method == "sparsegpt":
-        return _HessianObserver(req, targets)
-    if req.method.needs_stats:
-        return _StatsObserver(req, block, targets, seqlen)
-    raise UserError(f"{req.prune_method} has no calibration to run layer by layer")
+    kind = req.method.observer
+    if kind is None:
+        raise UserError(f"{req.prune_method} has no calibration to run layer by layer")
+    return OBSERVERS[kind](req, block, targets, seqlen)
 
 
 class _StatsObserver:
-    """The one-pass statistics of one layer (stats.py's accumulator), then the registry's metric."""
+    """The one-pass statistics of one layer (engine/hooks.py's accumulator), then the registry's metric."""
 
     def __init__(self, req, block, targets, seqlen):
         self.req, self.block, self.targets, self.seqlen = req, block, targets, seqlen
-        self.acc = _LayerAccumulator(block, 0, block.gate.weight.device, req.site)
+        self.acc = LayerAccumulator(block, 0, block.gate.weight.device, req.site)
         self.acc.seqlen = seqlen
         self.acc.skip_first = int(req.skip_first)
         self.acc.running_mean = True  # upstream Wanda's float32 running mean of ‖X‖² (bit-exact masks)
-        self.handles = _install_hooks(self.acc, shared_act=False)
+        self.handles = install_hooks(self.acc, shared_act=False)
 
     def commit(self):
         self.acc.commit()
@@ -118,16 +117,16 @@ class _StatsObserver:
         self.handles = []
 
     def prune(self):
-        import neuronrank.prune as pruning
-
-        stats = _finish([self.acc], [self.block], self.req.site, None, 0, self.seqlen)  # one layer: index 0
-        pruning.prune_targets([replace(t, layer=0) for t in self.targets], self.req, stats)
+        stats = finish([self.acc], [self.block], self.req.site, None, 0, self.seqlen)  # one layer: index 0
+        prune_targets([replace(t, layer=0) for t in self.targets], self.req, stats)
 
 
 class _HessianObserver:
-    def __init__(self, req, targets):
+    """SparseGPT's: the Hessian of each target's inputs, then its OBS reconstruction."""
+
+    def __init__(self, req, block, targets, seqlen):
         self.req, self.targets = req, targets
-        self.hessians = [sparsegpt.Hessian(t.module.in_features, t.module.weight.device) for t in targets]
+        self.hessians = [Hessian(t.module.in_features, t.module.weight.device) for t in targets]
         self.handles = [t.module.register_forward_pre_hook(self._hook(h)) for t, h in zip(targets, self.hessians)]
 
     @staticmethod
@@ -147,6 +146,9 @@ class _HessianObserver:
     def prune(self):
         for t, hess in zip(self.targets, self.hessians):
             w = t.module.weight
-            new = sparsegpt.prune_weight(w, hess.H, self.req.sparsity_ratio, self.req.sparsity_type)
+            new = prune_weight(w, hess.H, self.req.sparsity_ratio, self.req.sparsity_type)
             w.copy_(new.to(w.dtype))
             hess.H = None
+
+
+OBSERVERS = {"stats": _StatsObserver, "hessian": _HessianObserver}  # config/methods.py: Method.observer

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from neuronrank.config.methods import nm
+from neuronrank.prune.masks import lowest_mask
+
 BLOCKSIZE = 128
 PERCDAMP = 0.01
 
@@ -43,9 +46,6 @@ class Hessian:
 def prune_weight(W: torch.Tensor, H: torch.Tensor, ratio: float, sparsity_type: str = "unstructured",
                  blocksize: int = BLOCKSIZE, percdamp: float = PERCDAMP) -> torch.Tensor:
     """The pruned and reconstructed weight (float32) of a [rows, columns] W given its inputs' H."""
-    from neuronrank.prune import lowest_mask
-    from neuronrank.config.requests import nm
-
     W = W.detach().float().clone()
     H = H.clone()
     rows, cols = W.shape

@@ -6,11 +6,11 @@ progress in the run store.
     cancel(run_id)                       queued: dropped; running: its process group is terminated
     reap()                               runs marked running whose process is gone -> failed
 
-The dispatcher (`python -m neuronrank.jobs dispatch`) is a detached process holding an exclusive
+The dispatcher (`python -m neuronrank.runs.jobs dispatch`) is a detached process holding an exclusive
 flock on `<cache>/dispatcher.lock`: one at a time. The lock is taken by the process that starts it
 (submit, recover) and handed over as an inherited file descriptor, so sixteen concurrent submits start
 one dispatcher, not sixteen. It claims queued runs into free slots and runs each in a child worker
-(`python -m neuronrank.jobs work ID`, its own process group, `CUDA_VISIBLE_DEVICES` = its slot's GPU),
+(`python -m neuronrank.runs.jobs work ID`, its own process group, `CUDA_VISIBLE_DEVICES` = its slot's GPU),
 so a page reload, a Streamlit restart or a crash of the caller loses nothing. Slots: one per CUDA
 device (counted from CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus or `nvidia-smi -L`, never by
 importing torch), one on a CPU; `NEURONRANK_SLOTS=N` overrides. If a worker dies without recording an
@@ -34,18 +34,19 @@ import traceback
 from dataclasses import asdict
 from typing import Callable
 
-from neuronrank.errors import Terminated, UserError, raise_on_sigterm
-from neuronrank.data.paths import cache_dir, confine_params
 from neuronrank.config.requests import REQUESTS, from_params
+from neuronrank.data.inputs import confine_params
+from neuronrank.data.paths import cache_dir
+from neuronrank.errors import Terminated, UserError, raise_on_sigterm
 from neuronrank.runs.store import RunStore, process_alive
 
 log = logging.getLogger(__name__)
 
 
 def _job(kind: str) -> Callable:
-    from neuronrank.runs import kinds as pipeline
+    from neuronrank.runs.kinds import JOB_KINDS  # loads the torch rooms: in a worker (or the CLI) only
 
-    return pipeline.JOB_KINDS[kind]
+    return JOB_KINDS[kind]
 
 
 def _stored(kind: str, req) -> dict:
@@ -84,7 +85,7 @@ class Reporter:
 def submit(kind: str, req, group: str | None = None, store: RunStore | None = None,
            start_dispatcher: bool = True) -> int:
     """Queue a run of a validated request. Paths it names must lie inside the allowed folders
-    (paths.confine): this is how the app starts runs, and a browser user must not reach arbitrary
+    (data.inputs.confine_params): this is how the app starts runs, and a browser user must not reach arbitrary
     files of the server."""
     params = confine_params(_stored(kind, req))
     store = store or RunStore()
@@ -362,5 +363,5 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["work"] and len(sys.argv) == 3:
         sys.exit(_worker_main(int(sys.argv[2])))
     else:
-        print("usage: python -m neuronrank.jobs dispatch | work RUN_ID", file=sys.stderr)
+        print("usage: python -m neuronrank.runs.jobs dispatch | work RUN_ID", file=sys.stderr)
         sys.exit(2)

@@ -21,7 +21,7 @@ Failure: a worker records `host:pid:start` on each trial. A worker that dies mid
 RUNNING; the next worker start (or any sibling, before each trial) on the same host sees the process is
 gone and fails it; on other hosts Optuna's heartbeat fails it after the grace period. The study goes on.
 
-This module imports no torch (the app reads studies through it); the model side is `search_model`.
+This module imports no torch (the app reads studies through it); the model side is search/worker.py.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from neuronrank.errors import UserError
-from neuronrank.data.paths import cache_dir, short_hash
+from neuronrank.analysis.numbers import finite
 from neuronrank.config.requests import EXPONENT_LABELS, SearchRequest, check_storage_url
+from neuronrank.data.paths import cache_dir, short_hash
+from neuronrank.errors import UserError
+from neuronrank.runs.store import process_alive, process_start
 
 log = logging.getLogger(__name__)
 
@@ -213,41 +215,20 @@ def make_pruner(chunks: list[int]) -> optuna.pruners.BasePruner:
 
 def worker_ident() -> str:
     """host:pid:start — the start time tells a reused pid from the worker that held it."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _start_time(pid: int) -> str:
-    stat = _proc_stat(pid)
-    return stat[19] if stat and len(stat) > 19 else "?"
+    start = process_start(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{'?' if start is None else start}"
 
 
 def _worker_alive(ident: str) -> bool:
     """Whether the worker `ident` runs; on another host we cannot tell (the heartbeat decides there)."""
     try:
         host, pid, start = ident.rsplit(":", 2)
-        pid = int(pid)
+        pid, start = int(pid), None if start == "?" else int(start)
     except ValueError:
         return True
     if host != socket.gethostname():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _proc_stat(pid)
-    if stat is None:  # no /proc (not Linux): the pid exists, take it as alive
-        return True
-    return stat[0] != "Z" and (start == "?" or stat[19] == start)  # a zombie or a reused pid: gone
+    return process_alive(pid, start)
 
 
 def fail_orphans(study: optuna.Study, only: str | None = None, trials: list | None = None) -> list[int]:
@@ -458,7 +439,7 @@ def _worker_seed(study: optuna.Study, req: SearchRequest, index: int) -> int:
 
 
 def _run_workers(name: str, url: str, req: SearchRequest, gpus: int, report) -> None:
-    """K worker processes (`python -m neuronrank.search work`), one per GPU when there are GPUs; they are
+    """K worker processes (`python -m neuronrank.search.study work`), one per GPU when there are GPUs; they are
     in this process's group, so cancelling the run stops them too."""
     procs = []
     cpu_threads = max(1, (os.cpu_count() or 1) // req.workers)
@@ -495,11 +476,11 @@ def _run_workers(name: str, url: str, req: SearchRequest, gpus: int, report) -> 
 
 
 def worker_main(argv: list[str]) -> int:
-    """`python -m neuronrank.search work NAME --index I [--device D]` (storage URL in the environment,
+    """`python -m neuronrank.search.study work NAME --index I [--device D]` (storage URL in the environment,
     so a password never shows in the process list)."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m neuronrank.search")
+    p = argparse.ArgumentParser(prog="python -m neuronrank.search.study")
     p.add_argument("command", choices=["work"])
     p.add_argument("study")
     p.add_argument("--index", type=int, default=0)
@@ -534,10 +515,6 @@ def worker_main(argv: list[str]) -> int:
 # what the CLI and the page show
 
 
-def _finite(x):
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
 def summary(study: optuna.Study) -> dict:
     """Best trial, counts, baselines, protocol and timings of a study (JSON-able)."""
     trials = study.get_trials(deepcopy=False)
@@ -549,7 +526,7 @@ def summary(study: optuna.Study) -> dict:
     attrs = study.user_attrs
     out = {
         "study": study.study_name,
-        "best": None if best is None else {"trial": best.number, "ppl": _finite(best.value),
+        "best": None if best is None else {"trial": best.number, "ppl": finite(best.value),
                                            **{n: best.params[n] for n in PARAMS}},
         "trials": c["finished"], "complete": c["complete"], "pruned": c["pruned"], "failed": c["fail"],
         "running": c["running"],
@@ -600,16 +577,11 @@ def list_studies(url: str | None = None) -> list[dict]:
         bt = s.best_trial
         out.append({"study": s.study_name, "sparsity_type": proto.get("sparsity_type"),
                     "ratio": proto.get("sparsity_ratio"), "trials": s.n_trials,
-                    "best_ppl": None if bt is None else _finite(bt.value),
+                    "best_ppl": None if bt is None else finite(bt.value),
                     **{n: None if bt is None else bt.params.get(n) for n in PARAMS},
                     "wanda_ppl": ((s.user_attrs.get("baselines") or {}).get("wanda") or {}).get("ppl"),
                     "created": s.user_attrs.get("created") or (s.datetime_start.timestamp() if s.datetime_start else 0)})
     return sorted(out, key=lambda r: -(r["created"] or 0))
-
-
-def search_job(req: SearchRequest, report) -> dict:
-    """The run kind "search" (neuronrank.jobs runs it in a worker process; the CLI in process)."""
-    return run_search(req, report)
 
 
 if __name__ == "__main__":

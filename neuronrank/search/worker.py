@@ -3,22 +3,27 @@
 A trial must not pay for a model load (2-17 s here, minutes for a 7B model): the worker keeps a copy of
 the weights pruning can touch (the MLP projections of the pruned layers, plus attention with
 --targets all) and copies them back after each trial. Statistics come from the cache
-(`pipeline.get_stats`, computed once per calibration setting), evaluation windows are tokenized once.
+(`engine.statistics.get_stats`, computed once per calibration setting), evaluation windows are tokenized
+once.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import torch
 
-from neuronrank.evaluation import perplexity as evaluate
-from neuronrank.engine import models
-from neuronrank.runs import kinds as pipeline
-import neuronrank.prune as pruning
+from neuronrank.analysis.numbers import finite, ppl_from_nll
 from neuronrank.config.requests import SearchRequest
+from neuronrank.data.specs import resolve
+from neuronrank.engine import models
+from neuronrank.engine.statistics import get_stats
+from neuronrank.engine.windows import evaluation_set
+from neuronrank.evaluation.perplexity import measure_ppl, perplexity
+from neuronrank.prune import prune
+from neuronrank.prune.context import targets
+from neuronrank.runs.progress import token_progress
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +43,21 @@ class ModelEvaluator:
         self.req = req
         report(0.0, "search: loading model", True)
         t0 = time.perf_counter()
-        self.identity = models.resolve(req.model).identity()
+        self.identity = resolve(req.model).identity()
         self.model, self.tokenizer = models.load(req.model, req.device, req.dtype)
         n_layers = len(models.decoder_layers(self.model))
         req.check_layers(n_layers)
         self.stats = None
         if req.method.needs_stats:
-            self.stats = pipeline.get_stats(req.stats_request(), bundle=(self.model, self.tokenizer),
-                                            progress=pipeline.token_progress(report, "calibration statistics")).stats
-        pipeline.check_seqlen(self.model, req.eval_seqlen)
+            self.stats = get_stats(req.stats_request(), bundle=(self.model, self.tokenizer),
+                                   progress=token_progress(report, "calibration statistics")).stats
+        models.check_seqlen(self.model, req.eval_seqlen)
         cap = req.eval_windows if req.eval_windows else None  # the study stores a number; 0 = all
-        self.win, corpus = pipeline.eval_windows(self.tokenizer, req.eval, req.eval_seqlen, cap)
+        self.win, corpus = evaluation_set(self.tokenizer, req.eval, req.eval_seqlen, cap)
         self.windows = int(self.win.shape[0])
         self.protocol = {"source": req.eval, "seqlen": req.eval_seqlen, "windows": self.windows,
                          "tokens": self.windows * (req.eval_seqlen - 1)}
-        self._saved = self._snapshot(pruning.targets(self.model, req.pruned_layers(n_layers), req.targets))
+        self._saved = self._snapshot(targets(self.model, req.pruned_layers(n_layers), req.targets))
         self._dirty = False
         self._reset_sum()
         self.setup_seconds = time.perf_counter() - t0
@@ -90,7 +95,7 @@ class ModelEvaluator:
     def prune(self, alpha: float, beta: float, gamma: float, **over) -> dict:
         self.restore()
         self._dirty = True
-        return pruning.prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats)
+        return prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats)
 
     # -- perplexity over growing prefixes ------------------------------------------------------
 
@@ -101,12 +106,11 @@ class ModelEvaluator:
         """Perplexity over windows [0, upto), continuing from the previous call (only new windows run)."""
         upto = min(int(upto), self.windows)
         if upto > self._done:
-            part = evaluate.perplexity(self.model, self.win[self._done:upto])
+            part = perplexity(self.model, self.win[self._done:upto])
             self._nll += part.nll
             self._tokens += part.tokens
             self._done = upto
-        mean = self._nll / max(self._tokens, 1)
-        return math.inf if mean > 709 else math.exp(mean)
+        return ppl_from_nll(self._nll, max(self._tokens, 1))
 
     # -- once per study --------------------------------------------------------------------------
 
@@ -118,9 +122,8 @@ class ModelEvaluator:
         t0 = time.perf_counter()
         self.restore()
         cap = self.windows
-        dense, _ = pipeline.measure_ppl(self.model, self.tokenizer, self.req.eval, self.req.eval_seqlen, cap,
-                                        self.identity)
-        out["dense"] = {"ppl": _finite(dense.ppl), "seconds": round(time.perf_counter() - t0, 3)}
+        dense, _ = measure_ppl(self.model, self.tokenizer, self.req.eval, self.req.eval_seqlen, cap, self.identity)
+        out["dense"] = {"ppl": finite(dense.ppl), "seconds": round(time.perf_counter() - t0, 3)}
         for name, over in BASELINES.items():
             if name == "wanda" and self.req.sparsity_type == "structured":
                 over = {**over, "group": "matrix"}  # structured wanda is FLAP's neuron score; no group
@@ -129,10 +132,6 @@ class ModelEvaluator:
             self.prune(1.0, 1.0, 1.0, **over)
             ppl = self.evaluate(self.windows)
             self.restore()
-            out[name] = {"ppl": _finite(ppl), "group": over["group"], "seconds": round(time.perf_counter() - t0, 3)}
+            out[name] = {"ppl": finite(ppl), "group": over["group"], "seconds": round(time.perf_counter() - t0, 3)}
             log.info("baseline %s: ppl %.3f", name, ppl)
         return out
-
-
-def _finite(x: float):
-    return x if math.isfinite(x) else None

@@ -8,9 +8,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from neuronrank.config.requests import EXPONENT_LABELS, METHODS
-
-EXPONENTS = EXPONENT_LABELS
+from neuronrank.config.methods import METHODS
+from neuronrank.config.requests import EXPONENT_LABELS
 
 
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
@@ -47,7 +46,7 @@ def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=N
     label = f"{method} · {sparsity_type}"
     if info and info.uses_exponents and alpha is not None:
         label += f" · α={alpha:g} β={beta:g} γ={gamma:g}"
-    if calibration == "sequential" and info and info.needs_stats and not info.always_sequential:
+    if calibration == "sequential" and info and info.needs_stats and info.calibration is None:
         label += " · sequential"
     if per and sparsity_type == "unstructured" and info and per != info.group:
         label += f" · per {per}"
@@ -161,3 +160,15 @@ def best_cell(grid: pd.DataFrame) -> tuple | None:
     stacked = stacked[np.isfinite(stacked)]
     (yv, xv), ppl = stacked.idxmin(), float(stacked.min())
     return yv, xv, ppl
+
+
+def decade_ticks(log_values) -> list[float]:
+    """Colour-bar ticks on a log10 scale: whole decades when the values span two or more, else 4 even steps."""
+    finite = np.asarray(log_values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return []
+    lo, hi = int(np.floor(finite.min())), int(np.ceil(finite.max()))
+    if hi - lo >= 2:
+        return [float(t) for t in range(lo, hi + 1)]
+    return [float(t) for t in np.linspace(finite.min(), finite.max(), 4)]

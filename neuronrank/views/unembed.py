@@ -18,30 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from neuronrank.data.specs import weights_folder
 from neuronrank.errors import UserError
 
 GEMMA_LIKE = ("gemma", "gemma2", "gemma3", "gemma3_text")  # RMSNorm scales by (1 + weight)
-
-
-def weights_folder(spec: str) -> Path:
-    """The local folder of the model's config and safetensors files (no download)."""
-    from neuronrank.data.specs import converted_path, resolve
-
-    ref = resolve(spec)
-    if ref.kind in ("alias", "gguf"):
-        folder = converted_path(ref.path)
-    elif ref.path is not None:
-        folder = Path(ref.path)
-    else:
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(spec, local_files_only=True))
-        except Exception as e:
-            raise UserError(f"the weights of {spec} are not available locally") from e
-    if not (folder / "config.json").is_file():
-        raise UserError(f"no converted model for {spec} yet (run statistics or a prune once)")
-    return folder
 
 
 @dataclass

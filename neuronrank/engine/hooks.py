@@ -1,0 +1,199 @@
+"""The statistics pass's hooks and accumulators: one LayerAccumulator per decoder layer gathers, on the
+layer's device, the sums of its MLP activations and of its linears' inputs; `finish` turns them into
+NeuronStats. Public: the one-pass statistics (collect.py) and the layer-by-layer calibration
+(prune/sequential.py) share them.
+
+Activation sites (TransformerLens names in brackets):
+- `gate`    a = act_fn(gate_proj(x))                 [act_fn(blocks.L.mlp.hook_pre)] — the original method
+- `product` a = act_fn(gate_proj(x)) * up_proj(x)    [blocks.L.mlp.hook_post] — the input of down_proj
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuronrank.analysis.neuron_stats import FORMAT_VERSION, INPUT_NORMS, NeuronStats
+from neuronrank.engine.kernels import activation_sums, sq_sum_rows
+from neuronrank.engine.models import GatedMLP
+
+
+# rows of LayerAccumulator.sums: Σa, Σ|a|, Σa², n_active (float64 holds counts exactly up to 2^53)
+_SUM_ACT, _SUM_ABS, _SUM_SQ, _N_ACTIVE = range(4)
+
+
+class LayerAccumulator:
+    """Device-side running sums of one layer; reduced once per batch, no per-token buffers.
+
+    The hooks do the few full passes over each activation that the statistics need and nothing else:
+    no host reads (no syncs on a GPU), small per-batch partials in float32, one float64 add per batch.
+    """
+
+    def __init__(self, block: GatedMLP, k: int, device, site: str, fused=None):
+        n, h = block.width, block.gate.in_features
+        f64 = dict(dtype=torch.float64, device=device)
+        self.block, self.k, self.site, self.fused = block, k, site, fused
+        self.sums = torch.zeros(4, n, **f64)
+        self.tokens = 0
+        self.input_sq = {"mlp_in": torch.zeros(h, **f64), "down_in": torch.zeros(n, **f64)}
+        if "q" in block.attn_projections:
+            self.input_sq["attn_in"] = torch.zeros(block.attn_projections["q"].in_features, **f64)
+        if "o" in block.attn_projections:
+            self.input_sq["o_in"] = torch.zeros(block.attn_projections["o"].in_features, **f64)
+        self.top_vals = torch.zeros((0, n), device=device)
+        self.top_window = torch.zeros((0, n), dtype=torch.int64, device=device)
+        self.top_pos = torch.zeros((0, n), dtype=torch.int64, device=device)
+        self.window_offset = 0  # global index of the current batch's first window
+        self.seqlen = 1
+        self.skip_first = 0  # positions ignored at the start of each window (attention sinks)
+        self.pending: dict = {}
+        # upstream Wanda's numerics (layer-by-layer calibration): input_sq is then the float32 running
+        # mean over calls of ‖x‖² as lib/layerwrapper.py's WrappedGPT keeps it, so that near-ties of
+        # |W|·‖X‖ fall as upstream's do and its masks are reproduced bit for bit
+        self.running_mean = False
+        self.calls = 0
+
+    # Hooks only stage this batch's partial sums; commit() adds them once the whole forward pass
+    # succeeded. A batch that fails half-way (out of memory) is discarded and retried in halves
+    # without counting any layer twice.
+
+    def add_input(self, name: str, x: torch.Tensor) -> None:
+        x3 = x.reshape(-1, self.seqlen, x.shape[-1])  # [windows, seqlen, features]
+        if self.skip_first:
+            x = x3[:, self.skip_first:]
+        if self.running_mean:  # WrappedGPT.add_batch: torch.norm(inp.t().float(), dim=1) ** 2
+            self.pending[name] = torch.norm(x.reshape(-1, x.shape[-1]).t().float(), p=2, dim=1) ** 2
+            self.pending["calls"] = x3.shape[0]  # upstream's tmp: the batch's windows (one per call there)
+            return
+        x = x.reshape(-1, x.shape[-1])
+        self.pending[name] = self.fused.sq(x) if self.fused is not None else sq_sum_rows(x)
+
+    def add_activation(self, a3: torch.Tensor) -> None:
+        a3 = a3.reshape(-1, self.seqlen, a3.shape[-1])  # [windows, seqlen, neurons]
+        if self.skip_first:
+            a3 = a3[:, self.skip_first:].contiguous()
+        p = self.pending
+        p["tokens"] = a3.shape[0] * a3.shape[1]
+        if self.fused is not None:
+            p["sums"], p["top"] = self.fused(a3, self.k > 0)
+        else:
+            p["sums"], p["top"] = activation_sums(a3, self.k > 0)
+
+    def discard(self) -> None:
+        self.pending = {}
+
+    def commit(self) -> None:
+        p, self.pending = self.pending, {}
+        if self.running_mean and "calls" in p:  # scaler_row *= n / (n + b); n += b; scaler_row += ‖x‖² / n
+            n, self.calls = self.calls, self.calls + p["calls"]
+            for name in self.input_sq:
+                if name in p:
+                    mean = self.input_sq[name]
+                    mean = mean if mean.dtype == torch.float32 else mean.float()
+                    mean *= n / self.calls
+                    mean += p[name] / self.calls
+                    self.input_sq[name] = mean
+        else:
+            for name in self.input_sq:
+                if name in p:
+                    self.input_sq[name] += p[name]
+        if "tokens" not in p:
+            return
+        self.tokens += p["tokens"]
+        self.sums += p["sums"]
+        if p["top"] is None:
+            return
+        vals, pos = p["top"]  # [windows, neurons]
+        if self.skip_first:
+            pos = pos + self.skip_first  # positions within the whole window
+        win = torch.arange(vals.shape[0], device=vals.device).add_(self.window_offset)[:, None].expand_as(pos)
+        vals = torch.cat([self.top_vals, vals.float()])
+        wins = torch.cat([self.top_window, win])
+        poss = torch.cat([self.top_pos, pos])
+        if vals.shape[0] > self.k:
+            keep = vals.topk(self.k, dim=0).indices
+            vals, wins, poss = vals.gather(0, keep), wins.gather(0, keep), poss.gather(0, keep)
+        self.top_vals, self.top_window, self.top_pos = vals, wins, poss
+
+
+def install_hooks(acc: LayerAccumulator, shared_act: bool) -> list:
+    """The hooks that feed `acc` from its block (remove them when the pass ends); `shared_act`: one act_fn
+    module serves several layers, so its output cannot tell them apart."""
+    # Hooks return None: returning a tensor would replace the module's output.
+    b = acc.block
+    hs = [b.gate.register_forward_pre_hook(lambda m, args: acc.add_input("mlp_in", args[0])),
+          b.down.register_forward_pre_hook(lambda m, args: _down_input(acc, args[0]))]
+    if "q" in b.attn_projections:
+        hs.append(b.attn_projections["q"].register_forward_pre_hook(lambda m, args: acc.add_input("attn_in", args[0])))
+    if "o" in b.attn_projections:
+        hs.append(b.attn_projections["o"].register_forward_pre_hook(lambda m, args: acc.add_input("o_in", args[0])))
+    if acc.site == "gate":
+        if isinstance(b.act_fn, nn.Module) and not shared_act:
+            # the act_fn module's own output: no recomputation
+            hs.append(b.act_fn.register_forward_hook(lambda m, args, out: acc.add_activation(out)))
+        else:
+            # act_fn shared between layers, or a plain function: recompute it from gate_proj's output
+            hs.append(b.gate.register_forward_hook(lambda m, args, out: acc.add_activation(b.act_fn(out))))
+    return hs
+
+
+def _down_input(acc: LayerAccumulator, p: torch.Tensor) -> None:
+    acc.add_input("down_in", p)
+    if acc.site == "product":
+        acc.add_activation(p)
+
+
+def finish(accs, blocks, site, windows, first_window, seqlen) -> NeuronStats:
+    """The accumulators of a pass (one per block, in layer order) -> NeuronStats on the host."""
+    # Stack every field on its device and copy each once: a handful of host syncs per pass, not
+    # one per layer and field (that was ~480 on a 32-layer model).
+    host = lambda ts: torch.stack([t.to(ts[0].device) for t in ts]).cpu()  # noqa: E731
+    np64 = lambda ts: host(ts).to(torch.float64).numpy()  # noqa: E731
+    names = [n for n in INPUT_NORMS if all(n in a.input_sq for a in accs)]
+    k = accs[0].k
+    sums = np64([a.sums for a in accs])  # [layers, 4, neurons]
+    return NeuronStats(
+        site=site,
+        sum_abs=sums[:, _SUM_ABS],
+        sum_act=sums[:, _SUM_ACT],
+        sum_sq=sums[:, _SUM_SQ],
+        n_active=np.rint(sums[:, _N_ACTIVE]).astype(np.int64),
+        tokens=np.array([a.tokens for a in accs], dtype=np.int64),
+        w_norm=np64([_weight_norm(b.gate.weight, 1) for b in blocks]),
+        up_norm=np64([_weight_norm(b.up.weight, 1) for b in blocks]),
+        down_norm=np64([_weight_norm(b.down.weight, 0) for b in blocks]),
+        down_abs_mean=np64([_abs_mean(b.down.weight, 0) for b in blocks]),
+        input_sq={n: np64([a.input_sq[n] for a in accs]) for n in names},
+        top_vals=_pad_k(host([a.top_vals for a in accs]), k, -np.inf).astype(np.float32),
+        top_window=_pad_k(host([a.top_window for a in accs]), k, -1).astype(np.int32),
+        top_pos=_pad_k(host([a.top_pos for a in accs]), k, -1).astype(np.int32),
+        windows=windows,
+        first_window=first_window,
+        meta={"format_version": FORMAT_VERSION, "site": site, "seqlen": seqlen, "topk": k},
+    )
+
+
+def _weight_norm(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """‖W‖₂ along `dim` as float64, without a float64 copy of the matrix (that copy cost ~5 % of a
+    short statistics pass on the CPU)."""
+    w = w.detach()
+    if w.dtype != torch.float64:
+        w = w.float()  # float32 pairwise sums of a row: ~1e-7 relative, no float64 copy of W
+    return torch.mul(w, w).sum(dim).to(torch.float64).sqrt_()
+
+
+def _abs_mean(w: torch.Tensor, dim: int) -> torch.Tensor:
+    w = w.detach()
+    if w.dtype != torch.float64:
+        w = w.float()
+    return w.abs().sum(dim).to(torch.float64).div_(w.shape[dim])
+
+
+def _pad_k(t: torch.Tensor, k: int, fill) -> np.ndarray:
+    """[layers, rows<=k, neurons] host tensor -> [layers, neurons, k], padded when fewer windows than k."""
+    arr = t.transpose(1, 2).numpy()
+    if arr.shape[2] < k:
+        pad = np.full(arr.shape[:2] + (k - arr.shape[2],), fill, dtype=arr.dtype)
+        arr = np.concatenate([arr, pad], axis=2)
+    return arr

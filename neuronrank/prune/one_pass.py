@@ -1,0 +1,21 @@
+"""One-pass pruning: each target's weights get the method's metric (config/methods.py) from statistics
+collected once, and the lowest of each comparison group are zeroed (masks.py). The layer-by-layer path
+(sequential.py) applies the same to one layer at a time."""
+
+from __future__ import annotations
+
+from neuronrank.errors import UserError
+from neuronrank.prune.context import MetricInputs, Target
+from neuronrank.prune.masks import lowest_mask
+
+
+def prune_targets(ts: list[Target], req, stats=None) -> None:
+    """Zero the lowest-metric weights of each target (t.layer indexes `stats`)."""
+    method = req.method
+    if method.metric is None:
+        raise UserError(f"{req.prune_method} has no per-weight metric: it prunes layer by layer")
+    ctx = MetricInputs(stats=stats, seed=req.seed, method=method, exponents=(req.alpha, req.beta, req.gamma))
+    for t in ts:
+        w = t.module.weight
+        metric = method.metric(w.detach(), t, ctx)
+        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group), 0)

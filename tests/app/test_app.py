@@ -1,0 +1,351 @@
+"""The Streamlit app through AppTest: every page renders, and the numbers it shows are the library's.
+
+A cache entry for the tiny random model is made in-process (fast); the app is pointed at it through
+st.session_state["entry_key"]. Charts are checked through their plotly specs (JSON).
+"""
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from neuronrank.analysis import scoring
+from neuronrank.data import stats_cache as store
+from neuronrank.engine.statistics import get_stats
+from neuronrank.config.requests import StatsRequest
+from neuronrank.runs.store import RunStore
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGES = ("app_pages/1_statistics.py", "app_pages/2_exponents.py", "app_pages/3_roles.py")
+
+
+@pytest.fixture(scope="module")
+def entry(tiny_dir, text_file):
+    res = get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=0,
+                                 batch_size=2))
+    return res.entry.key, res.stats, res.stats.to_frame()
+
+
+@pytest.fixture
+def app(entry):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry[0]
+    # AppTest runs app.py on the first run only; after switch_page it executes the page file directly,
+    # and ui.page_setup() then does app.py's part: the sidebar and navigation
+    at.run()
+    return at
+
+
+def goto(at, page):
+    at.switch_page(page)
+    at.run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at):
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def chart(at, title_start: str) -> dict:
+    found = [s for s in charts(at) if _title(s).startswith(title_start)]
+    assert len(found) == 1, [_title(s) for s in charts(at)]
+    return found[0]
+
+
+def _title(spec) -> str:
+    t = spec.get("layout", {}).get("title", "")
+    return t.get("text", "") if isinstance(t, dict) else str(t)
+
+
+def arr(value) -> np.ndarray:
+    """A plotly array from a spec: a list, or a base64 typed array {"dtype", "bdata"}."""
+    if isinstance(value, dict) and "bdata" in value:
+        a = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]).newbyteorder("<"))
+        return a.reshape([int(d) for d in str(value["shape"]).split(",")]) if "shape" in value else a
+    return np.asarray(value)
+
+
+def compute_button(at):
+    return next(b for b in at.button if b.label == "Compute statistics")
+
+
+def table_with(at, column: str):
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert found, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_every_page_renders_with_the_entry_loaded(app, entry):
+    assert_clean(app)
+    assert app.session_state["entry_key"] == entry[0]
+    assert app.selectbox(key="_entry_select").value == entry[0]
+    assert any("loaded:" in s.value and entry[0][:8] in s.value for s in app.success)
+    for page in PAGES:
+        goto(app, page)
+        assert app.get("plotly_chart"), page
+
+
+def test_pages_without_any_entry_explain_instead_of_failing(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEURONRANK_CACHE", str(tmp_path / "empty"))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert_clean(at)
+    for page in PAGES:
+        goto(at, page)
+        assert any("No statistics loaded" in i.value for i in at.info), page
+
+
+def test_statistics_page_numbers(app, entry):
+    _, stats, frame = entry
+    text = " ".join(m.value for m in app.markdown)
+    if (stats.n_active == 0).any():
+        spec = chart(app, "Dead neurons per layer")
+        np.testing.assert_array_equal(arr(spec["data"][0]["y"]), (stats.n_active == 0).sum(axis=1))
+    else:
+        assert "No neuron is dead" in text
+    # every layer sees the same tokens: said in a sentence, not drawn as a constant bar chart
+    assert len(set(stats.tokens)) == 1 and f"**{int(stats.tokens[0]):,} tokens**" in text
+    box = chart(app, "TF (mean |activation|) per layer")["data"][0]
+    np.testing.assert_allclose(arr(box["median"]), np.median(stats.tf, axis=1))
+    np.testing.assert_allclose(arr(box["q1"]), np.quantile(stats.tf, 0.25, axis=1))
+    cache = table_with(app, "age")
+    assert entry[0] in set(cache["key"])
+
+
+def _overall_hist(at):
+    bar = chart(at, "Scores, all")["data"][0]
+    return arr(bar["x"]), arr(bar["y"]), arr(bar["width"])
+
+
+def test_alpha_moves_the_histogram_as_recomputed(app, entry):
+    _, stats, frame = entry
+    # the tiny model's gate rows all have norm > 1, so a larger α raises every score
+    assert (frame["w_norm"] > 1).all()
+    goto(app, "app_pages/2_exponents.py")
+    app.checkbox(key="hist_log").uncheck().run()
+    assert_clean(app)
+    x1, y1, w1 = _overall_hist(app)
+    counts, edges = np.histogram(scoring.score(frame, 1.0, 1.0, 1.0), bins=100)
+    np.testing.assert_array_equal(y1, counts)
+    np.testing.assert_allclose(x1, (edges[:-1] + edges[1:]) / 2)
+
+    app.slider(key="_alpha").set_value(2.0).run()
+    assert_clean(app)
+    x2, y2, w2 = _overall_hist(app)
+    s2 = scoring.score(frame, 2.0, 1.0, 1.0)
+    counts, edges = np.histogram(s2, bins=100)
+    np.testing.assert_array_equal(y2, counts)
+    np.testing.assert_allclose(x2, (edges[:-1] + edges[1:]) / 2)
+    # the expected direction: the range's top and the (binned) mean score both move up
+    assert x2[-1] + w2[-1] / 2 > x1[-1] + w1[-1] / 2
+    assert (x2 * y2).sum() / y2.sum() > (x1 * y1).sum() / y1.sum()
+    assert app.session_state["alpha"] == 2.0
+
+    # log x: log10 of the non-zero scores, the zero count reported
+    app.checkbox(key="hist_log").check().run()
+    x3, y3, _ = _overall_hist(app)
+    np.testing.assert_array_equal(y3, np.histogram(np.log10(s2[s2 > 0]), bins=100)[0])
+    zeros = int((s2 == 0).sum())
+    assert y3.sum() + zeros == len(frame)
+    if zeros:
+        assert f"{zeros:,} zero scores not shown" in _title(chart(app, "Scores, all"))
+
+    # one layer's histogram
+    app.selectbox(key="hist_layer").set_value(1).run()
+    bar = chart(app, "Scores, layer 1")["data"][0]
+    s_layer = s2[frame["layer"].to_numpy() == 1]
+    np.testing.assert_array_equal(arr(bar["y"]), np.histogram(np.log10(s_layer[s_layer > 0]), bins=100)[0])
+
+
+def test_presets_set_the_sliders_and_the_shared_state(app):
+    goto(app, "app_pages/2_exponents.py")
+    app.button(key="preset_high sparsity").click().run()
+    assert_clean(app)
+    assert [app.slider(key=k).value for k in ("_alpha", "_beta", "_gamma")] == [1.5, 1.0, 1.5]
+    assert (app.session_state["alpha"], app.session_state["beta"], app.session_state["gamma"]) == (1.5, 1.0, 1.5)
+    # the choice outlives a page switch (for the Prune page)
+    goto(app, "app_pages/1_statistics.py")
+    assert app.session_state["gamma"] == 1.5
+    goto(app, "app_pages/2_exponents.py")
+    assert app.slider(key="_gamma").value == 1.5
+
+
+def test_lowest_table_overlap_and_pruned_fraction(app, entry):
+    _, stats, frame = entry
+    goto(app, "app_pages/2_exponents.py")
+    app.slider(key="_beta").set_value(0.5).run()
+    app.slider(key="_sparsity").set_value(0.3).run()
+    assert_clean(app)
+    s = scoring.score(frame, 1.0, 0.5, 1.0)
+    layers = frame["layer"].to_numpy()
+
+    table = table_with(app, "score")
+    idx = np.argsort(s, kind="stable")[:50]
+    np.testing.assert_array_equal(table["layer"], layers[idx])
+    np.testing.assert_array_equal(table["neuron"], frame["neuron"].to_numpy()[idx])
+    np.testing.assert_allclose(table["score"], s[idx])
+
+    wanda = (frame["down_abs_mean"] * frame["x_norm_down"]).to_numpy()
+    for baseline, other in (("magnitude", frame["w_norm"].to_numpy()), ("Wanda", wanda)):
+        o = scoring.overlap(s, other, 0.3, layers=layers, per_layer=True)
+        metric = [m for m in app.metric if m.label.startswith(f"Jaccard with {baseline}")][0]
+        assert metric.value == f"{o['jaccard']:.3f}"
+
+    bars = chart(app, "Pruned fraction per layer")["data"]
+    glob = scoring.lowest(s, layers, 0.3, per_layer=False)
+    np.testing.assert_allclose(arr(bars[0]["y"]), [glob[layers == g].mean() for g in range(stats.n_layers)])
+    per = scoring.lowest(s, layers, 0.3, per_layer=True)
+    np.testing.assert_allclose(arr(bars[1]["y"]), [per[layers == g].mean() for g in range(stats.n_layers)])
+
+
+def test_roles_counts_equal_scoring_roles(app, entry):
+    _, stats, frame = entry
+    goto(app, "app_pages/3_roles.py")
+    # the default: 'high' = the layer's top 10 %, (nearly) never-active neurons in their own class
+    _, counts = scoring.roles(frame, quantile=0.9, dead_below=scoring.DEAD_BELOW)
+    per_layer = table_with(app, "critical")
+    np.testing.assert_array_equal(per_layer[list(counts.columns)].to_numpy(), counts.drop(index="all").to_numpy())
+    heat = chart(app, "Roles per layer")["data"][0]
+    np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
+    # the median: the redundancy is said, and the cells equal scoring.roles' median split
+    app.select_slider(key="role_quantile").set_value(0.5).run()
+    app.checkbox(key="role_dead").uncheck().run()
+    assert_clean(app)
+    assert any("one degree of freedom" in c.value and "critical* = *prune-first*" in c.value for c in app.caption)
+    _, counts = scoring.roles(frame)
+    per_layer = table_with(app, "critical")
+    np.testing.assert_array_equal(per_layer[list(scoring.ROLES)].to_numpy(), counts.drop(index="all").to_numpy())
+    overall = table_with(app, "IDF high")
+    total = counts.loc["all"]
+    assert list(overall["IDF high"]) == [total["critical"], total["moderate"]]
+    assert list(overall["IDF low"]) == [total["important"], total["prune-first"]]
+    heat = chart(app, "Roles per layer")["data"][0]
+    np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
+
+    # split by |W| with global thresholds typed in
+    app.checkbox(key="role_split").check().run()
+    app.radio(key="role_mode").set_value("global value").run()
+    assert_clean(app)
+    key = entry[0]
+    app.number_input(key=f"thr_tf_{key}").set_value(0.05).run()
+    app.number_input(key=f"thr_idf_{key}").set_value(1.5).run()
+    app.number_input(key=f"thr_w_{key}").set_value(2.0).run()
+    assert_clean(app)
+    _, counts = scoring.roles(frame, 0.05, 1.5, 2.0, split_w=True)
+    heat = chart(app, "Roles per layer")["data"][0]
+    np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
+    assert list(arr(heat["x"])) == list(counts.columns) and len(counts.columns) == 8
+    overall = table_with(app, "IDF high, |W| high")
+    assert overall.drop(columns="TF").to_numpy().sum() == len(frame)
+    assert overall["IDF low, |W| low"].iloc[1] == counts.loc["all", "prune-first / low |W|"]
+
+
+def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir):
+    from transformers import AutoTokenizer
+
+    _, stats, frame = entry
+    goto(app, "app_pages/3_roles.py")
+    app.checkbox(key="scatter_log").uncheck().run()
+    scatter = chart(app, "TF vs IDF")["data"][0]
+    assert scatter["type"] == "scattergl" and len(arr(scatter["x"])) == len(frame)  # small: not sampled
+    np.testing.assert_allclose(arr(scatter["x"]), frame["tf"])
+    np.testing.assert_array_equal(arr(scatter["customdata"])[:, :2].astype(int),
+                                  frame[["layer", "neuron"]].to_numpy())
+
+    layer, neuron = 1, 5
+    app.number_input(key="_pick_layer").set_value(layer).run()
+    app.number_input(key="_pick_neuron").set_value(neuron).run()
+    assert_clean(app)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["TF"] == f"{stats.tf[layer, neuron]:.4g}" and metrics["IDF"] == f"{stats.idf[layer, neuron]:.4g}"
+    # beside the contexts: the tokens it promotes and suppresses (unembed.py, checked against torch there)
+    from neuronrank.views import unembed
+
+    md = " ".join(m.value for m in app.markdown)
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    best = unembed.load(str(tiny_dir)).neuron_tokens(layer, neuron, k=8)["promoted"][0]
+    assert "Tokens it promotes / suppresses" in md and f"`{tok.decode([best[0]])!r}` {best[1]:+.2f}" in md
+    # top context: the firing token is the one recorded for the neuron, marked (HTML, escaped)
+    import html as _html
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    w, p = stats.top_window[layer, neuron, 0], stats.top_pos[layer, neuron, 0]
+    firing = tok.decode([int(stats.windows[w][p])])
+    body = [h.proto.body for h in app.get("html") if "nr-ctx" in h.proto.body][0]
+    lines = [part for part in body.split("<div class='nr-ctx'>")[1:]]
+    valid = int((stats.top_window[layer, neuron] >= 0).sum())
+    assert len(lines) == valid > 0
+    assert lines[0].startswith(f"<code>{stats.top_vals[layer, neuron, 0]:+.3f}</code> · window {w}, position {p}")
+    assert not firing.strip() or f"<mark>{_html.escape(firing)}</mark>" in lines[0]
+
+
+def test_compute_statistics_runs_in_a_worker_and_loads_the_result(app, tiny_dir, text_file):
+    app.text_input(key="sb_model").input(str(tiny_dir)).run()
+    app.selectbox(key="sb_calib").set_value("file:PATH").run()
+    app.text_input(key="sb_calib_file").input(str(text_file)).run()
+    app.number_input(key="sb_nsamples").set_value(4).run()
+    app.number_input(key="sb_seqlen").set_value(16).run()
+    app.number_input(key="sb_seed").set_value(3).run()
+    assert_clean(app)
+    assert app.session_state["stats_params"] == dict(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4,
+                                                     seqlen=16, seed=3, site="gate", skip_first=0)
+    compute_button(app).click().run()
+    assert_clean(app)
+    run_id = int(app.query_params["run"] if "run" in app.query_params else app.session_state["stats_run"])
+    runs = RunStore()
+    deadline = time.time() + 120
+    while (run := runs.get(run_id))["status"] in ("queued", "running"):
+        assert time.time() < deadline, f"run {run_id} still {run['status']}: {run['message']}"
+        time.sleep(0.3)
+    assert run["status"] == "done", run["error"]
+    assert run["params"]["seed"] == 3 and run["kind"] == "stats"
+    key = run["result"]["cache_key"]
+    assert key in {e.key for e in store.list_entries()}
+    # the next redraw sees the finished run and loads its entry
+    app.run()
+    assert_clean(app)
+    assert app.session_state["entry_key"] == key
+    assert any(f"Run {run_id} done" in s.value for s in app.success)
+    assert "stats_run" not in app.session_state
+
+
+def test_bad_parameters_are_refused_readably(app):
+    app.text_input(key="sb_model").input("/no/such/model").run()
+    compute_button(app).click().run()
+    assert not app.exception
+    assert any("not found" in e.value for e in app.error)
+
+
+def test_cache_table_selection_loads_and_deletes(app, entry, tiny_dir, text_file):
+    extra = get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=9,
+                                   batch_size=2)).entry.key
+    app.run()
+    table = table_with(app, "age")
+    row = list(table["key"]).index(extra)
+    version = app.session_state["cache_table_version"]
+    app.session_state[f"cache_table_{version}"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    app.run()
+    assert_clean(app)
+    app.button(key=f"load_{extra}").click().run()
+    assert app.session_state["entry_key"] == extra
+    assert app.selectbox(key="_entry_select").value == extra
+    app.button(key=f"delete_{extra}").click().run()
+    assert_clean(app)
+    assert extra not in {e.key for e in store.list_entries()}
+    assert app.session_state["cache_table_version"] == version + 1  # the old row selection is dropped
+    assert app.session_state["entry_key"] != extra and app.session_state["entry_key"] in {
+        e.key for e in store.list_entries()}
+    assert not [b for b in app.button if (b.key or "").startswith("delete_")]

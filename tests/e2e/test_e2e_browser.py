@@ -1,0 +1,98 @@
+"""One real-browser test: Debian Chromium driven by Playwright against a Streamlit server started here.
+
+Open the app on the embedded model's statistics, move the α slider and see the histogram change, start a
+small prune + evaluate, reload the page mid-run, and see the run finish. A screenshot is saved to
+test-artifacts/.
+"""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
+
+
+
+@pytest.fixture(scope="module")
+def server(isolated_cache):
+    from neuronrank.engine.statistics import get_stats
+    from neuronrank.config.requests import StatsRequest
+
+    # the statistics being explored: the embedded model, a small calibration set
+    get_stats(StatsRequest(nsamples=4, seqlen=64, batch_size=4))
+    with running_app(dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))) as (url, _):
+        yield url
+
+
+def _settled(page, timeout=60_000):
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    page.wait_for_timeout(300)
+
+
+def _histogram_y(page):
+    return page.evaluate("""() => {
+        const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .find(p => p.data && p.data.length && p.data[0].type === 'bar');
+        return p ? Array.from(p.data[0].y) : null; }""")
+
+
+def test_browser_slider_and_prune_run_survive_reload(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            page.goto(server)
+            _settled(page)
+            page.get_by_role("link", name="Exponents").click()
+            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0", timeout=60_000)
+            _settled(page)
+            before = _histogram_y(page)
+            assert before and sum(before) > 0
+            slider = page.get_by_role("slider").first  # α
+            slider.focus()
+            for _ in range(10):
+                slider.press("ArrowRight")
+            page.wait_for_timeout(500)
+            _settled(page)
+            after, t0 = before, time.time()
+            while after == before and time.time() - t0 < 30:
+                page.wait_for_timeout(300)
+                after = _histogram_y(page)
+            assert after != before and sum(after) == sum(before)  # same neurons, other scores
+            page.screenshot(path=str(ARTIFACTS / "e2e_exponents.png"), full_page=True)
+
+            page.get_by_role("link", name="Prune & evaluate").click()
+            _settled(page)
+            page.get_by_role("spinbutton", name="Eval seqlen").fill("128")
+            page.keyboard.press("Tab")
+            _settled(page)
+            page.get_by_role("spinbutton", name="Eval windows (0 = all)").fill("2")
+            page.keyboard.press("Tab")
+            _settled(page)
+            page.get_by_role("button", name="Start prune + evaluate").click()
+            page.wait_for_url("**run=*", timeout=30_000)
+            page.wait_for_selector('[data-testid="stProgress"]', timeout=60_000)
+            page.reload()  # mid-run: the run id is in the URL and the page re-attaches
+            page.wait_for_selector('[data-testid="stMetricLabel"]:has-text("Pruned perplexity")', timeout=240_000)
+            _settled(page)
+            page.screenshot(path=str(ARTIFACTS / "e2e_prune.png"), full_page=True)
+            text = page.inner_text("body")
+            assert "Dense perplexity" in text and "seqlen 128, 2 windows" in text
+        finally:
+            browser.close()
+    from neuronrank.runs.store import RunStore
+
+    runs = RunStore().list(kind="prune")
+    assert runs and runs[0]["status"] == "done" and runs[0]["result"]["protocol"]["windows"] == 2
+    assert runs[0]["result"]["pruned_ppl"] > runs[0]["result"]["dense_ppl"]
