@@ -2,7 +2,7 @@
 outlives a page, following a run, charts and tables with downloads, and the error boundary.
 
 Computation lives in `neuronrank.views` (tested without streamlit); this module only arranges it.
-The app process never loads a model: statistics are computed by `neuronrank.runs.jobs` workers, and the
+The app process never loads a model: statistics are computed by `neuronrank.queue.jobs` workers, and the
 Roles page loads a tokenizer only.
 """
 
@@ -25,7 +25,7 @@ from neuronrank.config.fields import spec
 from neuronrank.config.requests import StatsRequest
 from neuronrank.data import inputs, specs
 from neuronrank.data import stats_cache as store
-from neuronrank.runs import jobs
+from neuronrank.queue import jobs
 from neuronrank.runs.progress import stage_progress
 from neuronrank.runs.store import RunStore
 from neuronrank.views import entries, explorer

@@ -7,7 +7,7 @@ import ui
 from neuronrank.config import requests
 from neuronrank.data import stats_cache as store
 from neuronrank.data.inputs import check_inputs
-from neuronrank.runs import jobs
+from neuronrank.queue import jobs
 from neuronrank.views.entries import entries_table, entry_label
 
 ui.page_setup()

@@ -17,7 +17,7 @@ from neuronrank.config.methods import METHODS, nm
 from neuronrank.config.requests import PruneRequest
 from neuronrank.data.inputs import check_inputs
 from neuronrank.evaluation.zeroshot import WANDA_TASKS
-from neuronrank.runs import jobs
+from neuronrank.queue import jobs
 from neuronrank.runs.store import RunStore
 from neuronrank.views import history
 from neuronrank.views.history import decade_ticks

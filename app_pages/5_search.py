@@ -14,7 +14,7 @@ from neuronrank import UserError
 from neuronrank.config.fields import spec
 from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchRequest
 from neuronrank.data.inputs import check_inputs
-from neuronrank.runs import jobs
+from neuronrank.queue import jobs
 from neuronrank.search import study as search
 from neuronrank.views.entries import human_age
 

@@ -31,7 +31,7 @@ def main() -> None:
     (cache / "models").symlink_to(REPO / "cache" / "models")  # the converted embedded model, shared
     os.environ["NEURONRANK_CACHE"] = str(cache)
 
-    from neuronrank.runs import jobs
+    from neuronrank.queue import jobs
     from neuronrank.config.requests import StatsRequest
     from neuronrank.runs.store import RunStore
 

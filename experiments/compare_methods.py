@@ -9,7 +9,7 @@ import argparse
 import time
 
 from neuronrank.config.requests import PruneRequest
-from neuronrank.runs.kinds import prune_job
+from neuronrank.queue.kinds import prune_job
 
 
 def main() -> None:

@@ -1,9 +1,7 @@
 """NeuronRank Studio: per-neuron statistics, scoring and pruning of gated-MLP language models.
 
-The rooms, in the direction of the data flow: a room imports only rooms above it in this list, except
-that a search names its workers and reports its progress through runs.store and runs.progress, the run
-record's two lowest modules (runs.kinds, the run kinds, runs searches). The torch rooms are engine, prune
-and evaluation; no module imports another that imports it back.
+The rooms, in the direction of the data flow: a room imports only rooms above it in this list, and no
+module imports another that imports it back. The torch rooms are engine, prune and evaluation.
 
     errors       UserError (with the request field it concerns), Terminated
     analysis     NeuronStats, the score, roles and rankings; numbers (numpy only)
@@ -12,8 +10,9 @@ and evaluation; no module imports another that imports it back.
     engine       models, windows, the statistics pass, statistics through the cache, torchrun
     prune        masks, the prune context, one-pass, structured, sequential, SparseGPT, export
     evaluation   perplexity (+ the dense cache), zero-shot
+    runs         the record of runs: the run store, progress messages (no torch)
     search       the Optuna study (no torch) and a worker's model
-    runs         the run store and progress (no torch), the run kinds, the queue (no torch)
+    queue        the run kinds, and the queue with its dispatcher and workers (no torch)
     views        what the app's pages show (no torch)
     cli          `python -m neuronrank ...`
 

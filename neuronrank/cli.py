@@ -128,7 +128,7 @@ def _stage_printer():
 
 def _run_with_bar(kind: str, req, group: str | None = None) -> tuple[int, dict]:
     """Run in this process (recorded in the run store) with a progress bar per stage."""
-    from neuronrank.runs import jobs
+    from neuronrank.queue import jobs
 
     bar = _stage_printer()
     try:

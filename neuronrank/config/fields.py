@@ -39,7 +39,8 @@ class FieldSpec:
 
     @property
     def name_in_app(self) -> str:
-        """The widget's name: the label without its trailing "(...)" hint ("Eval windows (0 = all)" -> "Eval windows")."""
+        """The widget's name: the label without its trailing "(...)" hint ("Eval windows (0 = all)": "Eval
+        windows")."""
         return self.label.split(" (")[0] if self.label.endswith(")") else self.label
 
 

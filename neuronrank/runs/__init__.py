@@ -1,2 +1,2 @@
-"""Runs and their record: the run store (no torch), progress messages, the queue with its dispatcher
-and workers (no torch), and the run kinds a worker executes (kinds.py loads the torch rooms)."""
+"""The record of runs (no torch): the SQLite run store, with the identity of the process that runs each
+(pid + start time), and the progress messages runs write and pages read."""

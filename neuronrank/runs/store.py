@@ -1,7 +1,7 @@
 """The run store: every stats / prune / ppl run (and every sweep's runs) is a row in
 `<cache>/runs.sqlite` — its kind, its request's parameters, status, progress, result or error.
 
-The queue, workers and dispatcher that move rows through their statuses live in `neuronrank.runs.jobs`.
+The queue, workers and dispatcher that move rows through their statuses live in `neuronrank.queue.jobs`.
 
 Nothing stays stranded: every read (`get`, `list`, `running`) first marks failed the runs of this
 host whose process is gone. A process is identified by its pid *and* its start time (from

@@ -197,7 +197,7 @@ def test_run_survives_a_server_restart_and_the_page_reattaches(entry, text_file)
     import subprocess
     import sys
 
-    code = ("import sys, time; from neuronrank.runs import jobs; "
+    code = ("import sys, time; from neuronrank.queue import jobs; "
             "print(jobs.submit('prune', dict(model=sys.argv[1], calib=sys.argv[2], eval=sys.argv[2], nsamples=4, "
             "seqlen=16, eval_seqlen=16, eval_windows=4, prune_method='magnitude', sparsity_ratio=0.3)), flush=True); "
             "time.sleep(60)")

@@ -56,7 +56,7 @@ def test_pruning_last_beyond_layers(capsys, tiny_dir, text_file):
 
 
 def test_unknown_run_id():
-    from neuronrank.runs import jobs
+    from neuronrank.queue import jobs
     from neuronrank.runs.store import RunStore
 
     with pytest.raises(UserError, match="no run with id 123456"):

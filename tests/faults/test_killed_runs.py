@@ -14,13 +14,13 @@ import pytest
 from neuronrank.data import stats_cache as store
 from neuronrank.data.paths import cache_dir
 from neuronrank.engine.statistics import get_stats
-from neuronrank.runs import jobs
+from neuronrank.queue import jobs
 from neuronrank.runs.store import RunStore, process_start
 from tests.faults.conftest import REPO, dispatcher_starts, lock_free, wait_for
 
 
 def test_a_run_cancelled_before_its_worker_starts_does_not_run(tiny_dir, text_file):
-    from neuronrank.runs import jobs
+    from neuronrank.queue import jobs
     from neuronrank.runs.store import RunStore
 
     store = RunStore()
@@ -39,7 +39,7 @@ def test_a_run_cancelled_before_its_worker_starts_does_not_run(tiny_dir, text_fi
 
 
 def test_sixteen_concurrent_submits_start_one_dispatcher(own_cache, tiny_dir, text_file):
-    code = ("import sys; from neuronrank.runs import jobs; jobs.submit('stats', {'model': sys.argv[1], "
+    code = ("import sys; from neuronrank.queue import jobs; jobs.submit('stats', {'model': sys.argv[1], "
             "'calib': 'file:' + sys.argv[2], 'nsamples': 2, 'seqlen': 16, 'seed': int(sys.argv[3])})")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tiny_dir), str(text_file), str(i)], env=env)

@@ -12,7 +12,7 @@ PACKAGE = REPO / "neuronrank"
 
 # the torch boundary in the path: these import no torch when imported (the app reads them)
 NO_TORCH = ("neuronrank.errors", "neuronrank.config", "neuronrank.data", "neuronrank.analysis", "neuronrank.views",
-            "neuronrank.runs.store", "neuronrank.runs.progress", "neuronrank.runs.jobs", "neuronrank.search.study",
+            "neuronrank.runs", "neuronrank.queue.jobs", "neuronrank.search.study",
             "neuronrank.scoring")
 TORCH_ROOMS = ("neuronrank.engine", "neuronrank.prune", "neuronrank.evaluation")
 # the README's and the design's names for moved modules: for users, never for the package itself
@@ -150,5 +150,5 @@ def test_app_process_never_imports_torch():
             "    except ModuleNotFoundError:\n"
             "        pass  # a name imported from a module, not a module\n"
             "print(sorted(k for k in sys.modules if k == 'torch' or k.startswith('torch.')))" % importable)
-    assert "neuronrank.runs.jobs" in importable and "ui" in importable
+    assert "neuronrank.queue.jobs" in importable and "ui" in importable
     assert _in_fresh_python(code).splitlines()[-1] == "[]"

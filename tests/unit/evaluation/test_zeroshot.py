@@ -8,7 +8,7 @@ pytest.importorskip("lm_eval")
 
 
 def test_prune_runs_lm_eval_on_a_local_task(tiny_dir, text_file, local_task, monkeypatch):
-    from neuronrank.runs.kinds import prune_job
+    from neuronrank.queue.kinds import prune_job
     from neuronrank.config.requests import PruneRequest
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

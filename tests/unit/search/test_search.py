@@ -86,7 +86,7 @@ def test_planted_optimum_is_found(base):
 
 
 def test_trial_value_is_the_prune_commands_and_weights_come_back(base):
-    from neuronrank.runs.kinds import prune_job
+    from neuronrank.queue.kinds import prune_job
 
     req = search.resolve_request(replace(base, rungs=2))
     ev = ModelEvaluator(req)
@@ -287,7 +287,7 @@ def test_list_studies_and_trials_frame(base):
 
 def test_app_submitted_search_confines_its_storage_file(base):
     """The app queues searches for browser users: a SQLite storage path must lie in the allowed folders."""
-    from neuronrank.runs import jobs
+    from neuronrank.queue import jobs
     from neuronrank.runs.store import RunStore
 
     with pytest.raises(search.UserError, match="outside the allowed folders"):

@@ -6,11 +6,11 @@ progress in the run store.
     cancel(run_id)                       queued: dropped; running: its process group is terminated
     reap()                               runs marked running whose process is gone -> failed
 
-The dispatcher (`python -m neuronrank.runs.jobs dispatch`) is a detached process holding an exclusive
+The dispatcher (`python -m neuronrank.queue.jobs dispatch`) is a detached process holding an exclusive
 flock on `<cache>/dispatcher.lock`: one at a time. The lock is taken by the process that starts it
 (submit, recover) and handed over as an inherited file descriptor, so sixteen concurrent submits start
 one dispatcher, not sixteen. It claims queued runs into free slots and runs each in a child worker
-(`python -m neuronrank.runs.jobs work ID`, its own process group, `CUDA_VISIBLE_DEVICES` = its slot's GPU),
+(`python -m neuronrank.queue.jobs work ID`, its own process group, `CUDA_VISIBLE_DEVICES` = its slot's GPU),
 so a page reload, a Streamlit restart or a crash of the caller loses nothing. Slots: one per CUDA
 device (counted from CUDA_VISIBLE_DEVICES, /proc/driver/nvidia/gpus or `nvidia-smi -L`, never by
 importing torch), one on a CPU; `NEURONRANK_SLOTS=N` overrides. If a worker dies without recording an
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def _job(kind: str) -> Callable:
-    from neuronrank.runs.kinds import JOB_KINDS  # loads the torch rooms: in a worker (or the CLI) only
+    from neuronrank.queue.kinds import JOB_KINDS  # loads the torch rooms: in a worker (or the CLI) only
 
     return JOB_KINDS[kind]
 
@@ -210,7 +210,8 @@ def ensure_dispatcher() -> bool:
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "dispatcher.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "neuronrank.runs.jobs", "dispatch", str(fd)], pass_fds=(fd,),
+            proc = subprocess.Popen([sys.executable, "-m", "neuronrank.queue.jobs", "dispatch", str(fd)],
+                                    pass_fds=(fd,),
                                     stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True,
                                     env=_child_env())
         # the caller (the Streamlit server, a CLI) lives on: reap the dispatcher when it exits, or it stays a
@@ -280,7 +281,7 @@ def _start_worker(store: RunStore, run: dict, device: str | None) -> subprocess.
     env = _child_env()
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
-    proc = subprocess.Popen([sys.executable, "-m", "neuronrank.runs.jobs", "work", str(run["id"])],
+    proc = subprocess.Popen([sys.executable, "-m", "neuronrank.queue.jobs", "work", str(run["id"])],
                             start_new_session=True, env=env, stdin=subprocess.DEVNULL)
     store.set_pid(run["id"], proc.pid)
     log.info("run %s: worker %d on %s", run["id"], proc.pid, f"cuda device {device}" if device else "cpu")
@@ -363,5 +364,5 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["work"] and len(sys.argv) == 3:
         sys.exit(_worker_main(int(sys.argv[2])))
     else:
-        print("usage: python -m neuronrank.runs.jobs dispatch | work RUN_ID", file=sys.stderr)
+        print("usage: python -m neuronrank.queue.jobs dispatch | work RUN_ID", file=sys.stderr)
         sys.exit(2)

@@ -5,7 +5,7 @@
     prune   load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save
     search  an Optuna study over the exponents                  search/study.py
 
-The one path the CLI (in process) and the app's workers (runs/jobs.py) share. Each job takes a request
+The one path the CLI (in process) and the app's workers (queue/jobs.py) share. Each job takes a request
 from `neuronrank.config.requests` and a `report(fraction, message, force=False)` callback. This module
 loads the torch rooms: the dispatcher imports it only in a worker.
 """
@@ -41,11 +41,17 @@ def _on_gpu(model) -> bool:
     return next(model.parameters()).device.type == "cuda"
 
 
-def ppl_job(req: PplRequest, report) -> dict:
+def _load(req, report):
+    """(the model's identity for the dense-ppl cache, model, tokenizer), the loading step reported."""
     ref = resolve(req.model)
     report(0.01, models.loading_step(ref), True)
     identity = ref.identity()
     model, tok = models.load(req.model, req.device, req.dtype)
+    return identity, model, tok
+
+
+def ppl_job(req: PplRequest, report) -> dict:
+    identity, model, tok = _load(req, report)
     res, cached = measure_ppl(model, tok, req.eval, req.eval_seqlen, req.eval_window_cap(_on_gpu(model)),
                               identity, progress=token_progress(report, "perplexity", 0.05, 0.95))
     return {"ppl": res.ppl, "cached": cached, "protocol": _protocol(req.eval, res),
@@ -89,10 +95,7 @@ def prune_job(req: PruneRequest, report) -> dict:
     if req.eval_tasks:  # a typo in a task name must not cost the run
         zeroshot.check_tasks(zeroshot.parse_tasks(req.eval_tasks), req.eval_tasks_path)
     with timer.stage("load"):
-        ref = resolve(req.model)
-        report(0.01, models.loading_step(ref), True)
-        identity = ref.identity()
-        model, tok = models.load(req.model, req.device, req.dtype)
+        identity, model, tok = _load(req, report)
         req.check_layers(len(models.decoder_layers(model)))
         windows = req.eval_window_cap(_on_gpu(model))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from neuronrank import UserError
-from neuronrank.runs import jobs
+from neuronrank.queue import jobs
 from neuronrank.runs.store import RunStore
 
 
