@@ -75,6 +75,12 @@ class Method:
             return "one-pass", STRUCTURED_ONE_PASS
         return None
 
+    @property
+    def sparsity_text(self) -> str:
+        """The sparsity types it supports, as a message names them ("unstructured or N:M")."""
+        kinds = [t for t in self.sparsity_types if ":" not in t]
+        return " or ".join(kinds + (["N:M"] if any(":" in t for t in self.sparsity_types) else []))
+
     def prunes_mlp_only(self, sparsity_type: str) -> bool:
         """Only the MLP linears can be pruned: NeuronRank scores and structured pruning address MLP neurons."""
         return self.mlp_only or sparsity_type == "structured"

@@ -212,7 +212,7 @@ class PruneRequest(EvalFields, CalibrationFields):
             raise UserError(f"{self.prune_method} with sequential calibration prunes unstructured or N:M sparsity "
                             f"only ({STRUCTURED_ONE_PASS})", field="calibration")
         if stype not in self.method.sparsity_types:
-            raise UserError(f"{self.prune_method} prunes {' or '.join(self.method.sparsity_types)} sparsity only",
+            raise UserError(f"{self.prune_method} prunes {self.method.sparsity_text} sparsity only",
                             field="sparsity_type")
         if self.targets == "all" and self.method.prunes_mlp_only(stype):
             raise UserError(f"--targets all is not defined for {self.prune_method} / {stype}: "

@@ -87,7 +87,7 @@ def test_n_m_sparsity(model_and_stats, nm):
         assert (z == n).all()
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "sparsegpt"])  # sparsegpt: no neuron score
+@pytest.mark.parametrize("method", [m for m in METHODS if METHODS[m].neuron_score])  # sparsegpt: none
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_structured_removes_whole_neurons(model_and_stats, method, scope):
     model, stats = model_and_stats
