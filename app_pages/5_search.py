@@ -197,6 +197,5 @@ with ui.user_errors():
         rows = picked.selection.rows if picked and picked.selection else []
         if rows and st.button(f"Open study {past.iloc[rows[0]]['study']}", key="open_study"):
             st.query_params["study"] = str(past.iloc[rows[0]]["study"])
-            if "search_run" in st.query_params:
-                del st.query_params["search_run"]
+            ui.forget_run("search", "search_run")  # the run followed so far is another study's
             st.rerun()
