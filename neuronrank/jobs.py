@@ -36,7 +36,7 @@ from typing import Callable
 
 from neuronrank.errors import Terminated, UserError, raise_on_sigterm
 from neuronrank.paths import cache_dir, confine_params
-from neuronrank.requests import REQUESTS, from_params
+from neuronrank.requests import REQUESTS, from_params, path_fields
 from neuronrank.runs import RunStore, process_alive
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,11 @@ class Reporter:
 
 def submit(kind: str, req, group: str | None = None, store: RunStore | None = None,
            start_dispatcher: bool = True) -> int:
-    """Queue a run of a validated request. Paths it names must lie inside the allowed folders
-    (paths.confine): this is how the app starts runs, and a browser user must not reach arbitrary
-    files of the server."""
-    params = confine_params(_stored(kind, req))
+    """Queue a run of a validated request. Every path it names (its request's path fields) must lie
+    inside the allowed folders (paths.confine): this is how the app starts runs, and a browser user must
+    not reach arbitrary files of the server — nor run code from them (lm-eval task YAMLs import the .py
+    files beside them)."""
+    params = confine_params(_stored(kind, req), path_fields(REQUESTS[kind]))
     store = store or RunStore()
     run_id = store.create(kind, params, group=group)
     if start_dispatcher:

@@ -204,25 +204,47 @@ def confine(path_text: str) -> Path:
     return path
 
 
-def confine_params(params: dict) -> dict:
-    """Apply confine() to every path a run's parameters name: local model specs, file: text sources,
-    save folders. Hub ids and the embedded alias pass through."""
+def confine_params(params: dict, kinds: dict[str, str]) -> dict:
+    """Apply confine() to every path a run's parameters name. `kinds` is {field: path kind} of the
+    run's request (requests.path_fields: model, source, dir, storage): local model specs, file: text
+    sources, folders (save targets, lm-eval task folders — their YAMLs are code), SQLite study files.
+    Hub ids, the embedded alias, named text sources and server URLs pass through."""
     # strip first: the loaders strip too, and " /etc" must not slip past the checks below
     out = {k: v.strip() if isinstance(v, str) else v for k, v in params.items()}
-    for key in ("calib", "eval"):
-        if isinstance(out.get(key), str) and out[key].startswith("file:"):
-            out[key] = "file:" + str(confine(out[key][5:]))
-    model = out.get("model")
-    if isinstance(model, str) and (model.startswith((".", "/", "~")) or model.lower().endswith(".gguf")
-                                   or Path(model).expanduser().exists()):
-        out["model"] = str(confine(model))
-    for key in ("save", "save_model"):
-        if out.get(key):
-            out[key] = str(confine(out[key]))
-    storage = out.get("storage")
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):  # a search study's file
-        out["storage"] = "sqlite:///" + str(confine(storage[len("sqlite:///"):]))
+    for key, kind in kinds.items():
+        value = out.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if kind == "source":
+            if value.startswith("file:"):
+                out[key] = "file:" + str(confine(value[5:]))
+        elif kind == "model":
+            if value.startswith((".", "/", "~")) or value.lower().endswith(".gguf") or Path(value).expanduser().exists():
+                out[key] = str(confine(value))
+        elif kind == "dir":
+            out[key] = str(confine(value))
+        elif kind == "storage":
+            out[key] = _confine_storage(value)
+        else:
+            raise ValueError(f"unknown path kind {kind!r} of {key}")
     return out
+
+
+def _confine_storage(url: str) -> str:
+    """A SQLite storage names a file (any driver: sqlite://, sqlite+pysqlite://): confined; a server URL
+    passes (whether it answers is checked when the study opens)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise UserError(f"storage {url!r} is not a SQLAlchemy URL") from e
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        raise UserError("a run started from the app needs an SQLite storage file (sqlite:///path/studies.db)")
+    return parsed.set(database=str(confine(parsed.database))).render_as_string(hide_password=False)
 
 
 # ----------------------------------------------------------------------------------------------

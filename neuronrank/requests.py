@@ -88,13 +88,28 @@ TARGETS = ("mlp", "all")
 EXPONENT_LABELS = {"alpha": "α (|W|)", "beta": "β (TF)", "gamma": "γ (IDF)"}
 
 
+# what a path-valued field holds (paths.confine_params confines each kind): a model spec (a local path
+# when it looks like one, else a hub id or the alias), a text source (a path after file:), a folder, a
+# study storage URL (a file for SQLite)
+PATH_KINDS = ("model", "source", "dir", "storage")
+
+
 def param(default: Any, *flags: str, help: str = "", lo=None, hi=None, choices=None, type=None,
-          label: str | None = None, noun: str | None = None):
+          label: str | None = None, noun: str | None = None, path: str | None = None):
     """A request field: its default and what the CLI, the app and validate() need to know of it.
-    `flags` empty: not a command-line flag; `noun` names the field in messages ("unknown <noun> ...")."""
-    meta = dict(flags=flags, help=help, lo=lo, hi=hi, choices=choices, label=label, noun=noun,
+    `flags` empty: not a command-line flag; `noun` names the field in messages ("unknown <noun> ...");
+    `path`: the field names something on disk (one of PATH_KINDS) and a queued run confines it."""
+    if path is not None and path not in PATH_KINDS:
+        raise ValueError(f"unknown path kind {path!r}")
+    meta = dict(flags=flags, help=help, lo=lo, hi=hi, choices=choices, label=label, noun=noun, path=path,
                 type=type or (builtins.type(default) if isinstance(default, (int, float)) else str))
     return field(default=default, metadata=meta)
+
+
+def path_fields(cls) -> dict[str, str]:
+    """{field name: path kind} of every path-valued field of a request class: the one list a queued
+    run's confinement walks (jobs.submit), so a new path field is confined by declaring it."""
+    return {f.name: f.metadata["path"] for f in fields(cls) if f.metadata and f.metadata.get("path")}
 
 
 def parse_floats(text: str | list | tuple) -> tuple[float, ...]:
@@ -142,9 +157,10 @@ def _check_bounds(req) -> None:
 class StatsRequest:
     """Per-neuron statistics over calibration text (cached)."""
 
-    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", label="Model")
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", label="Model",
+                       path="model")
     calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH",
-                       label="Calibration text")
+                       label="Calibration text", path="source")
     nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows", label="nsamples")
     seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window",
                         label="seqlen")
@@ -173,7 +189,7 @@ class EvalFields:
     """The evaluation protocol shared by prune and ppl runs."""
 
     eval: str = param(EVAL_DEFAULT, "--eval", help="wiki | news | wikitext2 | c4 | file:PATH",
-                      label="Evaluation text")
+                      label="Evaluation text", path="source")
     eval_seqlen: int = param(512, "--eval-seqlen", "--eval_seqlen", lo=2,
                              help="tokens per evaluation window", label="Eval seqlen")
     eval_windows: int | None = param(None, "--eval-windows", "--eval_windows", lo=0, type=int,
@@ -191,7 +207,7 @@ class EvalFields:
 class PplRequest(EvalFields):
     """Perplexity of a model (Wanda protocol)."""
 
-    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m")
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", path="model")
     dtype: str = param("auto", "--dtype", help="auto | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
 
@@ -205,7 +221,7 @@ class PplRequest(EvalFields):
 class PruneRequest(EvalFields):
     """A prune + perplexity run. Field names follow the original's (Wanda-style) flags."""
 
-    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m")
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", path="model")
     prune_method: str = param("neuronrank_old", "--prune_method", "--prune-method", choices=tuple(METHODS),
                               help="neuronrank_old or a baseline", label="Method", noun="pruning method")
     sparsity_ratio: float = param(0.5, "--sparsity_ratio", "--sparsity-ratio", label="Sparsity ratio",
@@ -238,7 +254,7 @@ class PruneRequest(EvalFields):
                                          "layer by layer from the outputs of the already pruned layers "
                                          "(upstream Wanda/SparseGPT; sparsegpt always)",
                                     label="Calibration order")
-    calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH")
+    calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH", path="source")
     nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows")
     seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window")
     seed: int = param(0, "--seed", lo=0, hi=MAX_SEED, help="calibration offsets and the random baseline")
@@ -253,11 +269,13 @@ class PruneRequest(EvalFields):
                                    help="comma-separated lm-eval tasks run on the pruned model (wanda = boolq,"
                                         "rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa)")
     eval_tasks_path: str | None = param(None, "--eval-tasks-path", "--eval_tasks_path", type=str,
-                                        help="folder of extra lm-eval task YAMLs (a local task)")
+                                        help="folder of extra lm-eval task YAMLs (a local task; its YAMLs "
+                                             "are code: !function imports the .py files beside them)",
+                                        path="dir")
     # outputs
-    save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv")
+    save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv", path="dir")
     save_model: str | None = param(None, "--save_model", "--save-model", type=str,
-                                   help="folder for the pruned model")
+                                   help="folder for the pruned model", path="dir")
 
     @property
     def method(self) -> MethodInfo:
@@ -433,7 +451,8 @@ class SearchRequest(PruneRequest):
                                help="LO,HI of γ (IDF exponent)", label="γ range")
     storage: str | None = param(None, "--storage", type=str,
                                 help="SQLAlchemy URL of the study storage (default: SQLite in the cache); "
-                                     "workers on other machines join through a shared URL (e.g. postgresql://)")
+                                     "workers on other machines join through a shared URL (e.g. postgresql://)",
+                                path="storage")
     study: str | None = param(None, "--study", type=str,
                               help="study name (default: derived from the protocol; an existing study is resumed)")
     workers: int = param(1, "--workers", lo=1, hi=64, help="trials at once on this machine, one per device "
