@@ -41,9 +41,10 @@ def user_errors() -> Iterator[None]:
         # verified on load (sha256): damaged numbers are never shown; the entry goes, to be recomputed
         with contextlib.suppress(UserError, OSError):
             store.delete_entry(e.key, missing_ok=True)
-        st.error(f"The cache entry was damaged ({e}) and has been removed: compute the statistics again.")
+        st.error(f"The cache entry was damaged ({views.plain(e)}) and has been removed: compute the statistics "
+                 "again.")
     except UserError as e:
-        st.error(views.app_words(str(e)))
+        st.error(views.plain(views.app_words(str(e))))  # messages quote what the user typed: shown as text
 
 
 def safe_entries() -> list[store.Entry]:
@@ -56,7 +57,7 @@ def safe_entries() -> list[store.Entry]:
         root = store.stats_root()
         return _list_entries(str(root), root.stat().st_mtime_ns if root.is_dir() else 0)
     except UserError as e:
-        st.error(str(e))
+        st.error(views.plain(e))
         return []
 
 
@@ -110,7 +111,8 @@ def require_entry() -> tuple[store.Entry, views.EntryData]:
         st.stop()
     entry = next((e for e in safe_entries() if e.key == key), None)
     if entry is None:
-        st.info(f"The statistics entry {key} is no longer in the cache: pick another one in the sidebar.")
+        st.info(f"The statistics entry {views.plain(key)} is no longer in the cache: pick another one in the "
+                "sidebar.")
         st.stop()
     with user_errors():
         return entry, load_entry(key, entry.created)
@@ -168,6 +170,7 @@ def page_setup() -> None:
         st.set_page_config(layout="wide", page_title="NeuronRank Studio")
         st.navigation(pages())
         sidebar()
+    url_note()  # on whichever page a shared link opened
 
 
 def sidebar() -> None:
@@ -183,7 +186,18 @@ def sidebar() -> None:
 # ----------------------------------------------------------------------------------------------
 # the view in the URL: a shared link restores the page, the statistics entry and the exponents
 
-URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
+def url_param(name: str):
+    """Query parameter `name`, checked (views.url_value) before anything uses it; a bad one is dropped
+    from the URL with a short notice (as text: the URL is anyone's), never a traceback."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return views.url_value(name, raw)
+    except UserError as e:
+        del st.query_params[name]
+        st.warning(views.plain(e))
+        return None
 
 
 def restore_from_url(entries: list[store.Entry]) -> None:
@@ -192,24 +206,26 @@ def restore_from_url(entries: list[store.Entry]) -> None:
         return
     st.session_state["_url_restored"] = True
     qp = st.query_params
-    key = qp.get("entry")
-    if key:
-        if key in {e.key for e in entries}:
-            select_entry(key)
-        else:
-            st.session_state["_url_note"] = f"The link names statistics entry {key}, which is not in this cache."
-    for name, (lo, hi) in URL_NUMBERS.items():
+    notes = []
+    for name in ("entry", *views.URL_NUMBERS):
         raw = qp.get(name)
-        if raw is None:
+        if raw is None or (name == "entry" and not raw):
             continue
         try:
-            value = float(raw)
-        except ValueError:
+            value = views.url_value(name, raw)
+        except UserError as e:
+            notes.append(str(e))
             continue
-        if lo <= value <= hi:
-            value = round(value, 2)
+        if name == "entry":
+            if value in {e.key for e in entries}:
+                select_entry(value)
+            else:
+                notes.append(f"The link names statistics entry {value}, which is not in this cache.")
+        else:
             st.session_state[name] = value
             st.session_state[f"_{name}"] = value
+    if notes:
+        st.session_state["_url_note"] = " ".join(notes)
 
 
 def write_url() -> None:
@@ -240,7 +256,7 @@ def _entry_picker(entries: list[store.Entry]) -> None:
                  format_func=lambda k: views.entry_label(by_key[k]), placeholder="none yet",
                  help="model · calibration text · nsamples×seqlen · activation site · key")
     if key:
-        st.success(f"loaded: {views.entry_label(by_key[key])}")
+        st.success(f"loaded: {views.plain(views.entry_label(by_key[key]))}")
     else:
         st.info("No statistics cached yet: compute them on the Statistics page.")
 
@@ -250,11 +266,17 @@ def _stats_params(entries: list[store.Entry]) -> None:
     f = lambda name: requests.spec(StatsRequest, name)  # noqa: E731  (defaults, bounds, help)
     model = st.text_input(f("model").label, value=f("model").default, key="sb_model",
                           help="`smollm2-135m` (embedded), a Hugging Face id, a local model folder or a .gguf file")
+    problems = [model_problem(model)]  # checked as typed: a typo must not wait in the queue to fail
+    if problems[-1]:
+        st.error(views.plain(problems[-1]))
     calib = st.selectbox(f("calib").label, CALIB_CHOICES, key="sb_calib",
                          help="news: BBC news (offline); wiki: Wikipedia leads (offline); wikitext2 and c4 need "
                               "a network or a local datasets cache")
     if calib == "file:PATH":
         calib = "file:" + st.text_input("Text file (.txt, .jsonl, .parquet)", key="sb_calib_file").strip()
+        problems.append(source_problem(calib, "calibration text"))
+        if problems[-1]:
+            st.error(views.plain(problems[-1]))
     site = st.selectbox(f("site").label, list(f("site").choices), key="sb_site", help="\n\n".join(
         f"`{k}`: {v}" for k, v in SITES.items()))
     c1, c2 = st.columns(2)
@@ -270,6 +292,7 @@ def _stats_params(entries: list[store.Entry]) -> None:
     params = dict(model=model.strip(), calib=calib, nsamples=int(nsamples), seqlen=int(seqlen), seed=int(seed),
                   site=site, skip_first=int(skip))
     st.session_state["stats_params"] = params
+    st.session_state["stats_params_problem"] = next((p for p in problems if p), None)  # Compute stays off
     matches = views.matching_entries(entries, params)
     if matches and matches[0] == st.session_state.get("entry_key"):
         st.caption("These parameters are the loaded entry.")
@@ -422,7 +445,7 @@ def url_note() -> None:
     """Say once when a shared link named something this cache does not have."""
     note = st.session_state.pop("_url_note", None)
     if note:
-        st.warning(note)
+        st.warning(views.plain(note))
 
 
 def run_progress_bars(run: dict) -> None:
@@ -430,11 +453,11 @@ def run_progress_bars(run: dict) -> None:
     stage, detail, fraction = views.stage_progress(run["message"] or "")
     if run["status"] == "queued":
         stage = "waiting for a worker"
-    st.progress(float(run["progress"]), text=f"Run {run['id']} ({run['status']}) — {stage or 'starting'}")
+    st.progress(float(run["progress"]), text=f"Run {run['id']} ({run['status']}) — {views.plain(stage or 'starting')}")
     if fraction is not None:
-        st.progress(fraction, text=f"{stage}: {detail}")
+        st.progress(fraction, text=views.plain(f"{stage}: {detail}"))
     elif detail:
-        st.caption(detail)
+        st.caption(views.plain(detail))
 
 
 def fmt_ppl(x) -> str:
@@ -453,12 +476,53 @@ def source_problem(text: str, what: str) -> str | None:
         path = text[len("file:"):].strip()
         if not path:
             return f"Enter the path of the {what} file after file:."
-        from pathlib import Path
-
-        if not Path(path).expanduser().is_file():
-            return f"The {what} file {path} does not exist."
-        return None
+        return path_problem(path, f"{what} file")
     if text not in requests.TEXT_SOURCES:
         return (f"'{text}' is not a text source: choose one of {', '.join(requests.TEXT_SOURCES)}, or file:PATH "
                 "for a file of your own.")
+    return None
+
+
+def path_problem(path_text: str, what: str, folder: bool = False) -> str | None:
+    """What is wrong with a typed path a run from the app will use: outside the allowed folders (a queued
+    run is refused there), missing, or a folder where a file is wanted (or the other way round)."""
+    from pathlib import Path
+
+    from neuronrank.paths import confine
+
+    try:
+        path = Path(path_text.strip()).expanduser()
+        if not path.exists():
+            return f"The {what} {path_text} does not exist."
+    except RuntimeError:  # "~user" of an unknown user
+        return f"The {what} {path_text} does not exist."
+    if folder and not path.is_dir():
+        return f"The {what} {path_text} is a file, not a folder."
+    if not folder and path.is_dir():
+        return f"The {what} {path_text} is a folder, not a file."
+    try:
+        confine(path_text)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def model_problem(spec: str) -> str | None:
+    """What is wrong with a typed model spec (None if nothing), without loading anything: it resolves
+    (the alias, a .gguf file, a model folder inside the allowed folders, a hub id), and a hub id that is
+    neither cached nor of the form org/name is most likely a typo of the alias."""
+    import difflib
+
+    spec = (spec or "").strip()
+    try:
+        ref = specs.resolve(spec)
+    except UserError as e:
+        return str(e)
+    if ref.kind in ("dir", "gguf"):
+        return path_problem(spec, "model", folder=ref.kind == "dir")
+    if ref.kind == "hub" and ref.path is None and "/" not in spec:
+        close = difflib.get_close_matches(spec.lower(), list(specs.ALIASES), n=1, cutoff=0.6)
+        return (f"'{spec}' is not a model here: not the embedded model, a local folder or .gguf file, nor a "
+                "Hugging Face model in the local cache (hub ids read org/name)"
+                + (f". Did you mean {close[0]}?" if close else "."))
     return None

@@ -18,7 +18,6 @@ st.markdown(
     "**Statistics** (compute or load them, here) → **Exponents** (move α, β, γ and see the ranking change) → "
     "**Roles** (neurons sorted by high/low TF and IDF, and single neurons with the text they fire on) → "
     "**Prune & evaluate** (a real prune and its perplexity, against magnitude, Wanda and random).")
-ui.url_note()
 
 # ----------------------------------------------------------------------------------------------
 # compute (in a worker process: the app never holds a model)
@@ -26,11 +25,14 @@ ui.url_note()
 st.header("Compute statistics")
 params = st.session_state.get("stats_params", {})
 if params:
-    st.markdown(f"With the sidebar's parameters: model **{params.get('model')}**, calibration text "
-                f"**{params.get('calib')}**, {params.get('nsamples')} windows × {params.get('seqlen')} tokens "
-                f"({int(params.get('nsamples', 0)) * int(params.get('seqlen', 0)):,} tokens), seed "
+    st.markdown(f"With the sidebar's parameters: model **{views.plain(params.get('model'))}**, calibration text "
+                f"**{views.plain(params.get('calib'))}**, {params.get('nsamples')} windows × {params.get('seqlen')} "
+                f"tokens ({int(params.get('nsamples', 0)) * int(params.get('seqlen', 0)):,} tokens), seed "
                 f"{params.get('seed')}, activation site `{params.get('site')}`.")
-if st.button("Compute statistics", type="primary"):
+problem = st.session_state.get("stats_params_problem")
+if problem:
+    st.error(f"Fix the sidebar's parameters first: {views.plain(problem)}")
+if st.button("Compute statistics", type="primary", disabled=bool(problem)):
     with ui.user_errors():
         req = requests.StatsRequest(**params)
         req.validate()
@@ -60,7 +62,7 @@ def run_progress(run_id: int) -> None:
             jobs.cancel(run_id)
             run = runs.RunStore().get(run_id)
     except UserError as e:
-        st.error(str(e))
+        st.error(views.plain(e))
         _forget_run()
         return
     # finished: remember the outcome, load a new entry, and redraw the whole app once
@@ -74,11 +76,11 @@ def run_progress(run_id: int) -> None:
 def _stats_run_id() -> int | None:
     """The statistics run to follow: from the URL (survives a reload) or the session (survives a page
     switch). "run" in the URL is shared with other pages' runs: only a stats run is followed here."""
-    for raw in (st.query_params.get("run"), st.session_state.get("stats_run")):
+    for run_id in (ui.url_param("run"), st.session_state.get("stats_run")):
         try:
-            if raw is not None and runs.RunStore().get(int(raw))["kind"] == "stats":
-                return int(raw)
-        except (ValueError, UserError):
+            if run_id is not None and runs.RunStore().get(run_id)["kind"] == "stats":
+                return int(run_id)
+        except UserError:
             pass
     st.session_state.pop("stats_run", None)
     return None
@@ -97,7 +99,7 @@ if last:
         st.success(f"Run {last['id']} done: {r.get('tokens', 0):,} tokens per layer, {how}; entry "
                    f"`{r.get('cache_key')}` loaded.")
     elif last["status"] == "failed":
-        st.error(f"Run {last['id']} failed: {last['error']}")
+        st.error(f"Run {last['id']} failed: {views.plain(last['error'])}")
     else:
         st.warning(f"Run {last['id']} {last['status']}.")
 
@@ -116,7 +118,7 @@ if entries:
     by_key = {e.key: e for e in entries}
     for key in chosen:
         c1, c2, c3 = st.columns([6, 1, 1])
-        c1.write(views.entry_label(by_key[key]))
+        c1.write(views.plain(views.entry_label(by_key[key])))
         c2.button("Load", key=f"load_{key}", on_click=ui.select_entry, args=(key,),
                   disabled=key == st.session_state.get("entry_key"))
         if c3.button("Delete", key=f"delete_{key}"):
@@ -137,7 +139,8 @@ st.header("Per-layer summary")
 overview = ui.layer_overview(entry.key, entry.created)
 summary = overview["summary"]
 p = entry.params
-st.caption(f"{p.get('model')} · {p.get('calib')} · {p.get('nsamples')} windows × {p.get('seqlen')} tokens · "
+st.caption(f"{views.plain(p.get('model'))} · {views.plain(p.get('calib'))} · {p.get('nsamples')} windows × "
+           f"{p.get('seqlen')} tokens · "
            f"site `{data.meta.get('site', p.get('site'))}` · {data.n_layers} layers × {data.width} neurons. "
            "Boxes: quartiles; whiskers: the furthest neuron within 1.5 IQR (outliers not drawn).")
 

@@ -16,9 +16,9 @@ def _promoted_tokens(model: str, layer: int, neuron: int) -> None:
         effects = _neuron_tokens(model, layer, neuron)
         tok = ui.tokenizer(model)
     except UserError as e:
-        st.info(str(e))
+        st.info(views.plain(e))
         return
-    show = lambda pairs: " · ".join(f"`{tok.decode([i])!r}` {v:+.2f}" for i, v in pairs)  # noqa: E731
+    show = lambda pairs: " · ".join(f"{views.code(repr(tok.decode([i])))} {v:+.2f}" for i, v in pairs)  # noqa: E731
     st.markdown("▲ " + show(effects["promoted"]))
     st.markdown("▼ " + show(effects["suppressed"]))
 
@@ -202,7 +202,7 @@ with ui.user_errors():
             tok = ui.tokenizer(str(entry.params.get("model")))
         except UserError as e:
             tok = None
-            st.warning(f"{e}; showing token ids.")
+            st.warning(f"{views.plain(e)}; showing token ids.")
         lines = []
         for c in contexts:
             text = views.context_html(tok, c) if tok is not None else views.ids_html(c)

@@ -44,6 +44,20 @@ calib, entry_layers = calibration_params()
 from_entry = entry_layers is not None
 base = PruneRequest(**calib)
 
+def request_now(**over) -> PruneRequest:
+    """The run the widgets describe, validated (called as they change, and at Start)."""
+    values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
+                  beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
+                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
+                  calibration=calibration, group=group if stype == "unstructured" and group != "own" else None,
+                  targets=targets,
+                  eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
+    req = replace(base, **{**values, **over})
+    req.validate(entry_layers)  # refuse bad input here, not in the worker
+    requests.check_inputs(req)
+    return req
+
+
 # plain widgets, not a form: the sweep below reuses these settings, and a form would only commit them
 # on its own submit. Every setting persists across visits (ui.persisted).
 with st.container(border=True):
@@ -65,11 +79,13 @@ with st.container(border=True):
     uses_exponents = METHODS[method].uses_exponents
     c1, c2, c3, c4 = st.columns(4)
     exp_help = None if uses_exponents else f"{method} does not use the exponents"
-    alpha = c1.number_input(f("alpha").label, 0.0, 10.0, chosen["alpha"], 0.1, disabled=not uses_exponents,
+    # no min/max on the widgets: a value typed out of range would be kept out of Python (the field turns red,
+    # the old value stays and Start would run it); validation below says what is wrong and disables Start
+    alpha = c1.number_input(f("alpha").label, None, None, chosen["alpha"], 0.1, disabled=not uses_exponents,
                             help=exp_help)
-    beta = c2.number_input(f("beta").label, 0.0, 10.0, chosen["beta"], 0.1, disabled=not uses_exponents,
+    beta = c2.number_input(f("beta").label, None, None, chosen["beta"], 0.1, disabled=not uses_exponents,
                            help=exp_help)
-    gamma = c3.number_input(f("gamma").label, 0.0, 10.0, chosen["gamma"], 0.1, disabled=not uses_exponents,
+    gamma = c3.number_input(f("gamma").label, None, None, chosen["gamma"], 0.1, disabled=not uses_exponents,
                             help=exp_help)
     last = c4.number_input(f("pruning_last").label, 0, 1000, key=ui.persisted("pr_last", 0))
     ui.keep("pr_last")
@@ -123,29 +139,23 @@ with st.container(border=True):
                                    help="Optional: a local task (YAML + JSONL), as --eval-tasks-path")
         ui.keep("pr_tasks_path")
     # bad input shows as it is typed, in the app's words (not at Start, not 10 s later in a worker)
-    problem = ui.source_problem(eval_src, "evaluation text")
+    problem = ui.source_problem(eval_src, "evaluation text") or (
+        ui.path_problem(tasks_path, "folder of task YAMLs", folder=True) if tasks_path.strip() else None)
+    if problem is None:
+        try:
+            request_now()
+        except UserError as e:
+            problem = views.app_words(str(e))
     if problem:
-        st.error(problem)
+        st.error(views.plain(problem))
     source = "the loaded statistics entry" if from_entry else "the sidebar (no statistics entry loaded)"
-    st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
+    st.caption(f"Calibration ({source}): {views.plain(base.model)}, {views.plain(base.calib)}, "
+               f"{base.nsamples} × {base.seqlen} tokens, "
                f"seed {base.seed}, site {base.site}"
                + ("" if METHODS[method].needs_stats else f" — not used by {method}")
                + (f". Weights compete per {METHODS[method].group if group == 'own' else group}"
                   if stype == "unstructured" else ""))
     start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
-
-
-def request_now(**over) -> PruneRequest:
-    values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
-                  beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
-                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
-                  calibration=calibration, group=group if stype == "unstructured" and group != "own" else None,
-                  targets=targets,
-                  eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
-    req = replace(base, **{**values, **over})
-    req.validate(entry_layers)  # refuse bad input here, not in the worker
-    requests.check_inputs(req)
-    return req
 
 
 if start:
@@ -158,24 +168,28 @@ if store.notice:  # a damaged run store was moved aside and a fresh one started
 
 def _run_active(run_id) -> bool:
     try:
-        return store.get(int(run_id))["status"] in ("queued", "running")
-    except (TypeError, ValueError, UserError):
+        return run_id is not None and store.get(run_id)["status"] in ("queued", "running")
+    except UserError:
         return False
 
 
+followed = ui.url_param("run")  # checked once: a bad id is dropped from the URL with a notice
+
+
 # polled every second only while its run is queued or running: an idle tab costs nothing
-@st.fragment(run_every=1.0 if _run_active(st.query_params.get("run")) else None)
+@st.fragment(run_every=1.0 if _run_active(followed) else None)
 def follow() -> None:
-    run_id = st.query_params.get("run")
+    run_id = ui.url_param("run")
     if not run_id:
         return
     try:
-        run = store.get(int(run_id))
-    except (ValueError, UserError):
+        run = store.get(run_id)
+    except UserError:
         st.warning(f"Run {run_id} does not exist.")
         return
     p = run["params"]
-    st.subheader(f"Run {run['id']}: {history.run_label(p)}, {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
+    st.subheader(f"Run {run['id']}: {views.plain(history.run_label(p))}, "
+                 f"{float(p.get('sparsity_ratio', 0)):.0%} sparsity")
     if run["status"] in ("queued", "running"):
         ui.run_progress_bars(run)
         if st.button("Cancel run", key=f"cancel_{run['id']}"):
@@ -187,15 +201,15 @@ def follow() -> None:
         st.session_state.pop("_followed_active")
         st.rerun()  # the whole page once: history and charts include the finished run, polling stops
     if run["status"] == "failed":
-        st.error(f"Run {run['id']} failed: {run['error']}")
+        st.error(f"Run {run['id']} failed: {views.plain(run['error'])}")
         return
     if run["status"] == "cancelled":
         st.warning(f"Run {run['id']} was cancelled.")
         return
     res = run["result"]
     for miss in res.get("not_written", []):
-        st.warning(f"Not written: {miss['target']} {miss['path']}: {miss['error']}. The results below are "
-                   "kept in the run history.")
+        st.warning(f"Not written: {miss['target']} {views.plain(miss['path'])}: {views.plain(miss['error'])}. The "
+                   "results below are kept in the run history.")
     proto = res["protocol"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Dense perplexity", ui.fmt_ppl(res["dense_ppl"]))
@@ -203,7 +217,7 @@ def follow() -> None:
               delta=f"{res['pruned_ppl'] - res['dense_ppl']:+.3f}" if _finite(res["pruned_ppl"]) else None,
               delta_color="inverse")
     c3.metric("MLP sparsity", f"{res['sparsity']['mlp']:.2%}")
-    st.caption(f"Perplexity on {proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
+    st.caption(f"Perplexity on {views.plain(proto['source'])}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
                f"{proto['tokens']:,} predicted tokens. All decoder linears: {res['sparsity']['all_linear']:.2%}; "
                f"attention: {res['sparsity']['attention']:.2%}.")
     st.caption("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["timings"].items()))
@@ -220,8 +234,8 @@ def follow() -> None:
             ui.table(mods, f"sparsity_run{run['id']}", hide_index=True)
 
 
-if _run_active(st.query_params.get("run")):
-    st.session_state["_followed_active"] = int(st.query_params["run"])
+if _run_active(followed):
+    st.session_state["_followed_active"] = followed
 follow()
 
 # ----------------------------------------------------------------------------------------------

@@ -99,18 +99,21 @@ def figures(name: str, signature: tuple) -> dict[str, go.Figure]:
     return out
 
 
-def show_study(name: str) -> None:
+def show_study(name: str, starting: bool) -> None:
     try:
         study = search.load_study(name)
-    except UserError:
-        st.info(f"Study {name} has no trials yet: its worker is starting.")
+    except search.NoStudy:
+        if starting:  # the followed run is queued or running: its worker creates the study
+            st.info(f"Study {views.plain(name)} has no trials yet: its worker is starting.")
+        else:
+            st.info(f"There is no study named {views.plain(name)} in the study storage.")
         return
     summary = search.summary(study)
     proto, ev = summary["protocol"] or {}, summary["evaluation"] or {}
     baselines, best = summary["baselines"] or {}, summary["best"]
-    st.subheader(f"Study {name}")
+    st.subheader(f"Study {views.plain(name)}")
     st.caption(f"{proto.get('sparsity_type')} sparsity {proto.get('sparsity_ratio')}, perplexity on "
-               f"{ev.get('source', proto.get('eval'))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
+               f"{views.plain(ev.get('source', proto.get('eval')))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
                f"{ev.get('windows', proto.get('eval_windows'))} windows (halving after {ev.get('chunks')}); "
                f"{summary['trials']} trials finished, {summary['pruned']} stopped early, {summary['failed']} failed, "
                f"{summary['running']} running.")
@@ -154,14 +157,18 @@ def show_study(name: str) -> None:
     ui.table(search.trials_frame(study), f"search_trials_{name}", hide_index=True)
 
 
+def _run_active(run_id) -> bool:
+    try:
+        return run_id is not None and store.get(run_id)["status"] in ("queued", "running")
+    except UserError:
+        return False
+
+
 def _active(run_id, name) -> bool:
     """The followed search run is queued or running, or the open study has running trials (workers
     started from the CLI): only then does the page poll."""
-    try:
-        if run_id and store.get(int(run_id))["status"] in ("queued", "running"):
-            return True
-    except (TypeError, ValueError, UserError):
-        pass
+    if _run_active(run_id):
+        return True
     if not name:
         return False
     try:
@@ -170,37 +177,38 @@ def _active(run_id, name) -> bool:
         return False
 
 
-# polled every 2 s only while something runs: an idle tab costs nothing
-active = _active(st.query_params.get("search_run"), st.query_params.get("study"))
+# the URL's run and study, checked once (a bad one is dropped with a notice); polled every 2 s only while
+# something runs: an idle tab costs nothing
+active = _active(ui.url_param("search_run"), ui.url_param("study"))
 
 
 @st.fragment(run_every=2.0 if active else None)
 def follow() -> None:
-    run_id, name = st.query_params.get("search_run"), st.query_params.get("study")
+    run_id, name = ui.url_param("search_run"), ui.url_param("study")
     if run_id:
         try:
-            run = store.get(int(run_id))
-        except (ValueError, UserError):
+            run = store.get(run_id)
+        except UserError:
             run = None
             st.warning(f"Run {run_id} does not exist.")
         if run is not None:
             if run["status"] in ("queued", "running"):
                 c1, c2 = st.columns([4, 1])
                 c1.progress(min(max(run["progress"], 0.0), 1.0),
-                            text=f"{run['status']}: {run['message'] or 'waiting for the worker'}")
+                            text=f"{run['status']}: {views.plain(run['message'] or 'waiting for the worker')}")
                 if c2.button("Stop search", key=f"stop_{run['id']}"):
                     jobs.cancel(run["id"])
                     st.rerun()
                 jobs.reap(store)
             elif run["status"] == "failed":
-                st.error(f"Search run {run['id']} failed: {run['error']}")
+                st.error(f"Search run {run['id']} failed: {views.plain(run['error'])}")
             elif run["status"] == "cancelled":
                 st.warning(f"Search run {run['id']} was stopped; the study keeps its finished trials.")
             else:
                 st.success(f"Search run {run['id']} done in {run['result'].get('wall_seconds', 0):.0f} s.")
     if name:
         with ui.user_errors():
-            show_study(name)
+            show_study(name, starting=_run_active(run_id))
     if st.session_state.get("_search_polling") and not _active(run_id, name):
         st.session_state.pop("_search_polling")
         st.rerun()  # the whole page once: past studies include this one, polling stops
@@ -223,7 +231,7 @@ with ui.user_errors():
         picked = st.dataframe(past, hide_index=True, on_select="rerun", selection_mode="single-row",
                               key="past_studies")
         rows = picked.selection.rows if picked and picked.selection else []
-        if rows and st.button(f"Open study {past.iloc[rows[0]]['study']}", key="open_study"):
+        if rows and st.button(f"Open study {views.plain(past.iloc[rows[0]]['study'])}", key="open_study"):
             st.query_params["study"] = str(past.iloc[rows[0]]["study"])
             if "search_run" in st.query_params:
                 del st.query_params["search_run"]

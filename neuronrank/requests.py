@@ -470,6 +470,9 @@ class SearchRequest(PruneRequest):
             raise UserError(f"search tunes the NeuronRank-OLD exponents: --prune_method must be neuronrank_old "
                             f"(got {self.prune_method}); the baselines are evaluated with every study")
         super().validate()
+        if self.sparsity_ratio == 0:
+            raise UserError("a search at sparsity_ratio 0 prunes nothing (every trial would be the dense model): "
+                            "choose a ratio above 0")
         for name in EXPONENT_LABELS:
             lo, hi = self.range(name)
             for v in (lo, hi):

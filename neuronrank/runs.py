@@ -221,9 +221,15 @@ class RunStore:
         return n
 
     def get(self, run_id: int) -> dict:
+        try:
+            rid = int(run_id)
+        except (TypeError, ValueError):
+            rid = 0
+        if not 1 <= rid <= 2**63 - 1:  # beyond SQLite's INTEGER no run can exist (and binding it overflows)
+            raise UserError(f"no run with id {str(run_id)[:40]}")
         self.reap()
         with self._connect() as db:
-            row = self._row(db.execute("SELECT * FROM runs WHERE id=?", (int(run_id),)).fetchone())
+            row = self._row(db.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone())
         if row is None:
             raise UserError(f"no run with id {run_id}")
         return row

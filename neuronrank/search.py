@@ -123,12 +123,16 @@ def study_name(req: SearchRequest) -> str:
     return f"{req.sparsity_type.replace(':', 'of')}-{req.sparsity_ratio:g}-{short_hash(req.protocol())[:8]}"
 
 
+class NoStudy(UserError):
+    """The storage holds no study of that name (yet: a queued search creates it when its worker starts)."""
+
+
 def load_study(name: str, url: str | None = None, sampler=None, pruner=None, heartbeat: bool = False) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat), sampler=sampler,
                                  pruner=pruner)
     except KeyError as e:
-        raise UserError(f"no study named {name!r} in {redact(url or default_storage())}") from e
+        raise NoStudy(f"no study named {name!r} in {redact(url or default_storage())}") from e
 
 
 def stored_request(study: optuna.Study) -> SearchRequest:
