@@ -61,6 +61,11 @@ if start:
         st.query_params["study"] = req.study
 
 store = RunStore()
+with ui.user_errors():
+    search.open_storage()  # a damaged study storage is moved aside here, and said once
+notice = search.take_notice()
+if notice:
+    st.warning(views.plain(notice))
 
 
 def _apply(best: dict, ratio: float | None) -> None:

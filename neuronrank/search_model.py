@@ -39,8 +39,11 @@ class ModelEvaluator:
         self.model, self.tokenizer = models.load(req.model, req.device, req.dtype)
         n_layers = len(models.decoder_layers(self.model))
         req.check_layers(n_layers)
-        self.stats = None
-        if req.method.needs_stats:
+        self.stats = self.calib = None
+        if req.sequential:  # layer by layer in every trial (and baseline): the windows, tokenized once
+            report(0.0, "search: calibration windows", True)
+            self.calib = pipeline.calibration_windows(req.stats_request(), self.model, self.tokenizer)
+        elif req.method.needs_stats:
             self.stats = pipeline.get_stats(req.stats_request(), bundle=(self.model, self.tokenizer),
                                             progress=pipeline.token_progress(report, "calibration statistics")).stats
         pipeline.check_seqlen(self.model, req.eval_seqlen)
@@ -87,7 +90,8 @@ class ModelEvaluator:
     def prune(self, alpha: float, beta: float, gamma: float, **over) -> dict:
         self.restore()
         self._dirty = True
-        return pruning.prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats)
+        return pruning.prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats,
+                             windows=self.calib)
 
     # -- perplexity over growing prefixes ------------------------------------------------------
 

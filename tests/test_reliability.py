@@ -381,9 +381,9 @@ def test_a_damaged_run_store_is_moved_aside_and_replaced(own_cache, damage, capl
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 3] if damage == "truncate" else b"\0" * 100 + os.urandom(len(raw) - 100))
     kept = path.read_bytes()
-    import neuronrank.runs as runs_mod
+    from neuronrank import paths
 
-    runs_mod._verified.clear()  # as a fresh process would
+    paths._checked_sqlite.clear()  # as a fresh process would
     with caplog.at_level("WARNING"):
         fresh = RunStore()
     assert fresh.notice and "moved" in fresh.notice and "fresh run store" in fresh.notice
@@ -399,9 +399,9 @@ def test_a_damaged_run_store_is_moved_aside_and_replaced(own_cache, damage, capl
 def test_the_cli_goes_on_after_replacing_a_damaged_run_store(own_cache, tiny_dir, text_file, capsys):
     RunStore()
     (own_cache / "runs.sqlite").write_bytes(b"this is not a database" * 100)
-    import neuronrank.runs as runs_mod
+    from neuronrank import paths
 
-    runs_mod._verified.clear()
+    paths._checked_sqlite.clear()
     assert main(["ppl", "--model", str(tiny_dir), "--eval", f"file:{text_file}", "--eval-seqlen", "16",
                  "--json"]) == 0
     out = capsys.readouterr()
