@@ -207,6 +207,9 @@ def follow() -> None:
         st.warning(f"Run {run['id']} was cancelled.")
         return
     res = run["result"]
+    if res.get("zero_shot_failed"):
+        st.warning(f"{views.plain(res['zero_shot_failed']['error'])}. The perplexities below are kept in the run "
+                   "history.")
     for miss in res.get("not_written", []):
         st.warning(f"Not written: {miss['target']} {views.plain(miss['path'])}: {views.plain(miss['error'])}. The "
                    "results below are kept in the run history.")

@@ -578,6 +578,10 @@ def check_inputs(req) -> None:
             path = Path(source[len("file:"):].strip()).expanduser()
             if not path.is_file():
                 raise UserError(f"text file not found: {path}")
+    if getattr(req, "eval_tasks_path", None):
+        from neuronrank.zeroshot import check_task_folder
+
+        check_task_folder(req.eval_tasks_path)
     # output targets, before any model loads: a typo must not cost the run
     if getattr(req, "save", None):
         check_output_folder(req.save, "--save")
