@@ -43,7 +43,7 @@ with st.form("search"):
                                         "W/4, W/2 and W (3 rungs)")
     study_in = c4.text_input("Study name (empty: derived from the settings)", "",
                              help="An existing study of the same settings is resumed up to the trial count")
-    st.caption(f"Calibration (the loaded statistics entry): {base.model}, {base.calib}, "
+    st.caption(f"Calibration (the loaded statistics entry): {views.plain(base.model)}, {views.plain(base.calib)}, "
                f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}. "
                "One worker; the CLI's --workers runs more, one per GPU.")
     start = st.form_submit_button("Start search", type="primary")
@@ -117,8 +117,10 @@ def show_study(name: str, starting: bool) -> None:
     proto, ev = summary["protocol"] or {}, summary["evaluation"] or {}
     baselines, best = summary["baselines"] or {}, summary["best"]
     st.subheader(f"Study {views.plain(name)}")
-    st.caption(f"{proto.get('sparsity_type')} sparsity {proto.get('sparsity_ratio')}, perplexity on "
-               f"{views.plain(ev.get('source', proto.get('eval')))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
+    st.caption(f"{views.plain(proto.get('sparsity_type'))} sparsity {views.plain(proto.get('sparsity_ratio'))}, "
+               "perplexity on "
+               f"{views.plain(ev.get('source', proto.get('eval')))}, "
+               f"seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
                f"{ev.get('windows', proto.get('eval_windows'))} windows (halving after {ev.get('chunks')}); "
                f"{summary['trials']} trials finished, {summary['pruned']} stopped early, {summary['failed']} failed, "
                f"{summary['running']} running.")
@@ -130,7 +132,7 @@ def show_study(name: str, starting: bool) -> None:
                        delta_color="inverse",
                        help=f"trial {best['trial']}: " + ", ".join(f"{k}={best[k]:.3f}" for k in PARAMS))
     for col, (label, b) in zip(cols[1:], baselines.items()):
-        col.metric(f"{label} baseline", "inf" if b.get("ppl") is None else f"{b['ppl']:.3f}")
+        col.metric(f"{views.plain(label)} baseline", "inf" if b.get("ppl") is None else f"{b['ppl']:.3f}")
     if best:
         st.write("Best exponents: " + ", ".join(f"{EXPONENT_LABELS[k]} = {best[k]:.3f}" for k in PARAMS))
         st.button("Apply best to the Exponents sliders", on_click=_apply, args=(best, proto.get("sparsity_ratio")),

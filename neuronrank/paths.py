@@ -313,7 +313,8 @@ def confine_params(params: dict, kinds: dict[str, str]) -> dict:
             if value.startswith("file:"):
                 out[key] = "file:" + str(confine(value[5:]))
         elif kind == "model":
-            if value.startswith((".", "/", "~")) or value.lower().endswith(".gguf") or Path(value).expanduser().exists():
+            local = value.startswith((".", "/", "~")) or value.lower().endswith(".gguf")
+            if local or Path(value).expanduser().exists():
                 out[key] = str(confine(value))
         elif kind == "dir":
             out[key] = str(confine(value))
