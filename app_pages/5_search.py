@@ -179,7 +179,8 @@ def _active(run_id, name) -> bool:
     if not name:
         return False
     try:
-        return any(t.state.name == "RUNNING" for t in search.load_study(name).get_trials(deepcopy=False))
+        with search.storage_errors():
+            return any(t.state.name == "RUNNING" for t in search.load_study(name).get_trials(deepcopy=False))
     except UserError:
         return False
 
@@ -214,7 +215,7 @@ def follow() -> None:
             else:
                 st.success(f"Search run {run['id']} done in {run['result'].get('wall_seconds', 0):.0f} s.")
     if name:
-        with ui.user_errors():
+        with ui.user_errors(), search.storage_errors():  # a storage failing while read: a message
             show_study(name, starting=_run_active(run_id))
     if st.session_state.get("_search_polling") and not _active(run_id, name):
         st.session_state.pop("_search_polling")

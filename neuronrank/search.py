@@ -192,13 +192,12 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
         if not os.path.isdir(folder):
             raise UserError(f"storage {redact(url)}: folder {folder} does not exist")
         engine = {"connect_args": {"timeout": 60}}  # several workers write one file
-        path = _sqlite_file(url)
-        if path is not None:  # as the run store: a damaged file is moved aside, one warning, a fresh one
-            notice = open_sqlite(path, lambda: _check_study_file(path), "study storage")
-            if notice:
-                _NOTICES.append(notice)
-    beat = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S) if heartbeat else {}
     path = _sqlite_file(url)
+    if path is not None:  # as the run store: a damaged file is moved aside, one warning, a fresh one
+        notice = open_sqlite(path, lambda: _check_study_file(path), "study storage")
+        if notice:
+            _NOTICES.append(notice)
+    beat = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S) if heartbeat else {}
     try:
         # Optuna creates the tables of a fresh file: two processes doing it at once collide ("table ...
         # already exists"), so SQLite storages open one at a time
@@ -630,7 +629,8 @@ def run_search(req: SearchRequest, report: Callable | None = None, evaluator_fac
         elif req.workers == 1:
             local = replace(stored_request(study), device=req.device, trials=req.trials)
             evaluator = (evaluator_factory or _model_evaluator)(local, report)
-            worker_study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(local, local.seed),
+            worker_study = optuna.load_study(study_name=name, storage=storage,
+                                             sampler=make_sampler(local, local.seed),
                                              pruner=make_pruner(chunk_sizes(local.rungs, evaluator.windows)))
             work(worker_study, evaluator, report, trials=req.trials)
         else:
