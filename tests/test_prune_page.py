@@ -239,30 +239,45 @@ def said(at) -> list[str]:
     return [re.sub(r"\\(.)", r"\1", e.value) for e in at.error]
 
 
-def test_what_start_would_refuse_is_said_before_start(entry, text_file, tmp_path):
-    """sparsegpt + structured and an exponent typed out of range: the message shows as the widgets change
-    and Start is disabled (an out-of-range value no longer stays out of Python with the old value running)."""
+def _start(at):
+    return _widget(at.button, "Start prune + evaluate")
+
+
+def test_sparsegpt_structured_is_refused_before_start(entry, text_file):
     at = open_page(entry, text_file)
     fill_form(at, text_file)
     at.run()
-    start = lambda: _widget(at.button, "Start prune + evaluate")  # noqa: E731
-    assert not at.error and not start().disabled
+    assert not at.error and not _start(at).disabled
     _widget(at.selectbox, "Method").set_value("sparsegpt").run()
     _widget(at.selectbox, "Sparsity type").set_value("structured").run()
     assert not at.exception
     assert any("sparsegpt with sequential calibration prunes unstructured or N:M sparsity only" in m
                for m in said(at)), said(at)
-    assert start().disabled
+    assert _start(at).disabled
     _widget(at.selectbox, "Method").set_value("neuronrank_old").run()
     _widget(at.selectbox, "Sparsity type").set_value("unstructured").run()
-    assert not at.error and not start().disabled
+    assert not at.error and not _start(at).disabled
+
+
+def test_an_exponent_typed_out_of_range_disables_start(entry, text_file):
+    """The value reaches Python (no widget bound keeps it out with the old value running) and is refused."""
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.run()
     _widget(at.number_input, "α (|W|)").set_value(11.0).run()
     assert not at.exception
     assert any("alpha must be between 0 and 10 (got 11" in m for m in said(at)), said(at)
-    assert start().disabled
+    assert _start(at).disabled
     _widget(at.number_input, "α (|W|)").set_value(2.0).run()
-    assert not at.error and not start().disabled
-    # a folder of task YAMLs is code: outside the allowed folders it is refused as it is typed
+    assert not at.error and not _start(at).disabled
+
+
+def test_a_task_folder_outside_the_allowed_folders_is_refused_as_typed(entry, text_file):
+    """A folder of task YAMLs is code: outside the allowed folders, or not a folder, it is said at once."""
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.run()
+    start = lambda: _start(at)  # noqa: E731
     _widget(at.multiselect, "Zero-shot tasks (lm-eval)").set_value(["boolq"]).run()
     _widget(at.text_input, "Folder of extra lm-eval task YAMLs").set_value("/etc").run()
     assert any("/etc is outside the allowed folders" in m for m in said(at)), said(at)
