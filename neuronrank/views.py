@@ -555,11 +555,17 @@ def decade_ticks(log_values) -> list[float]:
 _MARKDOWN_PUNCT = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&=^])")
 
 
+# GitHub-style autolinks are found in the rendered text, after escapes are resolved (Streamlit links a bare
+# https://x or www.x in a text node): an invisible WORD JOINER breaks each pattern — "://", "www.", "@"
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
+
+
 def plain(text) -> str:
-    """`text` for a markdown element (st.error, st.caption, a label), backslash-escaped so it shows as
-    typed — never a link, an image the browser fetches, an autolink (`:` and `.` escaped), emphasis, HTML,
-    LaTeX or a Streamlit colour directive."""
-    return _MARKDOWN_PUNCT.sub(r"\\\1", str(text))
+    """`text` for a markdown element (st.error, st.caption, a label), so it shows as typed: backslash-
+    escaped (never a link, an image the browser fetches, emphasis, HTML, LaTeX or a Streamlit colour
+    directive), and bare URLs and addresses broken by an invisible WORD JOINER (never an autolink)."""
+    return _MARKDOWN_PUNCT.sub(r"\\\1", _AUTOLINK.sub(WORD_JOINER, str(text)))
 
 
 def code(text) -> str:
