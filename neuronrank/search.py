@@ -308,10 +308,10 @@ def _tpe(req: SearchRequest, seed: int) -> optuna.samplers.TPESampler:
 
 
 class WorkerSampler(optuna.samplers.BaseSampler):
-    """One worker's TPE sampler, seeded when the worker asks its first trial: --seed + 7919 × that trial's
+    """One worker's TPE sampler, seeded when the worker asks its first trial: --seed + 1 + that trial's
     number. The storage hands out trial numbers atomically, so workers and coordinators that start
     together, or join later, never share a random stream (they would propose the same points); one worker
-    on a fresh study starts at trial 0 and is reproducible."""
+    on a fresh study starts at trial 0 and is reproducible (seed --seed + 1, as before this rule)."""
 
     def __init__(self, req: SearchRequest, seed: int):
         self._req, self._base, self._inner = req, int(seed), None
@@ -319,7 +319,7 @@ class WorkerSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study, trial) -> None:
         if self._inner is None:
-            self.seed = (self._base + 7919 * trial.number) % (2**31 - 1)
+            self.seed = (self._base + 1 + trial.number) % (2**31 - 1)
             self._inner = _tpe(self._req, self.seed)
         self._inner.before_trial(study, trial)
 
