@@ -29,6 +29,7 @@ from neuronrank.queue import jobs
 from neuronrank.runs.progress import stage_progress
 from neuronrank.runs.store import RunStore
 from neuronrank.views import entries, explorer
+from neuronrank.views.display import URL_NUMBERS, plain, url_value
 
 CALIB_CHOICES = (*requests.TEXT_SOURCES, "file:PATH")
 # Exponents and sparsity chosen on the Exponents page; read by later pages (Prune & evaluate).
@@ -51,9 +52,9 @@ def user_errors() -> Iterator[None]:
         # verified on load (sha256): damaged numbers are never shown; the entry goes, to be recomputed
         with contextlib.suppress(UserError, OSError):
             store.delete_entry(e.key, missing_ok=True)
-        st.error(f"The cache entry was damaged ({e}) and has been removed: compute the statistics again.")
+        st.error(f"The cache entry was damaged ({plain(e)}) and has been removed: compute the statistics again.")
     except UserError as e:
-        st.error(requests.app_message(e))
+        st.error(plain(requests.app_message(e)))  # messages quote what the user typed: shown as text
 
 
 def safe_entries() -> list[store.Entry]:
@@ -66,7 +67,7 @@ def safe_entries() -> list[store.Entry]:
         root = store.stats_root()
         return _list_entries(str(root), root.stat().st_mtime_ns if root.is_dir() else 0)
     except UserError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return []
 
 
@@ -120,7 +121,7 @@ def require_entry() -> tuple[store.Entry, entries.EntryData]:
         st.stop()
     entry = next((e for e in safe_entries() if e.key == key), None)
     if entry is None:
-        st.info(f"The statistics entry {key} is no longer in the cache: pick another one in the sidebar.")
+        st.info(f"The statistics entry {plain(key)} is no longer in the cache: pick another one in the sidebar.")
         st.stop()
     with user_errors():
         return entry, load_entry(key, entry.created)
@@ -178,6 +179,7 @@ def page_setup() -> None:
         st.set_page_config(layout="wide", page_title="NeuronRank Studio")
         st.navigation(pages())
         sidebar()
+    url_note()  # on whichever page a shared link opened
 
 
 def sidebar() -> None:
@@ -193,7 +195,18 @@ def sidebar() -> None:
 # ----------------------------------------------------------------------------------------------
 # the view in the URL: a shared link restores the page, the statistics entry and the exponents
 
-URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
+def url_param(name: str):
+    """Query parameter `name`, checked (views.display.url_value) before anything uses it; a bad one is
+    dropped from the URL with a short notice (as text: the URL is anyone's), never a traceback."""
+    raw = st.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return url_value(name, raw)
+    except UserError as e:
+        del st.query_params[name]
+        st.warning(plain(e))
+        return None
 
 
 def restore_from_url(cached: list[store.Entry]) -> None:
@@ -202,24 +215,26 @@ def restore_from_url(cached: list[store.Entry]) -> None:
         return
     st.session_state["_url_restored"] = True
     qp = st.query_params
-    key = qp.get("entry")
-    if key:
-        if key in {e.key for e in cached}:
-            select_entry(key)
-        else:
-            st.session_state["_url_note"] = f"The link names statistics entry {key}, which is not in this cache."
-    for name, (lo, hi) in URL_NUMBERS.items():
+    notes = []
+    for name in ("entry", *URL_NUMBERS):
         raw = qp.get(name)
-        if raw is None:
+        if raw is None or (name == "entry" and not raw):
             continue
         try:
-            value = float(raw)
-        except ValueError:
+            value = url_value(name, raw)
+        except UserError as e:
+            notes.append(str(e))
             continue
-        if lo <= value <= hi:
-            value = round(value, 2)
+        if name == "entry":
+            if value in {e.key for e in cached}:
+                select_entry(value)
+            else:
+                notes.append(f"The link names statistics entry {value}, which is not in this cache.")
+        else:
             st.session_state[name] = value
             st.session_state[f"_{name}"] = value
+    if notes:
+        st.session_state["_url_note"] = " ".join(notes)
 
 
 def write_url() -> None:
@@ -250,7 +265,7 @@ def _entry_picker(cached: list[store.Entry]) -> None:
                  format_func=lambda k: entries.entry_label(by_key[k]), placeholder="none yet",
                  help="model · calibration text · nsamples×seqlen · activation site · key")
     if key:
-        st.success(f"loaded: {entries.entry_label(by_key[key])}")
+        st.success(f"loaded: {plain(entries.entry_label(by_key[key]))}")
     else:
         st.info("No statistics cached yet: compute them on the Statistics page.")
 
@@ -262,11 +277,17 @@ def _stats_params(cached: list[store.Entry]) -> None:
     f = lambda name: spec(StatsRequest, name)  # noqa: E731  (defaults, bounds, help)
     model = st.text_input(f("model").label, value=f("model").default, key="sb_model",
                           help="`smollm2-135m` (embedded), a Hugging Face id, a local model folder or a .gguf file")
+    problems = [model_problem(model)]  # checked as typed: a typo must not wait in the queue to fail
+    if problems[-1]:
+        st.error(plain(problems[-1]))
     calib = st.selectbox(f("calib").label, CALIB_CHOICES, key="sb_calib",
                          help="news: BBC news (offline); wiki: Wikipedia leads (offline); wikitext2 and c4 need "
                               "a network or a local datasets cache")
     if calib == "file:PATH":
         calib = "file:" + st.text_input("Text file (.txt, .jsonl, .parquet)", key="sb_calib_file").strip()
+        problems.append(source_problem(calib, "calib"))
+        if problems[-1]:
+            st.error(plain(problems[-1]))
     site = st.selectbox(f("site").label, list(f("site").choices), key="sb_site", help="\n\n".join(
         f"`{k}`: {v}" for k, v in SITES.items()))
     params = dict(model=model.strip(), calib=calib, site=site)
@@ -279,6 +300,7 @@ def _stats_params(cached: list[store.Entry]) -> None:
                 help=s.help))
     params = {name: params[name] for name in entries.STATS_PARAM_NAMES}  # the fields' own order
     st.session_state["stats_params"] = params
+    st.session_state["stats_params_problem"] = next((p for p in problems if p), None)  # Compute stays off
     matches = entries.matching_entries(cached, params)
     if matches and matches[0] == st.session_state.get("entry_key"):
         st.caption("These parameters are the loaded entry.")
@@ -435,7 +457,7 @@ def url_note() -> None:
     """Say once when a shared link named something this cache does not have."""
     note = st.session_state.pop("_url_note", None)
     if note:
-        st.warning(note)
+        st.warning(plain(note))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,14 +472,14 @@ def _followed(kind: str, param: str, warn: bool) -> dict | None:
     with a shared link), else the session's (the URL is rewritten after a page switch). Reading it marks
     a run whose process is gone as failed; a run of another kind is another page's."""
     key = f"{kind}_run"
-    for raw, from_url in ((st.query_params.get(param), True), (st.session_state.get(key), False)):
-        if raw is None:
+    for run_id, from_url in ((url_param(param), True), (st.session_state.get(key), False)):
+        if run_id is None:
             continue
         try:
-            run = RunStore().get(int(raw))
-        except (ValueError, UserError):
+            run = RunStore().get(int(run_id))
+        except UserError:
             if from_url and warn:
-                st.warning(f"Run {raw} does not exist.")
+                st.warning(f"Run {run_id} does not exist.")
             continue
         if run["kind"] == kind:
             st.session_state[key] = run["id"]
@@ -513,11 +535,11 @@ def run_progress_bars(run: dict) -> None:
     stage, detail, fraction = stage_progress(run["message"] or "")
     if run["status"] == "queued":
         stage = "waiting for a worker"
-    st.progress(float(run["progress"]), text=f"Run {run['id']} ({run['status']}) — {stage or 'starting'}")
+    st.progress(float(run["progress"]), text=f"Run {run['id']} ({run['status']}) — {plain(stage or 'starting')}")
     if fraction is not None:
-        st.progress(fraction, text=f"{stage}: {detail}")
+        st.progress(fraction, text=plain(f"{stage}: {detail}"))
     elif detail:
-        st.caption(detail)
+        st.caption(plain(detail))
 
 
 def fmt_ppl(x) -> str:
@@ -527,10 +549,35 @@ def fmt_ppl(x) -> str:
 
 def source_problem(text: str, field: str) -> str | None:
     """What is wrong with a typed text source (`field`: calib or eval), in the app's words (None if nothing):
-    the request's own checks, as it is typed."""
+    the request's own check of the name, then the file a file: source names."""
     try:
         requests.check_source_name(text, field)
-        inputs.check_text_file(text, field)
+        text = (text or "").strip()
+        if text.startswith("file:"):
+            inputs.check_typed_path(text[len("file:"):].strip(), f"{spec_label(field).lower()} file")
     except UserError as e:
         return requests.app_message(e)
     return None
+
+
+def path_problem(path_text: str, what: str, folder: bool = False) -> str | None:
+    """What is wrong with a typed path a run from the app will use (None if nothing)."""
+    try:
+        inputs.check_typed_path(path_text, what, folder)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def model_problem(spec_text: str) -> str | None:
+    """What is wrong with a typed model spec (None if nothing), without loading anything."""
+    try:
+        inputs.check_typed_model(spec_text)
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def spec_label(field: str) -> str:
+    """The widget name of request field `field` (its declared label, without a "(...)" hint)."""
+    return requests.field_spec(field).name_in_app

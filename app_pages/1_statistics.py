@@ -8,6 +8,7 @@ from neuronrank.config import requests
 from neuronrank.data import stats_cache as store
 from neuronrank.data.inputs import check_inputs
 from neuronrank.queue import jobs
+from neuronrank.views.display import plain
 from neuronrank.views.entries import entries_table, entry_label
 
 ui.page_setup()
@@ -22,7 +23,6 @@ st.markdown(
     "**Statistics** (compute or load them, here) → **Exponents** (move α, β, γ and see the ranking change) → "
     "**Roles** (neurons sorted by high/low TF and IDF, and single neurons with the text they fire on) → "
     "**Prune & evaluate** (a real prune and its perplexity, against magnitude, Wanda and random).")
-ui.url_note()
 
 # ----------------------------------------------------------------------------------------------
 # compute (in a worker process: the app never holds a model)
@@ -30,11 +30,14 @@ ui.url_note()
 st.header("Compute statistics")
 params = st.session_state.get("stats_params", {})
 if params:
-    st.markdown(f"With the sidebar's parameters: model **{params.get('model')}**, calibration text "
-                f"**{params.get('calib')}**, {params.get('nsamples')} windows × {params.get('seqlen')} tokens "
-                f"({int(params.get('nsamples', 0)) * int(params.get('seqlen', 0)):,} tokens), seed "
+    st.markdown(f"With the sidebar's parameters: model **{plain(params.get('model'))}**, calibration text "
+                f"**{plain(params.get('calib'))}**, {params.get('nsamples')} windows × {params.get('seqlen')} "
+                f"tokens ({int(params.get('nsamples', 0)) * int(params.get('seqlen', 0)):,} tokens), seed "
                 f"{params.get('seed')}, activation site `{params.get('site')}`.")
-if st.button("Compute statistics", type="primary"):
+problem = st.session_state.get("stats_params_problem")
+if problem:
+    st.error(f"Fix the sidebar's parameters first: {plain(problem)}")
+if st.button("Compute statistics", type="primary", disabled=bool(problem)):
     with ui.user_errors():
         req = requests.StatsRequest(**params)
         req.validate()
@@ -66,7 +69,7 @@ if last:
         st.success(f"Run {last['id']} done: {r.get('tokens', 0):,} tokens per layer, {how}; entry "
                    f"`{r.get('cache_key')}` loaded.")
     elif last["status"] == "failed":
-        st.error(f"Run {last['id']} failed: {last['error']}")
+        st.error(f"Run {last['id']} failed: {plain(last['error'])}")
     else:
         st.warning(f"Run {last['id']} {last['status']}.")
 
@@ -85,7 +88,7 @@ if entries:
     by_key = {e.key: e for e in entries}
     for key in chosen:
         c1, c2, c3 = st.columns([6, 1, 1])
-        c1.write(entry_label(by_key[key]))
+        c1.write(plain(entry_label(by_key[key])))
         c2.button("Load", key=f"load_{key}", on_click=ui.select_entry, args=(key,),
                   disabled=key == st.session_state.get("entry_key"))
         if c3.button("Delete", key=f"delete_{key}"):
@@ -106,8 +109,9 @@ st.header("Per-layer summary")
 overview = ui.layer_overview(entry.key, entry.created)
 summary = overview["summary"]
 p = entry.params
-st.caption(f"{p.get('model')} · {p.get('calib')} · {p.get('nsamples')} windows × {p.get('seqlen')} tokens · "
-           f"site `{data.meta.get('site', p.get('site'))}` · {data.n_layers} layers × {data.width} neurons. "
+st.caption(f"{plain(p.get('model'))} · {plain(p.get('calib'))} · {p.get('nsamples')} windows × "
+           f"{p.get('seqlen')} tokens · site `{data.meta.get('site', p.get('site'))}` · {data.n_layers} layers × "
+           f"{data.width} neurons. "
            "Boxes: quartiles; whiskers: the furthest neuron within 1.5 IQR (outliers not drawn).")
 
 names = {"tf": "TF (mean |activation|)", "idf": "IDF (selectivity)", "w_norm": "|W| (gate row L2 norm)"}

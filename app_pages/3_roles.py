@@ -10,6 +10,7 @@ from neuronrank import UserError
 from neuronrank.analysis import scoring
 from neuronrank.views import unembed
 from neuronrank.views import roles
+from neuronrank.views.display import code, plain
 
 
 def _promoted_tokens(model: str, layer: int, neuron: int) -> None:
@@ -19,9 +20,9 @@ def _promoted_tokens(model: str, layer: int, neuron: int) -> None:
         effects = _neuron_tokens(model, layer, neuron)
         tok = ui.tokenizer(model)
     except UserError as e:
-        st.info(str(e))
+        st.info(plain(e))
         return
-    show = lambda pairs: " · ".join(f"`{tok.decode([i])!r}` {v:+.2f}" for i, v in pairs)  # noqa: E731
+    show = lambda pairs: " · ".join(f"{code(repr(tok.decode([i])))} {v:+.2f}" for i, v in pairs)  # noqa: E731
     st.markdown("▲ " + show(effects["promoted"]))
     st.markdown("▼ " + show(effects["suppressed"]))
 
@@ -205,7 +206,7 @@ with ui.user_errors():
             tok = ui.tokenizer(str(entry.params.get("model")))
         except UserError as e:
             tok = None
-            st.warning(f"{e}; showing token ids.")
+            st.warning(f"{plain(e)}; showing token ids.")
         lines = []
         for c in contexts:
             text = roles.context_html(tok, c) if tok is not None else roles.ids_html(c)

@@ -14,12 +14,14 @@ from neuronrank.analysis.numbers import finite
 from neuronrank.config import requests
 from neuronrank.config.fields import spec
 from neuronrank.config.methods import METHODS, nm
-from neuronrank.config.requests import PruneRequest
+from neuronrank.config.requests import PruneRequest, app_message
 from neuronrank.data.inputs import check_inputs
 from neuronrank.evaluation.zeroshot import WANDA_TASKS
 from neuronrank.queue import jobs
 from neuronrank.runs.store import RunStore
+from neuronrank import UserError
 from neuronrank.views import history
+from neuronrank.views.display import plain
 from neuronrank.views.history import decade_ticks
 
 ui.page_setup()
@@ -30,6 +32,20 @@ store = RunStore()
 calib, entry_layers = ui.calibration()
 from_entry = entry_layers is not None
 base = PruneRequest(**calib)
+
+def request_now(**over) -> PruneRequest:
+    """The run the widgets describe, validated (called as they change, and at Start)."""
+    values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
+                  beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
+                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
+                  calibration=calibration, group=group if stype == "unstructured" and group != "own" else None,
+                  targets=targets,
+                  eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
+    req = replace(base, **{**values, **over})
+    req.validate(entry_layers)  # refuse bad input here, not in the worker
+    check_inputs(req)
+    return req
+
 
 # plain widgets, not a form: the sweep below reuses these settings, and a form would only commit them
 # on its own submit. Every setting persists across visits (ui.persisted).
@@ -53,11 +69,13 @@ with st.container(border=True):
     uses_exponents = info.uses_exponents
     c1, c2, c3, c4 = st.columns(4)
     exp_help = None if uses_exponents else f"{method} does not use the exponents"
-    alpha = c1.number_input(f("alpha").label, 0.0, 10.0, chosen["alpha"], 0.1, disabled=not uses_exponents,
+    # no min/max on the widgets: a value typed out of range would be kept out of Python (the field turns red,
+    # the old value stays and Start would run it); validation below says what is wrong and disables Start
+    alpha = c1.number_input(f("alpha").label, None, None, chosen["alpha"], 0.1, disabled=not uses_exponents,
                             help=exp_help)
-    beta = c2.number_input(f("beta").label, 0.0, 10.0, chosen["beta"], 0.1, disabled=not uses_exponents,
+    beta = c2.number_input(f("beta").label, None, None, chosen["beta"], 0.1, disabled=not uses_exponents,
                            help=exp_help)
-    gamma = c3.number_input(f("gamma").label, 0.0, 10.0, chosen["gamma"], 0.1, disabled=not uses_exponents,
+    gamma = c3.number_input(f("gamma").label, None, None, chosen["gamma"], 0.1, disabled=not uses_exponents,
                             help=exp_help)
     last = c4.number_input(f("pruning_last").label, 0, 1000, key=ui.persisted("pr_last", 0))
     ui.keep("pr_last")
@@ -111,29 +129,22 @@ with st.container(border=True):
                                    help="Optional: a local task (YAML + JSONL), as --eval-tasks-path")
         ui.keep("pr_tasks_path")
     # bad input shows as it is typed, in the app's words (not at Start, not 10 s later in a worker)
-    problem = ui.source_problem(eval_src, "eval")
+    problem = ui.source_problem(eval_src, "eval") or (
+        ui.path_problem(tasks_path, "folder of task YAMLs", folder=True) if tasks_path.strip() else None)
+    if problem is None:
+        try:
+            request_now()
+        except UserError as e:
+            problem = app_message(e)
     if problem:
-        st.error(problem)
+        st.error(plain(problem))
     source = "the loaded statistics entry" if from_entry else "the sidebar (no statistics entry loaded)"
-    st.caption(f"Calibration ({source}): {base.model}, {base.calib}, {base.nsamples} × {base.seqlen} tokens, "
-               f"seed {base.seed}, site {base.site}"
+    st.caption(f"Calibration ({source}): {plain(base.model)}, {plain(base.calib)}, {base.nsamples} × "
+               f"{base.seqlen} tokens, seed {base.seed}, site {base.site}"
                + ("" if info.needs_stats else f" — not used by {method}")
                + (f". Weights compete per {info.group if group == 'own' else group}"
                   if stype == "unstructured" else ""))
     start = st.button("Start prune + evaluate", type="primary", disabled=bool(problem))
-
-
-def request_now(**over) -> PruneRequest:
-    values = dict(prune_method=method, sparsity_type=stype, sparsity_ratio=float(ratio), alpha=float(alpha),
-                  beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
-                  eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
-                  calibration=calibration, group=group if stype == "unstructured" and group != "own" else None,
-                  targets=targets,
-                  eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
-    req = replace(base, **{**values, **over})
-    req.validate(entry_layers)  # refuse bad input here, not in the worker
-    check_inputs(req)
-    return req
 
 
 if start:
@@ -146,7 +157,7 @@ if store.notice:  # a damaged run store was moved aside and a fresh one started
 
 def _header(run: dict) -> None:
     p = run["params"]
-    st.subheader(f"Run {run['id']}: {history.run_label(p)}, {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
+    st.subheader(f"Run {run['id']}: {plain(history.run_label(p))}, {float(p.get('sparsity_ratio', 0)):.0%} sparsity")
 
 
 def _outcome(run: dict | None) -> None:
@@ -154,15 +165,17 @@ def _outcome(run: dict | None) -> None:
     if run is None or run["status"] in ui.ACTIVE:
         return
     if run["status"] == "failed":
-        st.error(f"Run {run['id']} failed: {run['error']}")
+        st.error(f"Run {run['id']} failed: {plain(run['error'])}")
         return
     if run["status"] == "cancelled":
         st.warning(f"Run {run['id']} was cancelled.")
         return
     res = run["result"]
+    if res.get("zero_shot_failed"):
+        st.warning(f"{plain(res['zero_shot_failed']['error'])}. The perplexities below are kept in the run history.")
     for miss in res.get("not_written", []):
-        st.warning(f"Not written: {miss['target']} {miss['path']}: {miss['error']}. The results below are "
-                   "kept in the run history.")
+        st.warning(f"Not written: {miss['target']} {plain(miss['path'])}: {plain(miss['error'])}. The results below "
+                   "are kept in the run history.")
     proto = res["protocol"]
     c1, c2, c3 = st.columns(3)
     c1.metric("Dense perplexity", ui.fmt_ppl(res["dense_ppl"]))
@@ -170,7 +183,7 @@ def _outcome(run: dict | None) -> None:
     c2.metric("Pruned perplexity", ui.fmt_ppl(res["pruned_ppl"]),
               delta=None if diverged else f"{res['pruned_ppl'] - res['dense_ppl']:+.3f}", delta_color="inverse")
     c3.metric("MLP sparsity", f"{res['sparsity']['mlp']:.2%}")
-    st.caption(f"Perplexity on {proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
+    st.caption(f"Perplexity on {plain(proto['source'])}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
                f"{proto['tokens']:,} predicted tokens. All decoder linears: {res['sparsity']['all_linear']:.2%}; "
                f"attention: {res['sparsity']['attention']:.2%}.")
     st.caption("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["timings"].items()))

@@ -16,6 +16,7 @@ from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchReques
 from neuronrank.data.inputs import check_inputs
 from neuronrank.queue import jobs
 from neuronrank.search import study as search
+from neuronrank.views.display import plain
 from neuronrank.views.entries import human_age
 
 ui.page_setup()
@@ -47,7 +48,7 @@ with st.form("search"):
                                         "W/4, W/2 and W (3 rungs)")
     study_in = c4.text_input("Study name (empty: derived from the settings)", "",
                              help="An existing study of the same settings is resumed up to the trial count")
-    st.caption(f"Calibration (the loaded statistics entry): {base.model}, {base.calib}, "
+    st.caption(f"Calibration (the loaded statistics entry): {plain(base.model)}, {plain(base.calib)}, "
                f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}. "
                "One worker; the CLI's --workers runs more, one per GPU.")
     start = st.form_submit_button("Start search", type="primary")
@@ -63,6 +64,13 @@ if start:
         req = replace(req, study=search.study_name(req))
         st.query_params["search_run"] = str(jobs.submit("search", req))
         st.query_params["study"] = req.study
+
+with ui.user_errors():
+    search.open_storage()  # a damaged study storage is moved aside here, and said once
+notice = search.take_notice()
+if notice:
+    st.warning(plain(notice))
+
 
 def _apply(best: dict, ratio: float | None) -> None:
     clipped = ui.apply_exponents(best["alpha"], best["beta"], best["gamma"], ratio)
@@ -100,18 +108,21 @@ def figures(name: str, signature: tuple) -> dict[str, go.Figure]:
     return out
 
 
-def show_study(name: str) -> None:
+def show_study(name: str, starting: bool) -> None:
     try:
         study = search.load_study(name)
-    except UserError:
-        st.info(f"Study {name} has no trials yet: its worker is starting.")
+    except search.NoStudy:
+        if starting:  # the followed run is queued or running: its worker creates the study
+            st.info(f"Study {plain(name)} has no trials yet: its worker is starting.")
+        else:
+            st.info(f"There is no study named {plain(name)} in the study storage.")
         return
     summary = search.summary(study)
     proto, ev = summary["protocol"] or {}, summary["evaluation"] or {}
     baselines, best = summary["baselines"] or {}, summary["best"]
-    st.subheader(f"Study {name}")
-    st.caption(f"{proto.get('sparsity_type')} sparsity {proto.get('sparsity_ratio')}, perplexity on "
-               f"{ev.get('source', proto.get('eval'))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
+    st.subheader(f"Study {plain(name)}")
+    st.caption(f"{plain(proto.get('sparsity_type'))} sparsity {plain(proto.get('sparsity_ratio'))}, perplexity on "
+               f"{plain(ev.get('source', proto.get('eval')))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
                f"{ev.get('windows', proto.get('eval_windows'))} windows (halving after {ev.get('chunks')}); "
                f"{summary['trials']} trials finished, {summary['pruned']} stopped early, {summary['failed']} failed, "
                f"{summary['running']} running.")
@@ -123,7 +134,7 @@ def show_study(name: str) -> None:
                        delta_color="inverse",
                        help=f"trial {best['trial']}: " + ", ".join(f"{k}={best[k]:.3f}" for k in PARAMS))
     for col, (label, b) in zip(cols[1:], baselines.items()):
-        col.metric(f"{label} baseline", ui.fmt_ppl(b.get("ppl")))
+        col.metric(f"{plain(label)} baseline", ui.fmt_ppl(b.get("ppl")))
     if best:
         st.write("Best exponents: " + ", ".join(f"{EXPONENT_LABELS[k]} = {best[k]:.3f}" for k in PARAMS))
         st.button("Apply best to the Exponents sliders", on_click=_apply, args=(best, proto.get("sparsity_ratio")),
@@ -157,11 +168,12 @@ def show_study(name: str) -> None:
 
 def _study_running() -> bool:
     """The open study has running trials (workers started from the CLI, say): the page follows it too."""
-    name = st.query_params.get("study")
+    name = ui.url_param("study")
     if not name:
         return False
     try:
-        return any(t.state.name == "RUNNING" for t in search.load_study(name).get_trials(deepcopy=False))
+        with search.storage_errors():
+            return any(t.state.name == "RUNNING" for t in search.load_study(name).get_trials(deepcopy=False))
     except UserError:
         return False
 
@@ -169,15 +181,15 @@ def _study_running() -> bool:
 def _search_and_study(run: dict | None) -> None:
     """How the followed search run ended, and the open study (refreshed with the run)."""
     if run is not None and run["status"] == "failed":
-        st.error(f"Search run {run['id']} failed: {run['error']}")
+        st.error(f"Search run {run['id']} failed: {plain(run['error'])}")
     elif run is not None and run["status"] == "cancelled":
         st.warning(f"Search run {run['id']} was stopped; the study keeps its finished trials.")
     elif run is not None and run["status"] == "done":
         st.success(f"Search run {run['id']} done in {run['result'].get('wall_seconds', 0):.0f} s.")
-    name = st.query_params.get("study")
+    name = ui.url_param("study")
     if name:
-        with ui.user_errors():
-            show_study(name)
+        with ui.user_errors(), search.storage_errors():  # a storage failing while read: a message
+            show_study(name, starting=run is not None and run["status"] in ui.ACTIVE)
 
 
 ui.follow_run("search", _search_and_study, param="search_run", stop="Stop search", busy=_study_running)
@@ -195,7 +207,7 @@ with ui.user_errors():
         picked = st.dataframe(past, hide_index=True, on_select="rerun", selection_mode="single-row",
                               key="past_studies")
         rows = picked.selection.rows if picked and picked.selection else []
-        if rows and st.button(f"Open study {past.iloc[rows[0]]['study']}", key="open_study"):
+        if rows and st.button(f"Open study {plain(past.iloc[rows[0]]['study'])}", key="open_study"):
             st.query_params["study"] = str(past.iloc[rows[0]]["study"])
             ui.forget_run("search", "search_run")  # the run followed so far is another study's
             st.rerun()

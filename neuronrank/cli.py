@@ -2,8 +2,8 @@
 `--json` prints one JSON object as the last stdout line.
 
 Other exits, each with one `error:` line: 1 = the run finished and its results are in the run store,
-but an output (--save, --save_model) could not be written; 130 = Ctrl-C, 143 = SIGTERM (a timeout, a
-container stop): the run is recorded as cancelled."""
+but an output (--save, --save_model) could not be written or a zero-shot task failed after the prune;
+130 = Ctrl-C, 143 = SIGTERM (a timeout, a container stop): the run is recorded as cancelled."""
 
 from __future__ import annotations
 
@@ -174,12 +174,16 @@ def cmd_prune(args) -> int:
 
 
 def _not_written(run_id: int, res: dict) -> int:
-    """The run is done and stored; an output that failed is one error line and exit code 1."""
-    missing = res.get("not_written")
-    if not missing:
+    """The run is done and stored; an output that failed, or a zero-shot task that failed after the
+    prune, is one error line and exit code 1."""
+    what = []
+    if res.get("zero_shot_failed"):
+        what.append(res["zero_shot_failed"]["error"])
+    if res.get("not_written"):
+        what.append("not written: " + "; ".join(f"{m['target']} {m['path']}: {m['error']}" for m in res["not_written"]))
+    if not what:
         return 0
-    what = "; ".join(f"{m['target']} {m['path']}: {m['error']}" for m in missing)
-    print(f"error: not written: {what} (the results are kept in the run store as run {run_id})", file=sys.stderr)
+    print(f"error: {'; '.join(what)} (the results are kept in the run store as run {run_id})", file=sys.stderr)
     return 1
 
 

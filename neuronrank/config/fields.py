@@ -16,14 +16,29 @@ from typing import Any
 from neuronrank.errors import UserError
 
 
+# what a path-valued field holds (data.inputs.confine_params confines each kind): a model spec (a local path
+# when it looks like one, else a hub id or the alias), a text source (a path after file:), a folder, a
+# study storage URL (a file for SQLite)
+PATH_KINDS = ("model", "source", "dir", "storage")
+
+
 def param(default: Any, *flags: str, help: str = "", lo=None, hi=None, choices=None, type=None,
-          label: str | None = None, noun: str | None = None):
+          label: str | None = None, noun: str | None = None, path: str | None = None):
     """A request field: its default and what the CLI, the app and validate() need to know of it.
     `flags` empty: not a command-line flag; `label` names the app's widget (a trailing "(...)" is a hint,
-    not part of the name); `noun` names the field in messages ("unknown <noun> ...")."""
-    meta = dict(flags=flags, help=help, lo=lo, hi=hi, choices=choices, label=label, noun=noun,
+    not part of the name); `noun` names the field in messages ("unknown <noun> ..."); `path`: the field
+    names something on disk (one of PATH_KINDS) and a queued run confines it."""
+    if path is not None and path not in PATH_KINDS:
+        raise ValueError(f"unknown path kind {path!r}")
+    meta = dict(flags=flags, help=help, lo=lo, hi=hi, choices=choices, label=label, noun=noun, path=path,
                 type=type or (builtins.type(default) if isinstance(default, (int, float)) else str))
     return field(default=default, metadata=meta)
+
+
+def path_fields(cls) -> dict[str, str]:
+    """{field name: path kind} of every path-valued field of a request class: the one list a queued
+    run's confinement walks (jobs.submit), so a new path field is confined by declaring it."""
+    return {f.name: f.metadata["path"] for f in fields(cls) if f.metadata and f.metadata.get("path")}
 
 
 @dataclass(frozen=True)

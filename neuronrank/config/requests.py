@@ -48,7 +48,8 @@ EXPONENT_LABELS = {"alpha": "α (|W|)", "beta": "β (TF)", "gamma": "γ (IDF)"}
 class ModelFields:
     """The model a run loads, and how."""
 
-    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", label="Model")
+    model: str = param(DEFAULT_MODEL, "--model", help="HF id, local dir, .gguf, or smollm2-135m", label="Model",
+                       path="model")
     dtype: str = param("auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16 | fp16")
     device: str = param("auto", "--device", help="auto | cpu | cuda | cuda:N")
 
@@ -62,7 +63,7 @@ class CalibrationFields(ModelFields):
     """The statistics a run calibrates from (the statistics cache's key is made of these)."""
 
     calib: str = param(CALIB_DEFAULT, "--calib", help="news | wiki | wikitext2 | c4 | file:PATH",
-                       label="Calibration text")
+                       label="Calibration text", path="source")
     nsamples: int = param(64, "--nsamples", lo=1, help="calibration windows", label="nsamples")
     seqlen: int = param(256, "--seqlen", lo=2, hi=MAX_SEQLEN, help="tokens per calibration window", label="seqlen")
     seed: int = param(0, "--seed", lo=0, hi=MAX_SEED, help="seed of the calibration window offsets (and of the "
@@ -91,7 +92,7 @@ class EvalFields:
     """The evaluation protocol shared by prune and ppl runs."""
 
     eval: str = param(EVAL_DEFAULT, "--eval", help="wiki | news | wikitext2 | c4 | file:PATH",
-                      label="Evaluation text")
+                      label="Evaluation text", path="source")
     eval_seqlen: int = param(512, "--eval-seqlen", "--eval_seqlen", lo=2,
                              help="tokens per evaluation window", label="Eval seqlen")
     eval_windows: int | None = param(None, "--eval-windows", "--eval_windows", lo=0, type=int,
@@ -173,12 +174,14 @@ class PruneRequest(EvalFields, CalibrationFields):
                                         "rte,hellaswag,winogrande,arc_easy,arc_challenge,openbookqa)",
                                    label="Zero-shot tasks (lm-eval)")
     eval_tasks_path: str | None = param(None, "--eval-tasks-path", "--eval_tasks_path", type=str,
-                                        help="folder of extra lm-eval task YAMLs (a local task)",
-                                        label="Folder of extra lm-eval task YAMLs")
+                                        help="folder of extra lm-eval task YAMLs (a local task; its YAMLs "
+                                             "are code: !function imports the .py files beside them)",
+                                        label="Folder of extra lm-eval task YAMLs", path="dir")
     # outputs
-    save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv")
+    save: str | None = param(None, "--save", type=str, help="folder for result.json and sparsity.csv",
+                             path="dir")
     save_model: str | None = param(None, "--save_model", "--save-model", type=str,
-                                   help="folder for the pruned model")
+                                   help="folder for the pruned model", path="dir")
 
     @property
     def method(self) -> Method:
@@ -223,7 +226,7 @@ class PruneRequest(EvalFields, CalibrationFields):
             self.check_layers(n_layers)
         if self.method.uses_exponents:
             for name in EXPONENT_LABELS:
-                check_exponent(name, getattr(self, name), field=name)
+                check_exponent(name, getattr(self, name))
         self.check_calibration()
         check_source_name(self.eval, "eval")
 
@@ -317,7 +320,8 @@ class SearchRequest(PruneRequest):
                                help="LO,HI of γ (IDF exponent)", label="γ range")
     storage: str | None = param(None, "--storage", type=str,
                                 help="SQLAlchemy URL of the study storage (default: SQLite in the cache); "
-                                     "workers on other machines join through a shared URL (e.g. postgresql://)")
+                                     "workers on other machines join through a shared URL (e.g. postgresql://)",
+                                path="storage")
     study: str | None = param(None, "--study", type=str,
                               help="study name (default: derived from the protocol; an existing study is resumed)")
     workers: int = param(1, "--workers", lo=1, hi=64, help="trials at once on this machine, one per device "
@@ -336,6 +340,11 @@ class SearchRequest(PruneRequest):
                             f"(got {self.prune_method}); the baselines are evaluated with every study",
                             field="prune_method")
         super().validate()
+        if self.sparsity_ratio == 0:
+            raise UserError("a search at sparsity_ratio 0 prunes nothing (every trial would be the dense model): "
+                            "choose a ratio above 0", field="sparsity_ratio",
+                            app="A search at sparsity ratio 0 prunes nothing (every trial would be the dense "
+                                "model): choose a ratio above 0")
         for name in EXPONENT_LABELS:
             lo, hi = self.range(name)
             for v in (lo, hi):

@@ -183,6 +183,100 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
+# ----------------------------------------------------------------------------------------------
+# SQLite files (the run store, the study storage): damage is detected, the file set aside, one warning
+
+_checked_sqlite: set = set()  # (path, inode) of database files this process has checked
+
+
+def sqlite_damaged(e: Exception) -> bool:
+    """A DatabaseError about the file's contents, not about access (OperationalError: read-only,
+    locked, unable to open, disk I/O, disk full)."""
+    import sqlite3
+
+    text = str(e).lower()
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return True
+    return not isinstance(e, sqlite3.OperationalError)
+
+
+def check_sqlite_once(db, path: Path) -> None:
+    """PRAGMA quick_check on an open connection, once per process and file (path, inode): raises
+    sqlite3.DatabaseError when the file is damaged anywhere (header or inner pages)."""
+    import sqlite3
+
+    try:
+        ident = (str(path), Path(path).stat().st_ino)
+    except OSError:
+        ident = None
+    if ident in _checked_sqlite:
+        return
+    check = db.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+    _checked_sqlite.add(ident)
+
+
+def forget_sqlite_check(path: Path) -> None:
+    """Check the file again on its next open (it was found damaged while in use)."""
+    for ident in [i for i in _checked_sqlite if i and i[0] == str(path)]:
+        _checked_sqlite.discard(ident)
+
+
+@contextlib.contextmanager
+def sqlite_lock(path: Path):
+    """An exclusive lock beside an SQLite file (`<name>.lock`), for what must not race: moving a damaged
+    file aside, creating the tables of a fresh one."""
+    with open(Path(path).with_name(Path(path).name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def open_sqlite(path: Path, open_fn, what: str) -> str | None:
+    """Run `open_fn()` (it opens `path` and raises sqlite3.DatabaseError on a damaged file, e.g. through
+    check_sqlite_once). A damaged file is moved aside as `<name>.damaged-<time>` (kept, never deleted)
+    under a lock and `open_fn` runs again on a fresh file; returns that notice (also logged, once), else
+    None. An access problem (read-only, locked, disk full) is a UserError."""
+    import sqlite3
+
+    path = Path(path)
+    try:
+        open_fn()
+        return None
+    except sqlite3.DatabaseError as e:
+        if not sqlite_damaged(e):
+            raise UserError(f"{what} {path} is not usable: {e}") from e
+        error = e
+    # the lock and the re-check keep two processes from moving each other's fresh file
+    with sqlite_lock(path):
+        try:
+            open_fn()  # another process has replaced it meanwhile
+            return None
+        except sqlite3.DatabaseError as e:
+            if not sqlite_damaged(e):
+                raise UserError(f"{what} {path} is not usable: {e}") from e
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+        try:
+            os.rename(path, aside)
+            for suffix in ("-wal", "-journal"):
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    os.rename(side, aside.with_name(aside.name + suffix))
+            path.with_name(path.name + "-shm").unlink(missing_ok=True)
+            open_fn()
+        except (OSError, sqlite3.DatabaseError) as e:
+            raise UserError(f"{what} {path} is damaged ({error}) and cannot be replaced: {e}") from e
+    notice = (f"the {what} {path} was damaged ({str(error).splitlines()[0]}); it was moved to {aside.name} and "
+              f"a fresh {what} was started")
+    log.warning("%s", notice)
+    return notice
+
+
 def allowed_dirs() -> list[Path]:
     """Folders the app may read from or write to: $NEURONRANK_ALLOWED_DIRS (os.pathsep-separated),
     else the working directory and the cache."""

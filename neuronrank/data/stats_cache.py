@@ -122,11 +122,49 @@ def _write_entry(key: str, params: dict, stats: NeuronStats, tmp: Path, target: 
 
 
 def _read_manifest(folder: Path) -> dict:
+    """The entry's manifest, or CorruptEntry when it is unreadable or not one (binary garbage, `{}`, `[]`,
+    a field of the wrong type): everything the listing and the loaders read of it is checked here."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CorruptEntry(f"{folder.name}: manifest unreadable") from e
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise CorruptEntry(f"{folder.name}: manifest unreadable ({type(e).__name__})") from e
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise CorruptEntry(f"{folder.name}: manifest unreadable ({problem})")
     return manifest
+
+
+def _manifest_problem(m) -> str | None:
+    if not isinstance(m, dict):
+        return f"a JSON {type(m).__name__}, not an object"
+    if not isinstance(m.get("params"), dict):
+        return "no params"
+    if not isinstance(m.get("created"), (int, float)) or isinstance(m.get("created"), bool):
+        return "no creation time"
+    files = m.get("files")
+    if not isinstance(files, dict) or set(files) != {"stats.parquet", "extra.npz"} or not all(
+            isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
+            for f in files.values()):
+        return "no file list"
+    shape = m.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+        return "no shape"
+    if not isinstance(m.get("meta", {}), dict):
+        return "meta is not an object"
+    return None
+
+
+_reported: set = set()  # (folder, mtime) of damaged entries this process has reported
+
+
+def _report_once(folder: Path, error: CorruptEntry) -> None:
+    try:
+        ident = (str(folder), (folder / "manifest.json").stat().st_mtime_ns)
+    except OSError:
+        ident = (str(folder), None)
+    if ident not in _reported:
+        _reported.add(ident)
+        log.warning("cache entry skipped: %s (a run with its parameters computes it again)", error)
 
 
 def _check(folder: Path, manifest: dict, deep: bool) -> None:
@@ -224,7 +262,8 @@ def list_entries() -> list[Entry]:
             try:
                 manifest = _read_manifest(folder)
                 _check(folder, manifest, deep=False)
-            except CorruptEntry:
+            except CorruptEntry as e:  # one damaged entry never takes the listing down
+                _report_once(folder, e)
                 continue
             out.append(Entry(folder.name, folder, manifest))
     return sorted(out, key=lambda e: e.created, reverse=True)

@@ -50,7 +50,9 @@ def _check_ids(ids: np.ndarray, vocab: int) -> None:
 def _load_tokens(path: Path, meta_path: Path, expect: dict) -> np.ndarray:
     """The cached stream, verified against its sidecar (sha256, dtype, shape, tokenizer and text
     fingerprints) and the vocabulary; ValueError/OSError when anything disagrees."""
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError(f"the sidecar is a JSON {type(meta).__name__}, not an object")
     for k, v in expect.items():
         if meta.get(k) != v:
             raise ValueError(f"{k} is {meta.get(k)!r}, expected {v!r}")

@@ -172,9 +172,10 @@ _SCRATCH: dict = {}
 
 def _scratch(like: torch.Tensor, dtype: torch.dtype | None = None, tag: str = "") -> torch.Tensor:
     """One reusable buffer per shape/dtype/device: layers run one after another, so they can share
-    it, and the hooks allocate nothing the size of an activation."""
+    it, and the hooks allocate nothing the size of an activation. A buffer made under inference mode (the
+    one-pass statistics) cannot be written outside it (layer-by-layer calibration): the mode is in the key."""
     dtype = dtype or like.dtype
-    key = (tuple(like.shape), dtype, like.device, tag)
+    key = (tuple(like.shape), dtype, like.device, tag, torch.is_inference_mode_enabled())
     buf = _SCRATCH.get(key)
     if buf is None:
         if len(_SCRATCH) >= 8:  # a few live shapes at most (the last batch may be smaller)

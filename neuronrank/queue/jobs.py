@@ -34,6 +34,7 @@ import traceback
 from dataclasses import asdict
 from typing import Callable
 
+from neuronrank.config.fields import path_fields
 from neuronrank.config.requests import REQUESTS, from_params
 from neuronrank.data.inputs import confine_params
 from neuronrank.data.paths import cache_dir
@@ -84,10 +85,11 @@ class Reporter:
 
 def submit(kind: str, req, group: str | None = None, store: RunStore | None = None,
            start_dispatcher: bool = True) -> int:
-    """Queue a run of a validated request. Paths it names must lie inside the allowed folders
-    (data.inputs.confine_params): this is how the app starts runs, and a browser user must not reach arbitrary
-    files of the server."""
-    params = confine_params(_stored(kind, req))
+    """Queue a run of a validated request. Every path it names (its request's path fields) must lie
+    inside the allowed folders (data.inputs.confine_params): this is how the app starts runs, and a browser
+    user must not reach arbitrary files of the server — nor run code from them (lm-eval task YAMLs import
+    the .py files beside them)."""
+    params = confine_params(_stored(kind, req), path_fields(REQUESTS[kind]))
     store = store or RunStore()
     run_id = store.create(kind, params, group=group)
     if start_dispatcher:

@@ -92,8 +92,12 @@ class _Timer:
 def prune_job(req: PruneRequest, report) -> dict:
     """Load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save."""
     timer = _Timer()
-    if req.eval_tasks:  # a typo in a task name must not cost the run
-        zeroshot.check_tasks(zeroshot.parse_tasks(req.eval_tasks), req.eval_tasks_path)
+    tasks = manager = None
+    if req.eval_tasks:  # a typo in a task name, or a task without its data, must not cost the run
+        report(0.0, "zero-shot tasks: checking names and data", True)
+        tasks = zeroshot.parse_tasks(req.eval_tasks)
+        manager = zeroshot.check_tasks(tasks, req.eval_tasks_path)
+        zeroshot.check_data(tasks, manager)
     with timer.stage("load"):
         identity, model, tok = _load(req, report)
         req.check_layers(len(models.decoder_layers(model)))
@@ -124,12 +128,15 @@ def prune_job(req: PruneRequest, report) -> dict:
         pruned, _ = measure_ppl(model, tok, req.eval, req.eval_seqlen, windows, identity, use_cache=False,
                                 progress=token_progress(report, "pruned perplexity", 0.62, 0.35))
 
-    zero_shot = None
-    if req.eval_tasks:
+    zero_shot = zero_shot_failed = None
+    if tasks:
         with timer.stage("zero_shot"):
             report(0.97, "zero-shot tasks (lm-eval)", True)
-            zero_shot = zeroshot.evaluate_tasks(model, tok, zeroshot.parse_tasks(req.eval_tasks),
-                                                include_path=req.eval_tasks_path)
+            try:
+                zero_shot = zeroshot.evaluate_tasks(model, tok, tasks, include_path=req.eval_tasks_path,
+                                                    manager=manager)
+            except zeroshot.ZeroShotFailed as e:  # the perplexities stay: the run ends done, naming the task
+                zero_shot, zero_shot_failed = e.done or None, {"task": e.task, "error": str(e)}
 
     result = {
         "dense_ppl": dense.ppl, "pruned_ppl": pruned.ppl, "dense_cached": dense_cached,
@@ -142,6 +149,8 @@ def prune_job(req: PruneRequest, report) -> dict:
         result["neurons_kept"] = info["neurons_kept"]
     if zero_shot is not None:
         result["zero_shot"] = zero_shot
+    if zero_shot_failed is not None:
+        result["zero_shot_failed"] = zero_shot_failed
     with timer.stage("save"):
         # a failed write never throws the perplexities away: the run ends done, its result names
         # what was not written and why (the CLI then exits 1 with one error line)

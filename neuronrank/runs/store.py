@@ -9,12 +9,12 @@ host whose process is gone. A process is identified by its pid *and* its start t
 is left to that dispatcher while it is alive (it records the worker's exit status itself).
 
 A damaged database file (truncated, overwritten) is detected when the store opens, moved aside as
-`runs.sqlite.damaged-<time>` (kept, never deleted), and a fresh store is started with one warning.
+`runs.sqlite.damaged-<time>` (kept, never deleted), and a fresh store is started with one warning
+(`paths.open_sqlite`: the rule the study storage follows too).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from neuronrank.errors import UserError
-from neuronrank.data.paths import cache_dir
+from neuronrank.data.paths import cache_dir, check_sqlite_once, open_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ _COLUMNS = {"pid_start": "INTEGER", "host": "TEXT", "slot": "INTEGER", "owner": 
             "owner_start": "INTEGER"}
 CLAIM_GRACE = 120.0  # a claimed run of an older store (no owner recorded) gets this long to start
 _HOST = socket.gethostname()
-_verified: set = set()  # (path, inode) of database files this process has checked
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,16 +94,8 @@ class RunStore:
     every process opens its own connection (safe across the app, the dispatcher and workers)."""
 
     def __init__(self, path: Path | None = None):
-        import sqlite3
-
         self.path = Path(path) if path else cache_dir() / "runs.sqlite"
-        self.notice: str | None = None  # set when a damaged file was moved aside
-        try:
-            self._open()
-        except sqlite3.DatabaseError as e:
-            if not _damaged(e):  # read-only folder, disk full, locked: not the file's fault
-                raise UserError(f"run store {self.path} is not usable: {e}") from e
-            self._replace_damaged(e)
+        self.notice: str | None = open_sqlite(self.path, self._open, "run store")  # set when moved aside
 
     def _open(self) -> None:
         with self._connect() as db:
@@ -117,49 +108,7 @@ class RunStore:
                     except Exception as e:  # a concurrent opener added it first
                         if "duplicate column" not in str(e):
                             raise
-            try:
-                ident = (str(self.path), self.path.stat().st_ino)
-            except OSError:
-                ident = None
-            if ident not in _verified:
-                check = db.execute("PRAGMA quick_check").fetchone()[0]
-                if check != "ok":
-                    import sqlite3
-
-                    raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
-                _verified.add(ident)
-
-    def _replace_damaged(self, error) -> None:
-        """Move the damaged file aside (kept for inspection) and start a fresh store, once: the
-        lock and the re-check keep two processes from moving each other's fresh store."""
-        import sqlite3
-
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._open()  # another process has replaced it meanwhile
-                return
-            except sqlite3.DatabaseError as e:
-                if not _damaged(e):
-                    raise UserError(f"run store {self.path} is not usable: {e}") from e
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
-            n = 1
-            while aside.exists():
-                n += 1
-                aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
-            try:
-                os.rename(self.path, aside)
-                wal = self.path.with_name(self.path.name + "-wal")
-                if wal.exists():
-                    os.rename(wal, aside.with_name(aside.name + "-wal"))
-                self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)
-                self._open()
-            except (OSError, sqlite3.DatabaseError) as e:
-                raise UserError(f"run store {self.path} is damaged ({error}) and cannot be replaced: {e}") from e
-        self.notice = (f"the run store {self.path} was damaged ({str(error).splitlines()[0]}); it was moved "
-                       f"to {aside.name} and a fresh run store was started")
-        log.warning("%s", self.notice)
+            check_sqlite_once(db, self.path)
 
     def _connect(self):
         import sqlite3
@@ -221,9 +170,15 @@ class RunStore:
         return n
 
     def get(self, run_id: int) -> dict:
+        try:
+            rid = int(run_id)
+        except (TypeError, ValueError):
+            rid = 0
+        if not 1 <= rid <= 2**63 - 1:  # beyond SQLite's INTEGER no run can exist (and binding it overflows)
+            raise UserError(f"no run with id {str(run_id)[:40]}")
         self.reap()
         with self._connect() as db:
-            row = self._row(db.execute("SELECT * FROM runs WHERE id=?", (int(run_id),)).fetchone())
+            row = self._row(db.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone())
         if row is None:
             raise UserError(f"no run with id {run_id}")
         return row
@@ -288,17 +243,6 @@ class RunStore:
         self.reap()
         with self._connect() as db:
             return [self._row(r) for r in db.execute("SELECT * FROM runs WHERE status='running'").fetchall()]
-
-
-def _damaged(e: Exception) -> bool:
-    """A DatabaseError about the file's contents, not about access (OperationalError: read-only,
-    locked, unable to open, disk I/O)."""
-    import sqlite3
-
-    text = str(e).lower()
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return True
-    return not isinstance(e, sqlite3.OperationalError)
 
 
 class _Closing:

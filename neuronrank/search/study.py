@@ -26,6 +26,7 @@ This module imports no torch (the app reads studies through it); the model side 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Callable
 
 import optuna
@@ -44,7 +46,8 @@ from optuna.trial import TrialState
 
 from neuronrank.analysis.numbers import finite
 from neuronrank.config.requests import EXPONENT_LABELS, SearchRequest, check_storage_url
-from neuronrank.data.paths import cache_dir, short_hash
+from neuronrank.data.paths import (cache_dir, check_sqlite_once, forget_sqlite_check, open_sqlite, short_hash,
+                                   sqlite_lock)
 from neuronrank.errors import UserError
 from neuronrank.runs.store import process_alive, process_start
 
@@ -82,6 +85,95 @@ def redact(url: str) -> str:
 
 
 _STORAGES: dict[tuple, optuna.storages.RDBStorage] = {}
+_NOTICES: list[str] = []  # damaged storage files moved aside in this process, for the page to say once
+
+
+def take_notice() -> str | None:
+    """What open_storage had to do to a damaged study storage since the last call (the page shows it)."""
+    out = " ".join(_NOTICES) or None
+    _NOTICES.clear()
+    return out
+
+
+def _sqlite_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(os.path.abspath(os.path.expanduser(parsed.database)))
+
+
+def _check_study_file(path: Path) -> None:
+    """Raise sqlite3.DatabaseError when the study storage file is damaged (a missing one is created)."""
+    import sqlite3
+
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    db = sqlite3.connect(path, timeout=60)
+    try:
+        check_sqlite_once(db, path)
+    finally:
+        db.close()
+
+
+def storage_full(e: BaseException) -> bool:
+    """Whether an error (or one it was raised from: Optuna wraps SQLAlchemy, which wraps the driver) is a
+    full disk: SQLite's SQLITE_FULL, "No space left on device", a server's "disk full"."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).lower()
+        if getattr(e, "sqlite_errorcode", None) == 13 or getattr(e, "errno", None) == errno.ENOSPC \
+                or "database or disk is full" in text or "no space left on device" in text or "disk full" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _first_cause(e: BaseException) -> str:
+    """The innermost message of an error chain, one line (the driver's words, not Optuna's wrapper's)."""
+    seen, last = set(), e
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        last = e
+        e = e.__cause__ or e.__context__
+    text = str(last).strip().splitlines()
+    return text[0] if text else type(last).__name__
+
+
+@contextlib.contextmanager
+def storage_errors(url: str | None = None):
+    """Storage trouble met while a study is read or written, as one UserError: a full disk ("disk full"),
+    a file damaged while in use (checked, and moved aside, the next time it is opened)."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        url = (url or "").strip() or default_storage()
+        if storage_full(e):
+            raise UserError(f"disk full: the study storage {redact(url)} cannot be written ({_first_cause(e)}); "
+                            "the study keeps its finished trials") from e
+        path = _sqlite_file(url)
+        root = str(_root(e)).lower()
+        if path is not None and any(w in root for w in ("malformed", "not a database", "corrupt")):
+            forget_sqlite_check(path)
+            for key in [k for k in _STORAGES if k[0] == url]:
+                del _STORAGES[key]
+            raise UserError(f"the study storage {redact(url)} is damaged ({_first_cause(e)}); it is moved aside "
+                            "the next time it is opened") from e
+        raise UserError(f"the study storage {redact(url)} cannot be read or written: {_first_cause(e)}") from e
+
+
+def _root(e: BaseException) -> BaseException:
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return e
 
 
 def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.storages.RDBStorage:
@@ -102,10 +194,17 @@ def open_storage(url: str | None = None, heartbeat: bool = True) -> optuna.stora
         if not os.path.isdir(folder):
             raise UserError(f"storage {redact(url)}: folder {folder} does not exist")
         engine = {"connect_args": {"timeout": 60}}  # several workers write one file
+    path = _sqlite_file(url)
+    if path is not None:  # as the run store: a damaged file is moved aside, one warning, a fresh one
+        notice = open_sqlite(path, lambda: _check_study_file(path), "study storage")
+        if notice:
+            _NOTICES.append(notice)
     beat = dict(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S) if heartbeat else {}
     try:
-        with warnings.catch_warnings():  # heartbeat_interval is "experimental" (since Optuna 2.9)
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna creates the tables of a fresh file: two processes doing it at once collide ("table ...
+        # already exists"), so SQLite storages open one at a time
+        with warnings.catch_warnings(), (sqlite_lock(path) if path is not None else contextlib.nullcontext()):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat (since 2.9)
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, **beat)
     except ImportError as e:
         missing = getattr(e.__cause__, "name", None) or getattr(e, "name", None)
@@ -125,12 +224,17 @@ def study_name(req: SearchRequest) -> str:
     return f"{req.sparsity_type.replace(':', 'of')}-{req.sparsity_ratio:g}-{short_hash(req.protocol())[:8]}"
 
 
+class NoStudy(UserError):
+    """The storage holds no study of that name (yet: a queued search creates it when its worker starts)."""
+
+
 def load_study(name: str, url: str | None = None, sampler=None, pruner=None, heartbeat: bool = False) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat), sampler=sampler,
-                                 pruner=pruner)
+        with storage_errors(url):
+            return optuna.load_study(study_name=name, storage=open_storage(url, heartbeat), sampler=sampler,
+                                     pruner=pruner)
     except KeyError as e:
-        raise UserError(f"no study named {name!r} in {redact(url or default_storage())}") from e
+        raise NoStudy(f"no study named {name!r} in {redact(url or default_storage())}") from e
 
 
 def stored_request(study: optuna.Study) -> SearchRequest:
@@ -142,26 +246,29 @@ def stored_request(study: optuna.Study) -> SearchRequest:
     return SearchRequest(**params)
 
 
+READY_WAIT_S = 60  # a joiner waits this long for the creator to store the study's request
+
+
 def create_or_join(req: SearchRequest, storage) -> optuna.Study:
     """The study of `req`: created with its request stored and the original exponents enqueued as the
-    first trial, or joined when it exists (its protocol must be this request's)."""
+    first trial, or joined when it exists (its protocol must be this request's). Creation is decided by
+    the storage (a study name is unique): of coordinators that start together exactly one creates the
+    study and enqueues the original exponents; the others wait until its protocol is stored, then join."""
     name = study_name(req)
     try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        study = None
-    if study is not None:
-        _check_same_protocol(study, req)
-        return study
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
-    if "request" in study.user_attrs:  # another process created it a moment ago
+        deadline = time.monotonic() + READY_WAIT_S
+        while "protocol" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.1)  # its creator is storing the request (the protocol goes last)
         _check_same_protocol(study, req)
         return study
     study.set_user_attr("request", _jsonable(asdict(replace(req, study=name, storage=None))))
-    study.set_user_attr("protocol", _jsonable(req.protocol()))
-    study.set_user_attr("created", time.time())
     if all(lo <= ORIGINAL[n] <= hi for n, (lo, hi) in ((n, req.range(n)) for n in PARAMS)):
         study.enqueue_trial(dict(ORIGINAL), user_attrs={"enqueued": "original exponents"})
+    study.set_user_attr("created", time.time())
+    study.set_user_attr("protocol", _jsonable(req.protocol()))  # last: joiners wait for it
     return study
 
 
@@ -195,11 +302,49 @@ def chunk_sizes(rungs: int, windows: int) -> list[int]:
     return sorted({max(1, windows >> (rungs - 1 - i)) for i in range(rungs)})
 
 
-def make_sampler(req: SearchRequest, seed: int) -> optuna.samplers.BaseSampler:
+def _tpe(req: SearchRequest, seed: int) -> optuna.samplers.TPESampler:
     # multivariate: α, β and γ interact (only their ratios matter to the ranking within a layer);
     # constant_liar: parallel workers do not all propose the same point
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, req.trials // 4)),
                                       multivariate=True, constant_liar=True)
+
+
+class WorkerSampler(optuna.samplers.BaseSampler):
+    """One worker's TPE sampler, seeded when the worker asks its first trial: --seed + 1 + that trial's
+    number. The storage hands out trial numbers atomically, so workers and coordinators that start
+    together, or join later, never share a random stream (they would propose the same points); one worker
+    on a fresh study starts at trial 0 and is reproducible (seed --seed + 1, as before this rule)."""
+
+    def __init__(self, req: SearchRequest, seed: int):
+        self._req, self._base, self._inner = req, int(seed), None
+        self.seed: int | None = None
+
+    def before_trial(self, study, trial) -> None:
+        if self._inner is None:
+            self.seed = (self._base + 1 + trial.number) % (2**31 - 1)
+            self._inner = _tpe(self._req, self.seed)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        if self._inner is not None:  # None: an orphan of another worker told FAIL before this one asked
+            self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        if self._inner is not None:
+            self._inner.reseed_rng()
+
+
+def make_sampler(req: SearchRequest, seed: int) -> optuna.samplers.BaseSampler:
+    return WorkerSampler(req, seed)
 
 
 def make_pruner(chunks: list[int]) -> optuna.pruners.BasePruner:
@@ -231,9 +376,11 @@ def _worker_alive(ident: str) -> bool:
     return process_alive(pid, start)
 
 
-def fail_orphans(study: optuna.Study, only: str | None = None, trials: list | None = None) -> list[int]:
+def fail_orphans(study: optuna.Study, only: str | None = None, trials: list | None = None,
+                 say: bool = True) -> list[int]:
     """Fail RUNNING trials whose worker on this host is gone (or, with `only`, those of that worker).
-    `trials`: a snapshot just read. Returns their numbers."""
+    `trials`: a snapshot just read; `say`: log each (False where an error line says it). Returns their
+    numbers."""
     failed = []
     trials = study.get_trials(deepcopy=False) if trials is None else trials
     for t in (t for t in trials if t.state == TrialState.RUNNING):
@@ -246,8 +393,9 @@ def fail_orphans(study: optuna.Study, only: str | None = None, trials: list | No
             log.debug("trial %s: %s", t.number, e)
             continue
         failed.append(t.number)
-        log.warning("trial %d of worker %s failed: the worker %s", t.number, owner,
-                    "stopped" if only else "is gone (killed or crashed)")
+        if say:
+            log.warning("trial %d of worker %s failed: the worker %s", t.number, owner,
+                        "stopped" if only else "is gone (killed or crashed)")
     return failed
 
 
@@ -305,11 +453,16 @@ def counts(study: optuna.Study, trials: list | None = None) -> dict[str, int]:
     return out
 
 
-def work(study: optuna.Study, evaluator, report: Callable | None = None, baselines: bool = True) -> int:
+def work(study: optuna.Study, evaluator, report: Callable | None = None, baselines: bool = True,
+         trials: int | None = None) -> int:
     """One worker's loop on `study` (already built with this worker's sampler and pruner): baselines if
-    the study has none, then trials until the study holds `trials` finished (complete or pruned) ones.
-    Returns how many trials this worker ran."""
+    the study has none, then trials until the study holds `trials` finished (complete or pruned) ones —
+    the command's --trials (default: the stored request's), so a finished study resumed with a larger
+    --trials runs the missing ones. Returns how many trials this worker ran. A full disk ends it with one
+    UserError ("disk full"), its running trial marked FAIL."""
     req = stored_request(study)
+    if trials is not None:
+        req = replace(req, trials=int(trials))
     ident = worker_ident()
     chunks = chunk_sizes(req.rungs, evaluator.windows)
     report = report or (lambda *a, **k: None)
@@ -340,14 +493,52 @@ def work(study: optuna.Study, evaluator, report: Callable | None = None, baselin
             except UserError:
                 raise
             except Exception as e:  # noqa: BLE001  (the trial is FAILED in the study; retry a few times)
+                if storage_full(e):
+                    raise UserError(f"disk full: the study storage cannot be written ({_first_cause(e)}); the "
+                                    "study keeps its finished trials, the running one is marked failed") from e
                 failures += 1
                 log.warning("trial failed (%d in a row): %s: %s", failures, type(e).__name__, e)
                 if failures >= MAX_FAILURES:
                     raise
             ran += 1
     finally:
-        fail_orphans(study, only=ident)  # stopped (SIGTERM, Ctrl-C) mid-trial: that trial failed
+        _fail_own_trials(study, ident)  # stopped (SIGTERM, Ctrl-C, a full disk) mid-trial: that trial failed
     return ran
+
+
+def _fail_own_trials(study: optuna.Study, ident: str) -> None:
+    """fail_orphans(only=ident), also on a full disk: SQLite's rollback journal needs free space even to
+    change a trial's state in place, so the FAIL is written through a connection that keeps its journal
+    in memory (one small update; the file does not grow)."""
+    try:
+        fail_orphans(study, only=ident)
+        return
+    except Exception as e:  # noqa: BLE001
+        if not storage_full(e):
+            log.warning("could not mark this worker's running trial failed: %s", _first_cause(e))
+            return
+    url = getattr(getattr(study, "_storage", None), "url", None) or \
+        getattr(getattr(getattr(study, "_storage", None), "_backend", None), "url", None)
+    if not url or _sqlite_file(url) is None:
+        log.warning("the disk is full: this worker's running trial stays RUNNING until the next worker starts")
+        return
+    from sqlalchemy import event
+
+    storage = optuna.storages.RDBStorage(url, skip_compatibility_check=True, skip_table_creation=True,
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
+
+    @event.listens_for(storage.engine, "connect")
+    def _journal_in_memory(dbapi_connection, record):
+        dbapi_connection.execute("PRAGMA journal_mode=MEMORY")
+
+    storage.engine.dispose()  # connections opened before the listener would keep a file journal
+    try:  # the error line ("disk full: ... the running one is marked failed") says it
+        fail_orphans(optuna.load_study(study_name=study.study_name, storage=storage), only=ident, say=False)
+    except Exception as e:  # noqa: BLE001
+        log.warning("the disk is full and this worker's running trial could not be marked failed: %s",
+                    _first_cause(e))
+    finally:
+        storage.engine.dispose()
 
 
 def _progress_line(trials: list, req) -> str:
@@ -410,32 +601,25 @@ def run_search(req: SearchRequest, report: Callable | None = None, evaluator_fac
     gpus = gpu_count(req) if req.workers > 1 and evaluator_factory is None else 0
     if gpus and req.workers > gpus:
         raise UserError(f"--workers {req.workers} needs as many GPUs; this machine has {gpus}")
-    study = create_or_join(resolve_request(req), storage)
-    name = study.study_name
-    report(0.0, f"search: study {name} in {redact(url)}", True)
-    if counts(study)["finished"] >= stored_request(study).trials:
-        pass  # a finished study: the same command shows its result again
-    elif req.workers == 1:
-        study_req = stored_request(study)
-        local = replace(study_req, device=req.device)
-        evaluator = (evaluator_factory or _model_evaluator)(local, report)
-        worker_study = optuna.load_study(study_name=name, storage=storage,
-                                         sampler=make_sampler(local, _worker_seed(study, local, 0)),
-                                         pruner=make_pruner(chunk_sizes(local.rungs, evaluator.windows)))
-        work(worker_study, evaluator, report)
-    else:
-        _run_workers(name, url, req, gpus, report)
-    out = summary(optuna.load_study(study_name=name, storage=storage))
+    with storage_errors(url):  # a full disk or a file damaged in use: one line, not a traceback
+        study = create_or_join(resolve_request(req), storage)
+        name = study.study_name
+        report(0.0, f"search: study {name} in {redact(url)}", True)
+        if counts(study)["finished"] >= req.trials:
+            pass  # as many finished trials as asked for: the same command shows the result again
+        elif req.workers == 1:
+            local = replace(stored_request(study), device=req.device, trials=req.trials)
+            evaluator = (evaluator_factory or _model_evaluator)(local, report)
+            worker_study = optuna.load_study(study_name=name, storage=storage,
+                                             sampler=make_sampler(local, local.seed),
+                                             pruner=make_pruner(chunk_sizes(local.rungs, evaluator.windows)))
+            work(worker_study, evaluator, report, trials=req.trials)
+        else:
+            _run_workers(name, url, req, gpus, report)
+        out = summary(optuna.load_study(study_name=name, storage=storage))
     out["storage"] = redact(url)
     out["wall_seconds"] = round(time.perf_counter() - t0, 3)
     return out
-
-
-def _worker_seed(study: optuna.Study, req: SearchRequest, index: int) -> int:
-    """--seed + 7919 × worker index + the trials the study holds when the worker starts (a fresh study holds
-    the enqueued original): reproducible for one worker, and parallel workers or later joins draw other
-    streams, so they do not propose the same points."""
-    return (req.seed + 7919 * index + len(study.trials)) % (2**31 - 1)
 
 
 def _run_workers(name: str, url: str, req: SearchRequest, gpus: int, report) -> None:
@@ -450,7 +634,7 @@ def _run_workers(name: str, url: str, req: SearchRequest, gpus: int, report) -> 
         else:
             env["NEURONRANK_THREADS"] = str(cpu_threads)
         cmd = [sys.executable, "-m", "neuronrank.search.study", "work", name, "--index", str(i),
-               "--device", "cuda" if gpus else req.device]
+               "--device", "cuda" if gpus else req.device, "--trials", str(req.trials)]
         procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
     try:
         while any(p.poll() is None for p in procs):
@@ -485,6 +669,7 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("study")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--trials", type=int, default=None, help="finished trials to aim for (default: the study's)")
     args = p.parse_args(argv)
 
     def on_term(signum, frame):
@@ -500,11 +685,13 @@ def worker_main(argv: list[str]) -> int:
     try:
         study = load_study(args.study, url, heartbeat=True)
         req = replace(stored_request(study), device=args.device)
+        if args.trials is not None:
+            req = replace(req, trials=args.trials)
         evaluator = _model_evaluator(req)
-        study = load_study(args.study, url, heartbeat=True,
-                           sampler=make_sampler(req, _worker_seed(study, req, args.index)),
+        study = load_study(args.study, url, heartbeat=True, sampler=make_sampler(req, req.seed),
                            pruner=make_pruner(chunk_sizes(req.rungs, evaluator.windows)))
-        work(study, evaluator, baselines=args.index == 0)
+        with storage_errors(url):
+            work(study, evaluator, baselines=args.index == 0, trials=req.trials)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -572,7 +759,9 @@ def list_studies(url: str | None = None) -> list[dict]:
     """Every study in the storage, newest first: name, setting, trials, best."""
     storage = open_storage(url, heartbeat=False)
     out = []
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=True):
+    with storage_errors(url):
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    for s in summaries:
         proto = s.user_attrs.get("protocol") or {}
         bt = s.best_trial
         out.append({"study": s.study_name, "sparsity_type": proto.get("sparsity_type"),

@@ -18,7 +18,7 @@ from neuronrank.analysis.numbers import finite, ppl_from_nll
 from neuronrank.config.requests import SearchRequest
 from neuronrank.data.specs import resolve
 from neuronrank.engine import models
-from neuronrank.engine.statistics import get_stats
+from neuronrank.engine.statistics import calibration_windows, get_stats
 from neuronrank.engine.windows import evaluation_set
 from neuronrank.evaluation.perplexity import measure_ppl, perplexity
 from neuronrank.prune import prune
@@ -47,8 +47,11 @@ class ModelEvaluator:
         self.model, self.tokenizer = models.load(req.model, req.device, req.dtype)
         n_layers = len(models.decoder_layers(self.model))
         req.check_layers(n_layers)
-        self.stats = None
-        if req.method.needs_stats:
+        self.stats = self.calib = None
+        if req.sequential:  # layer by layer in every trial (and baseline): the windows, tokenized once
+            report(0.0, "search: calibration windows", True)
+            self.calib = calibration_windows(req.stats_request(), self.model, self.tokenizer)
+        elif req.method.needs_stats:
             self.stats = get_stats(req.stats_request(), bundle=(self.model, self.tokenizer),
                                    progress=token_progress(report, "calibration statistics")).stats
         models.check_seqlen(self.model, req.eval_seqlen)
@@ -95,7 +98,7 @@ class ModelEvaluator:
     def prune(self, alpha: float, beta: float, gamma: float, **over) -> dict:
         self.restore()
         self._dirty = True
-        return prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats)
+        return prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats, windows=self.calib)
 
     # -- perplexity over growing prefixes ------------------------------------------------------
 

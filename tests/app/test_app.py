@@ -324,9 +324,9 @@ def test_compute_statistics_runs_in_a_worker_and_loads_the_result(app, tiny_dir,
 
 def test_bad_parameters_are_refused_readably(app):
     app.text_input(key="sb_model").input("/no/such/model").run()
-    compute_button(app).click().run()
     assert not app.exception
     assert any("not found" in e.value for e in app.error)
+    assert compute_button(app).disabled  # checked as typed: nothing to click
 
 
 def test_cache_table_selection_loads_and_deletes(app, entry, tiny_dir, text_file):
@@ -349,3 +349,130 @@ def test_cache_table_selection_loads_and_deletes(app, entry, tiny_dir, text_file
     assert app.session_state["entry_key"] != extra and app.session_state["entry_key"] in {
         e.key for e in store.list_entries()}
     assert not [b for b in app.button if (b.key or "").startswith("delete_")]
+
+
+# ----------------------------------------------------------------------------------------------
+# the URL and stored runs are anyone's text: shown as text, never as markdown; every query parameter checked
+
+LINK, IMAGE = "[x](https://example.com)", "![t](https://example.com/t.png)"
+MARKDOWN_ELEMENTS = ("markdown", "caption", "info", "warning", "error", "success", "subheader", "header", "title")
+
+
+def markdown_bodies(at) -> list[str]:
+    out = [e.value for kind in MARKDOWN_ELEMENTS for e in getattr(at, kind)]
+    return out + [b.label for b in at.button] + [p.proto.text for p in at.get("progress")]
+
+
+def live_links(body: str) -> list[str]:
+    """What a markdown renderer would make a link or an image of: CommonMark links, images and <autolinks>
+    (markdown-it), plus GitHub's autolink literals, which Streamlit finds in the rendered text (escapes
+    resolved): a bare https://, www. or an e-mail address there."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    tokens = [c for t in MarkdownIt("commonmark").parse(body) for c in (t.children or [])]
+    found = [c.type for c in tokens if c.type in ("link_open", "image")]
+    rendered = "".join(c.content for c in tokens if c.type == "text")
+    return found + re.findall(r"https?://|www\.|[\w.+-]+@[\w-]+\.\w", rendered, re.IGNORECASE)
+
+
+def shown_text(body: str) -> str:
+    from markdown_it import MarkdownIt
+
+    text = "".join(c.content for t in MarkdownIt("commonmark").parse(body) for c in (t.children or [])
+                   if c.type in ("text", "code_inline"))
+    return text.replace("\u2060", "")  # the invisible joiner that keeps a URL from being autolinked
+
+
+@pytest.mark.parametrize("page,param,value", [
+    ("app_pages/1_statistics.py", "entry", LINK),
+    ("app_pages/1_statistics.py", "entry", IMAGE),
+    ("app_pages/1_statistics.py", "run", LINK),
+    ("app_pages/1_statistics.py", "run", "99999999999999999999999999"),
+    ("app_pages/1_statistics.py", "alpha", "nan"),
+    ("app_pages/1_statistics.py", "sparsity", "1e400"),
+    ("app_pages/4_prune.py", "run", IMAGE),
+    ("app_pages/4_prune.py", "run", "99999999999999999999999999"),
+    ("app_pages/4_prune.py", "run", "-3"),
+    ("app_pages/5_search.py", "study", LINK),
+    ("app_pages/5_search.py", "study", IMAGE),
+    ("app_pages/5_search.py", "search_run", "99999999999999999999999999"),
+    ("app_pages/5_search.py", "search_run", LINK),
+])
+def test_query_parameters_are_checked_and_shown_as_text(entry, page, param, value):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry[0]
+    if page.endswith("1_statistics.py"):  # the page a link opens first (the sidebar restores the view once)
+        at.query_params[param] = value
+        at.run()
+    else:
+        at.run()
+        at.query_params[param] = value
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]  # no traceback, no server paths
+    bodies = markdown_bodies(at)
+    assert [b for b in bodies if live_links(b)] == []
+    notices = [shown_text(w.value) for w in at.warning]
+    assert any(f"{param}={value[:40]}" in n and "ignored" in n for n in notices), notices
+    assert at.query_params.get(param) != value  # dropped from the URL (or replaced by the view's own value)
+    assert not any("site-packages" in b or "Traceback" in b for b in bodies)
+
+
+def test_a_study_that_does_not_exist_is_not_said_to_be_starting(entry):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry[0]
+    at.run()
+    at.query_params["study"] = "doesnotexist"
+    at.switch_page("app_pages/5_search.py").run()
+    assert not at.exception
+    said = [i.value for i in at.info]
+    assert any("There is no study named doesnotexist" in s for s in said), said
+    assert not any("starting" in s for s in said), said
+
+
+def test_a_stored_run_s_text_is_shown_as_text(entry):
+    """A run's error and its parameters come from whoever queued it: the Prune page shows them as text."""
+    store = RunStore()
+    run_id = store.create("prune", {"prune_method": "magnitude", "sparsity_type": "unstructured",
+                                    "sparsity_ratio": 0.5, "eval": f"file:{LINK}"}, status="running")
+    store.finish(run_id, "failed", error=f"text file not found: {LINK} {IMAGE} <https://example.com> www.example.com")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry[0]
+    at.run()
+    at.query_params["run"] = str(run_id)
+    at.switch_page("app_pages/4_prune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    failed = [e.value for e in at.error if e.value.startswith(f"Run {run_id} failed")]
+    assert len(failed) == 1 and live_links(failed[0]) == []
+    assert shown_text(failed[0]) == (f"Run {run_id} failed: text file not found: {LINK} {IMAGE} "
+                                     "<https://example.com> www.example.com")  # every character, as typed
+    assert [b for b in markdown_bodies(at) if live_links(b)] == []
+
+
+def test_plain_and_code_keep_every_character():
+    from neuronrank.views import display as views
+
+    hostile = "a_b *c* `d` [x](https://e.com) ![i](h) <b>x</b> $x$ :red[y] # h \\ | ~ www.e.com"
+    assert shown_text(views.plain(hostile)) == hostile and live_links(views.plain(hostile)) == []
+    for text in ("plain", "a`b", "``x``", "`", "[x](https://e.com)"):
+        assert shown_text(views.code(text)).strip() == text and "link_open" not in live_links(views.code(text))
+
+
+def test_model_specs_and_paths_are_checked_as_typed(app, tiny_dir, text_file):
+    app.text_input(key="sb_model").input("smollm2-135").run()
+    assert not app.exception
+    said = [shown_text(e.value) for e in app.error]
+    assert any("'smollm2-135' is not a model here" in s and "Did you mean smollm2-135m?" in s for s in said), said
+    assert compute_button(app).disabled  # nothing queued to fail behind other runs
+    app.text_input(key="sb_model").input(str(tiny_dir)).run()
+    assert not app.error and not compute_button(app).disabled
+    app.selectbox(key="sb_calib").set_value("file:PATH").run()
+    app.text_input(key="sb_calib_file").input(str(text_file.parent)).run()  # a folder, not a file
+    said = [shown_text(e.value) for e in app.error]
+    assert any(f"{text_file.parent} is a folder, not a file" in s for s in said), said
+    assert compute_button(app).disabled
+    app.text_input(key="sb_calib_file").input(str(text_file.parent / "missing.txt")).run()
+    assert any("missing.txt does not exist" in shown_text(e.value) for e in app.error)
+    app.text_input(key="sb_calib_file").input(str(text_file)).run()
+    assert not app.error and not compute_button(app).disabled

@@ -2,6 +2,7 @@
 its result is shown with its protocol, and a sweep fills the landscape."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -134,9 +135,10 @@ def test_bad_input_is_a_message_not_a_traceback(entry, text_file):
     at.selectbox[[w.label for w in at.selectbox].index("Sparsity type")].set_value("unstructured").run()
     n_before = len(RunStore().list())
     at.number_input[[w.label for w in at.number_input].index("Prune only the last N layers (0 = all)")].set_value(9)
-    at.button[[b.label for b in at.button].index("Start prune + evaluate")].click().run()
+    at.run()  # checked as it is set, before Start
     assert not at.exception
     assert any("'Prune only the last N layers' is 9, but the model has 2 layers" in e.value for e in at.error)
+    assert at.button[[b.label for b in at.button].index("Start prune + evaluate")].disabled
     assert len(RunStore().list()) == n_before
 
 
@@ -226,3 +228,60 @@ def test_paths_outside_the_allowed_folders_are_refused(entry, text_file):
     assert not at.exception
     assert any("outside the allowed folders" in e.value for e in at.error)
     assert len(RunStore().list()) == before  # nothing queued
+
+
+def _widget(elements, label):
+    return elements[[w.label for w in elements].index(label)]
+
+
+def said(at) -> list[str]:
+    """The page's error messages as a reader sees them (the markdown escapes removed)."""
+    return [re.sub(r"\\(.)", r"\1", e.value) for e in at.error]
+
+
+def _start(at):
+    return _widget(at.button, "Start prune + evaluate")
+
+
+def test_sparsegpt_structured_is_refused_before_start(entry, text_file):
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.run()
+    assert not at.error and not _start(at).disabled
+    _widget(at.selectbox, "Method").set_value("sparsegpt").run()
+    _widget(at.selectbox, "Sparsity type").set_value("structured").run()
+    assert not at.exception
+    assert any("sparsegpt with sequential calibration prunes unstructured or N:M sparsity only" in m
+               for m in said(at)), said(at)
+    assert _start(at).disabled
+    _widget(at.selectbox, "Method").set_value("neuronrank_old").run()
+    _widget(at.selectbox, "Sparsity type").set_value("unstructured").run()
+    assert not at.error and not _start(at).disabled
+
+
+def test_an_exponent_typed_out_of_range_disables_start(entry, text_file):
+    """The value reaches Python (no widget bound keeps it out with the old value running) and is refused."""
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.run()
+    _widget(at.number_input, "α (|W|)").set_value(11.0).run()
+    assert not at.exception
+    assert any("alpha must be between 0 and 10 (got 11" in m for m in said(at)), said(at)
+    assert _start(at).disabled
+    _widget(at.number_input, "α (|W|)").set_value(2.0).run()
+    assert not at.error and not _start(at).disabled
+
+
+def test_a_task_folder_outside_the_allowed_folders_is_refused_as_typed(entry, text_file):
+    """A folder of task YAMLs is code: outside the allowed folders, or not a folder, it is said at once."""
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    at.run()
+    start = lambda: _start(at)  # noqa: E731
+    _widget(at.multiselect, "Zero-shot tasks (lm-eval)").set_value(["boolq"]).run()
+    _widget(at.text_input, "Folder of extra lm-eval task YAMLs").set_value("/etc").run()
+    assert any("/etc is outside the allowed folders" in m for m in said(at)), said(at)
+    assert start().disabled
+    _widget(at.text_input, "Folder of extra lm-eval task YAMLs").set_value(str(text_file)).run()
+    assert any("is a file, not a folder" in m for m in said(at)), said(at)
+    assert start().disabled

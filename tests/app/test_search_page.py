@@ -24,7 +24,7 @@ def entry(tiny_dir, text_file):
                                   batch_size=2)).entry
 
 
-def open_page(entry):
+def open_page(entry, text_file=None):
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["entry_key"] = entry.key
     at.run()
@@ -108,3 +108,13 @@ def test_the_page_side_of_optuna_imports_no_torch():
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sparsity_zero_is_refused_at_start(entry, text_file):
+    at = open_page(entry, text_file)
+    before = len(RunStore().list(kind="search"))
+    widget(at.number_input, "Sparsity ratio").set_value(0.0)
+    at.button[[b.label for b in at.button].index("Start search")].click().run()
+    assert not at.exception
+    assert any("sparsity ratio 0 prunes nothing" in e.value for e in at.error), [e.value for e in at.error]
+    assert len(RunStore().list(kind="search")) == before and "search_run" not in at.query_params

@@ -96,3 +96,37 @@ def test_browser_slider_and_prune_run_survive_reload(server):
     runs = RunStore().list(kind="prune")
     assert runs and runs[0]["status"] == "done" and runs[0]["result"]["protocol"]["windows"] == 2
     assert runs[0]["result"]["pruned_ppl"] > runs[0]["result"]["dense_ppl"]
+
+
+def test_link_text_from_the_url_is_text_in_the_browser(server):
+    """What the browser makes of hostile query parameters: no link to, no image from, another site; a
+    notice that shows the characters; no traceback (and a huge run id is no OverflowError)."""
+    from urllib.parse import quote, urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    cases = [("", "entry", "[x](https://example.com)"),
+             ("prune", "run", "![t](https://example.com/t.png)"),
+             ("prune", "run", "99999999999999999999999999"),
+             ("search", "study", "[x](https://example.com)"),
+             ("search", "search_run", "99999999999999999999999999")]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        fetched = []
+        page.on("request", lambda r: fetched.append(r.url) if (urlsplit(r.url).hostname or "").endswith("example.com")
+                else None)
+        try:
+            for path, name, value in cases:
+                page.goto(f"{server}/{path}?{name}={quote(value)}")
+                _settled(page)
+                page.wait_for_timeout(500)
+                assert page.locator('a[href*="example.com"]').count() == 0, (path, name)
+                assert page.locator('img[src*="example.com"]').count() == 0, (path, name)
+                assert page.locator('[data-testid="stException"]').count() == 0, (path, name)
+                text = page.inner_text("body").replace("\u2060", "")  # invisible joiners break autolinks
+                assert f"{name}={value[:40]}" in text and "it was ignored" in text, (path, name, text[:400])
+                assert "Traceback" not in text and "site-packages" not in text
+        finally:
+            browser.close()
+    assert fetched == []  # the browser never reached out to the other site

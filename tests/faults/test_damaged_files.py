@@ -146,9 +146,9 @@ def test_a_damaged_run_store_is_moved_aside_and_replaced(own_cache, damage, capl
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 3] if damage == "truncate" else b"\0" * 100 + os.urandom(len(raw) - 100))
     kept = path.read_bytes()
-    import neuronrank.runs.store as runs_mod
+    from neuronrank.data import paths
 
-    runs_mod._verified.clear()  # as a fresh process would
+    paths._checked_sqlite.clear()  # as a fresh process would
     with caplog.at_level("WARNING"):
         fresh = RunStore()
     assert fresh.notice and "moved" in fresh.notice and "fresh run store" in fresh.notice
@@ -164,9 +164,9 @@ def test_a_damaged_run_store_is_moved_aside_and_replaced(own_cache, damage, capl
 def test_the_cli_goes_on_after_replacing_a_damaged_run_store(own_cache, tiny_dir, text_file, capsys):
     RunStore()
     (own_cache / "runs.sqlite").write_bytes(b"this is not a database" * 100)
-    import neuronrank.runs.store as runs_mod
+    from neuronrank.data import paths
 
-    runs_mod._verified.clear()
+    paths._checked_sqlite.clear()
     assert main(["ppl", "--model", str(tiny_dir), "--eval", f"file:{text_file}", "--eval-seqlen", "16",
                  "--json"]) == 0
     out = capsys.readouterr()
@@ -195,3 +195,48 @@ def test_resaving_a_model_folder_changes_its_identity(tmp_path):
     weights = next(folder.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert models.resolve(str(folder)).identity() != before
+
+
+@pytest.mark.parametrize("garbage", [b"\x89PNG\xff\xfe\x00\x13garbage", b"{}", b"[]"])
+def test_one_damaged_manifest_is_skipped_reported_once_and_recomputed(own_cache, req, garbage, capsys, caplog):
+    other = get_stats(replace(req, seed=41))
+    damaged = get_stats(replace(req, seed=42))
+    (damaged.entry.path / "manifest.json").write_bytes(garbage)
+    with caplog.at_level("WARNING"):
+        for _ in range(3):  # the app lists on every change of the folder; the CLI on every run
+            keys = [e.key for e in store.list_entries()]
+            assert keys == [other.entry.key]
+    said = [r.getMessage() for r in caplog.records if "cache entry skipped" in r.getMessage()]
+    assert len(said) == 1 and damaged.entry.key in said[0] and "\n" not in said[0], said
+    base = ["stats", "--model", req.model, "--calib", req.calib, "--nsamples", "4", "--seqlen", "16",
+            "--batch-size", "2", "--topk", "4", "--json"]
+    assert main([*base, "--seed", "41"]) == 0  # any other key: as before
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cached"] is True
+    assert main([*base, "--seed", "42"]) == 0  # the damaged key: computed again, the same numbers
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["cached"] is False and out["cache_key"] == damaged.entry.key
+    again = store.load_stats(damaged.entry.key)
+    np.testing.assert_array_equal(again.tf, damaged.stats.tf)
+    np.testing.assert_array_equal(again.n_active, damaged.stats.n_active)
+    from streamlit.testing.v1 import AppTest
+
+    (other.entry.path / "manifest.json").write_bytes(garbage)  # the app lists around one too
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    options = at.selectbox(key="_entry_select").options  # labels end with the key's first 8 characters
+    assert len(options) == 1 and options[0].endswith(damaged.entry.key[:8]), options
+
+
+def test_a_token_sidecar_that_is_not_an_object_is_re_tokenized(own_cache, req, capsys):
+    clean = get_stats(req, recompute=True)
+    path, ids = _token_file_for(req)
+    path.with_suffix(".json").write_text("[]")
+    argv = ["stats", "--model", req.model, "--calib", req.calib, "--nsamples", "4", "--seqlen", "16",
+            "--seed", "3", "--batch-size", "2", "--topk", "4", "--recompute", "--json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    again = store.load_stats(json.loads(captured.out.strip().splitlines()[-1])["cache_key"])
+    np.testing.assert_array_equal(again.tf, clean.stats.tf)
+    assert json.loads(path.with_suffix(".json").read_text())["sha256"] == tokens.token_checksum(ids)

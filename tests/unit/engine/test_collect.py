@@ -300,3 +300,17 @@ def test_skip_first_is_part_of_the_cache_key(tiny_dir, text_file):
     assert a.entry.key != b.entry.key and not b.cached
     assert b.stats.tokens[0] == 2 * 7 and a.stats.tokens[0] == 2 * 8
     assert "skip_first" not in a.entry.params and b.entry.params["skip_first"] == 1
+
+
+def test_scratch_buffers_of_a_one_pass_serve_layer_by_layer_calibration_too():
+    """The one-pass statistics run under inference mode, layer-by-layer calibration (sequential pruning, a
+    sequential search) outside it; a scratch buffer of the same shape made by the first must not be written
+    by the second (torch refuses an in-place update of an inference tensor)."""
+    from neuronrank.engine.kernels import activation_sums
+
+    a3 = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        one_pass, _ = activation_sums(a3, False)
+    with torch.no_grad():
+        layer_by_layer, _ = activation_sums(a3, False)
+    assert torch.equal(one_pass, layer_by_layer)

@@ -298,3 +298,271 @@ def test_app_submitted_search_confines_its_storage_file(base):
         assert stored["storage"] == base.storage and stored["alpha_range"] == [0.0, 3.0]
     finally:
         assert jobs.cancel(run_id) == "cancelled"
+
+
+# ----------------------------------------------------------------------------------------------
+# resuming, concurrency, sequential calibration, a damaged or full study storage
+
+
+def search_argv(req: SearchRequest, *extra) -> list[str]:
+    return ["search", "--model", req.model, "--calib", req.calib, "--eval", req.eval, "--nsamples", "4",
+            "--seqlen", "16", "--eval-seqlen", "16", "--eval-windows", "8", "--storage", req.storage, *extra]
+
+
+def cli(argv, **kw):
+    return subprocess.run([sys.executable, "-m", "neuronrank", *argv], capture_output=True, text=True, timeout=300,
+                          env=cli_env(), cwd=REPO, **kw)
+
+
+def stderr_lines(r) -> list[str]:
+    return [line for line in r.stderr.splitlines() if line.strip()]
+
+
+def test_a_finished_study_resumed_with_more_trials_runs_the_missing_ones(base, capsys):
+    argv = search_argv(base, "--study", "resumed", "--rungs", "1", "--json")
+    assert main([*argv, "--trials", "2"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trials"] == 2
+    assert main([*argv, "--trials", "3"]) == 0  # --trials is the target count of finished trials
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["trials"] == 3 and out["failed"] == 0
+    study = search.load_study("resumed", base.storage)
+    assert [t.number for t in study.trials] == [0, 1, 2] and study.trials[0].params == search.ORIGINAL
+    assert main([*argv, "--trials", "3"]) == 0  # reached: the same command shows the result again
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["trials"] == 3
+    assert len(search.load_study("resumed", base.storage).trials) == 3
+
+
+def test_sequential_calibration_searches_and_its_numbers_are_the_prune_commands(base, capsys):
+    from neuronrank.queue.kinds import prune_job
+
+    argv = search_argv(base, "--study", "seq", "--calibration", "sequential", "--trials", "2", "--rungs", "1",
+                       "--json")
+    assert main(argv) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["trials"] == 2 and out["complete"] == 2 and out["failed"] == 0
+    study = search.load_study("seq", base.storage)
+    req = search.stored_request(study)
+    assert req.calibration == "sequential" and req.sequential
+    # trial 0 (α = β = γ = 1) and the wanda baseline are what `prune --calibration sequential` measures
+    ref = prune_job(req.prune_request(1.0, 1.0, 1.0), lambda *a, **k: None)
+    assert study.trials[0].value == pytest.approx(ref["pruned_ppl"], rel=1e-5)
+    wanda = prune_job(req.prune_request(1.0, 1.0, 1.0, prune_method="wanda", group="row"), lambda *a, **k: None)
+    assert out["baselines"]["wanda"]["ppl"] == pytest.approx(wanda["pruned_ppl"], rel=1e-5)
+    one_pass = prune_job(replace(req, calibration="one-pass").prune_request(1.0, 1.0, 1.0), lambda *a, **k: None)
+    assert one_pass["pruned_ppl"] != pytest.approx(ref["pruned_ppl"], rel=1e-6)  # sequential did something
+
+
+CREATE = textwrap.dedent("""
+    import json, sys, time
+    from neuronrank.search import study as search
+    from neuronrank.config.requests import SearchRequest
+    params, starts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    storage = search.open_storage(params["storage"])
+    for name, start in starts.items():
+        req = search.resolve_request(SearchRequest(**{**params, "study": name}))
+        while time.time() < start:
+            time.sleep(0.0005)
+        print(search.create_or_join(req, storage).study_name, flush=True)
+""")
+
+
+def test_concurrent_study_creation_enqueues_the_original_exponents_once(base, tmp_path):
+    """Six processes create the same fresh study at the same moment, three times over (in a storage whose
+    tables exist: the first open of a fresh file is serialised apart)."""
+    search.open_storage(base.storage)
+    params = {k: getattr(base, k) for k in ("model", "calib", "eval", "nsamples", "seqlen", "eval_seqlen",
+                                          "eval_windows", "storage")}
+    t0 = time.time() + 8.0  # every process has imported optuna by then
+    starts = {f"race-{i}": t0 + 1.5 * i for i in range(3)}
+    script = tmp_path / "create.py"
+    script.write_text(CREATE)
+    procs = [subprocess.Popen([sys.executable, str(script), json.dumps(params), json.dumps(starts)],
+                              env=cli_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [e for _, e in outs]
+    assert all(o.split() == list(starts) for o, _ in outs), outs
+    for name in starts:
+        study = search.load_study(name, base.storage)
+        assert len(study.trials) == 1, [t.system_attrs for t in study.trials]  # the original, enqueued once
+        assert study.trials[0].state == TrialState.WAITING
+        assert study.trials[0].system_attrs["fixed_params"] == search.ORIGINAL
+        assert "protocol" in study.user_attrs
+
+
+COORDINATOR = textwrap.dedent("""
+    import json, sys, time
+    from neuronrank.search import study as search
+    from neuronrank.config.requests import SearchRequest
+
+    class Planted:  # a worker's evaluator without a model: a planted ppl, a moment per chunk
+        windows = 8
+        protocol = {"source": "planted", "seqlen": 16, "windows": 8, "tokens": 120}
+
+        def __init__(self, req, report=None):
+            self.point = None
+
+        def prune(self, alpha, beta, gamma, **over):
+            self.point = (alpha, beta, gamma)
+
+        def evaluate(self, upto):
+            time.sleep(0.05)
+            return 10 + sum((a - b) ** 2 for a, b in zip(self.point, (0.7, 2.2, 0.3)))
+
+        def restore(self):
+            pass
+
+        def baselines(self, report=None):
+            return {}
+
+    params, start = json.loads(sys.argv[1]), float(sys.argv[2])
+    req = SearchRequest(**params)
+    while time.time() < start:
+        time.sleep(0.0005)
+    search.run_search(req, evaluator_factory=Planted)
+""")
+
+
+def test_two_coordinators_on_one_study_propose_different_points(base, tmp_path):
+    """Four coordinators (`neuronrank search` started four times) join one study at the same moment: each
+    worker's sampler has its own seed, so no point is proposed twice."""
+    params = {k: getattr(base, k) for k in ("model", "calib", "eval", "nsamples", "seqlen", "eval_seqlen",
+                                          "eval_windows", "storage")}
+    params.update(study="coordinated", trials=10, rungs=1, seed=0)
+    search.create_or_join(search.resolve_request(SearchRequest(**params)), search.open_storage(base.storage))
+    script = tmp_path / "coordinator.py"
+    script.write_text(COORDINATOR)
+    start = time.time() + 8.0
+    procs = [subprocess.Popen([sys.executable, str(script), json.dumps(params), str(start)], env=cli_env(),
+                              cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    finished = search.load_study("coordinated", base.storage).get_trials(states=search.FINISHED)
+    assert 10 <= len(finished) <= 13
+    points = [tuple(t.params[k] for k in search.PARAMS) for t in finished]
+    assert len(set(points)) == len(points), points
+    assert len({t.user_attrs["worker"] for t in finished}) >= 2  # they did run side by side
+
+
+def _damage(path: Path, where: str) -> bytes:
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    assert len(raw) >= 6 * page, len(raw)
+    rng = __import__("random").Random(0)
+    if where == "header":
+        raw[:100] = bytes(rng.randrange(256) for _ in range(100))
+    else:  # the inner pages: page 1 (header and schema) intact, the tables' pages overwritten
+        for i in range(2 * page, len(raw) - page, page):
+            raw[i + 8: i + page] = bytes(rng.randrange(256) for _ in range(page - 8))
+    path.write_bytes(bytes(raw))
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("where", ["header", "pages"])
+def test_a_damaged_study_storage_is_moved_aside_and_the_search_goes_on(base, where):
+    search.run_search(replace(base, trials=3, study="before"), evaluator_factory=PlantedEvaluator)
+    path = Path(base.storage[len("sqlite:///"):])
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
+        assert not side.exists()
+    kept = _damage(path, where)
+    r = cli(search_argv(base, "--study", "after", "--trials", "2", "--rungs", "1", "--json"))
+    assert r.returncode == 0, r.stderr
+    lines = stderr_lines(r)
+    assert len(lines) == 1 and "study storage" in lines[0] and "was damaged" in lines[0], lines
+    assert "Traceback" not in r.stderr
+    aside = [p for p in path.parent.glob("studies.sqlite.damaged-*")]
+    assert len(aside) == 1 and aside[0].read_bytes() == kept  # kept for inspection, never deleted
+    assert json.loads(r.stdout.strip().splitlines()[-1])["trials"] == 2
+    assert [row["study"] for row in search.list_studies(base.storage)] == ["after"]
+
+
+def test_the_search_page_says_a_damaged_study_storage_was_replaced(tiny_dir, text_file, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    cache = tmp_path / "cache"
+    (cache / "search").mkdir(parents=True)
+    (cache / "models").symlink_to(REPO / "cache" / "models", target_is_directory=True)
+    monkeypatch.setenv("NEURONRANK_CACHE", str(cache))
+    storage = f"sqlite:///{cache / 'search' / 'studies.sqlite'}"
+    params = dict(model=str(tiny_dir), calib=f"file:{text_file}", eval=f"file:{text_file}", nsamples=4, seqlen=16,
+                  eval_seqlen=16, eval_windows=8, trials=3, study="page", storage=storage)
+    script = tmp_path / "coordinator.py"
+    script.write_text(COORDINATOR)
+    made = subprocess.run([sys.executable, str(script), json.dumps(params), "0"], env=cli_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    _damage(cache / "search" / "studies.sqlite", "pages")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    at.query_params["study"] = "page"
+    at.switch_page("app_pages/5_search.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [w.value.replace("\\\\", "") for w in at.warning]
+    assert any("was damaged" in w and "fresh study storage" in w for w in said), said
+    assert any("There is no study named page" in i.value for i in at.info)
+
+
+FILL_MID_TRIAL = textwrap.dedent('''
+    import sys
+    from neuronrank.search import worker as search_model
+    from neuronrank.cli import main
+
+    fill_at, real = sys.argv[1], search_model.ModelEvaluator.prune
+
+    def prune(self, alpha, beta, gamma, **over):  # the disk fills up during the second trial
+        if (alpha, beta, gamma) != (1.0, 1.0, 1.0) and not over:
+            with open(fill_at, "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\\0" * 65536)
+                except OSError:
+                    pass
+                try:
+                    while True:
+                        f.write(b"\\0" * 512)
+                except OSError:
+                    pass
+        return real(self, alpha, beta, gamma, **over)
+
+    search_model.ModelEvaluator.prune = prune
+    sys.exit(main(sys.argv[2:]))
+''')
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB file system of its own (tmpfs): root only."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"a small file system cannot be mounted here ({r.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_mid_study_is_one_error_line_and_the_trial_fails(base, small_disk, tmp_path):
+    from neuronrank.runs.store import RunStore
+
+    storage = f"sqlite:///{small_disk / 'studies.sqlite'}"
+    req = replace(base, storage=storage)
+    script = tmp_path / "fill.py"
+    script.write_text(FILL_MID_TRIAL)
+    argv = search_argv(req, "--study", "full", "--trials", "3", "--rungs", "1", "--json")
+    r = subprocess.run([sys.executable, str(script), str(small_disk / "filler"), *argv], capture_output=True,
+                       text=True, timeout=300, env=cli_env(), cwd=REPO)
+    lines = stderr_lines(r)
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: disk full"), lines
+    study = search.load_study("full", storage)  # reading needs no space
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert "baselines" in study.user_attrs  # what was computed is kept
+    run = RunStore().list(kind="search", limit=1)[0]
+    assert run["status"] == "failed" and run["error"].startswith("disk full") and run["params"]["study"] == "full"
+    (small_disk / "filler").unlink()  # space again: the same command goes on from there
+    r = cli(argv)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["trials"] == 3 and out["failed"] == 1
