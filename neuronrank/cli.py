@@ -295,7 +295,7 @@ def cmd_ablate(args) -> int:
         print(f"neuron {nrow['layer']}:{nrow['neuron']}: ppl {ppl_text(nrow['ppl'])} "
               f"({'–' if nrow['ppl'] is None else format(nrow['delta_ppl'], '+.4f')})")
     s = res["seconds"]
-    print(f"{res['evaluations']} evaluations" + (f", {s['per_evaluation']:.1f} s each (median)"
+    print(f"{res['evaluations']} evaluations" + (f", {s['per_evaluation']:.3g} s each (median)"
                                                   if s["per_evaluation"] is not None else "")
           + f"; {s['total']:.0f} s in all")
     _emit(args, {"command": "ablate", "run_id": run_id, **res})
