@@ -17,7 +17,9 @@ def run_cli(*args, timeout=300):
                           timeout=timeout, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
-def test_stats_command_writes_the_contract_table(tiny_dir, text_file, tmp_path):
+def test_stats_command_writes_the_contract_table(tiny_dir, text_file, tmp_path, monkeypatch):
+    # its own cache: another test may already have computed these statistics in the session's cache
+    monkeypatch.setenv("NEURONRANK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "s.parquet"
     r = run_cli("stats", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--nsamples", "4",
                 "--seqlen", "16", "--seed", "1", "--site", "gate", "--out", str(out), "--json")
