@@ -2,7 +2,7 @@
 `--json` prints one JSON object as the last stdout line.
 
 Other exits, each with one `error:` line: 1 = the run finished and its results are in the run store,
-but an output (--save, --save_model) could not be written or a zero-shot task failed after the prune;
+but an output (--save, --save_model, --save-masks) could not be written or a zero-shot task failed after the prune;
 130 = Ctrl-C, 143 = SIGTERM (a timeout, a container stop): the run is recorded as cancelled."""
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def cmd_prune(args) -> int:
     for task, m in res.get("zero_shot", {}).items():
         print(f"zero-shot {task}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in res["timings"].items()))
-    for key in ("saved_model", "saved"):
+    for key in ("saved_model", "saved_masks", "saved"):
         if key in res:
             print(f"{key.replace('_', ' ')}: {res[key]['path']}" + (f" ({res[key]['format']})" if 'format' in res[key] else ""))
     _emit(args, {"command": "prune", "run_id": run_id, **res})
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ppl)
 
     p = sub.add_parser("sweep", help="a grid of prune runs (exponents and/or sparsities), one after another")
-    add_arguments(p, requests.SweepRequest, skip=requests.SWEPT + ("save", "save_model"))
+    add_arguments(p, requests.SweepRequest, skip=requests.SWEPT + ("save", "save_model", "save_masks"))
     _add_run_flags(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("search", help="an Optuna study over the NeuronRank-OLD exponents (baselines included)")
-    add_arguments(p, requests.SearchRequest, skip=("alpha", "beta", "gamma", "save", "save_model"))
+    add_arguments(p, requests.SearchRequest, skip=("alpha", "beta", "gamma", "save", "save_model", "save_masks"))
     _add_run_flags(p)
     p.set_defaults(func=cmd_search)
     return parser

@@ -17,9 +17,9 @@ from neuronrank.errors import UserError
 
 
 # what a path-valued field holds (data.inputs.confine_params confines each kind): a model spec (a local path
-# when it looks like one, else a hub id or the alias), a text source (a path after file:), a folder, a
+# when it looks like one, else a hub id or the alias), a text source (a path after file:), a folder, a file, a
 # study storage URL (a file for SQLite)
-PATH_KINDS = ("model", "source", "dir", "storage")
+PATH_KINDS = ("model", "source", "dir", "file", "storage")
 
 
 def param(default: Any, *flags: str, help: str = "", lo=None, hi=None, choices=None, type=None,

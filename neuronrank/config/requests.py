@@ -183,6 +183,9 @@ class PruneRequest(EvalFields, CalibrationFields):
                              path="dir")
     save_model: str | None = param(None, "--save_model", "--save-model", type=str,
                                    help="folder for the pruned model", path="dir")
+    save_masks: str | None = param(None, "--save-masks", "--save_masks", type=str,
+                                   help="file for the pruning masks (packed bits, safetensors, one tensor per "
+                                        "pruned linear) to re-apply while fine-tuning", path="file")
 
     @property
     def method(self) -> Method:
@@ -301,7 +304,7 @@ def new_sweep_group() -> str:
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 # a study's protocol: every field but these (how many trials, who runs them, where they are stored)
-SEARCH_RUNTIME = ("trials", "workers", "storage", "study", "device", "save", "save_model",
+SEARCH_RUNTIME = ("trials", "workers", "storage", "study", "device", "save", "save_model", "save_masks",
                   "alpha", "beta", "gamma")
 
 
@@ -369,7 +372,7 @@ class SearchRequest(PruneRequest):
     def prune_request(self, alpha: float, beta: float, gamma: float, **over) -> PruneRequest:
         base = {f.name: getattr(self, f.name) for f in fields(PruneRequest)}
         return PruneRequest(**{**base, "alpha": alpha, "beta": beta, "gamma": gamma, "save": None,
-                               "save_model": None, **over})
+                               "save_model": None, "save_masks": None, **over})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuronrank.data.paths import check_model_folder, check_output_folder, confine
+from neuronrank.data.paths import check_model_folder, check_output_file, check_output_folder, confine
 from neuronrank.data.specs import ALIASES, resolve
 from neuronrank.errors import UserError
 
@@ -54,6 +54,8 @@ def check_inputs(req) -> None:
         check_output_folder(req.save, "--save")
     if getattr(req, "save_model", None):
         check_model_folder(Path(req.save_model), "--save_model")
+    if getattr(req, "save_masks", None):
+        check_output_file(req.save_masks, "--save-masks")
 
 
 def confine_params(params: dict, kinds: dict[str, str]) -> dict:
@@ -74,7 +76,7 @@ def confine_params(params: dict, kinds: dict[str, str]) -> dict:
             local = value.startswith((".", "/", "~")) or value.lower().endswith(".gguf")
             if local or Path(value).expanduser().exists():
                 out[key] = str(confine(value))
-        elif kind == "dir":
+        elif kind in ("dir", "file"):
             out[key] = str(confine(value))
         elif kind == "storage":
             out[key] = _confine_storage(value)

@@ -1,16 +1,19 @@
-"""Writing what a run produced: the pruned model (physically smaller where it can be) and the
-result files. Output targets are checked before a run starts (`paths.check_model_folder`,
+"""Writing what a run produced: the pruned model (physically smaller where it can be), its masks
+(mask_file.py) and the result files. Output targets are checked before a run starts (`paths.check_model_folder`,
 `paths.check_output_folder`, called by `data.inputs.check_inputs`) and once more here."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from neuronrank.data.paths import atomic_write_bytes, atomic_write_json, check_model_folder, held, sweep_stale
 from neuronrank.engine.models import decoder_layers
+from neuronrank.prune.context import targets
+from neuronrank.prune.mask_file import save_masks as write_masks
 from neuronrank.errors import UserError
 from neuronrank.prune.structured import slice_structured
 
@@ -49,6 +52,18 @@ def save_model(model, tok, folder: str, info: dict, req) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot save the model to {out}: {e.strerror or e}") from e
     return {"path": str(out), "format": note}
+
+
+def save_masks(model, path: str, info: dict, req) -> dict:
+    """The masks of every linear the run pruned (the zeros of its weights), with what chose them."""
+    linears = [t.module for t in targets(model, info["layers"], req.targets)]
+    calib = {k: v for k, v in asdict(req.stats_request()).items()}
+    protocol = {**calib, "calibration": "sequential" if req.sequential else "one-pass",
+                "alpha": req.alpha, "beta": req.beta, "gamma": req.gamma}
+    meta = {"method": req.prune_method, "ratio": req.sparsity_ratio, "type": req.sparsity_type,
+            "group": req.comparison_group, "targets": req.targets, "layers": info["layers"],
+            "model": req.model, "protocol": protocol}
+    return write_masks(model, path, linears, meta)
 
 
 def save_results(folder: str, params: dict, result: dict, sparsity: dict) -> dict:

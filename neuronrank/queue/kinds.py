@@ -2,7 +2,8 @@
 
     stats   statistics through the cache                        engine/statistics.py
     ppl     perplexity of a model                               evaluation/perplexity.py
-    prune   load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save
+    prune   load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save (results,
+            masks, model)
     search  an Optuna study over the exponents                  search/study.py
     ablate  load, statistics (cached), zero each role class / its random controls / single neurons and
             measure perplexity, restoring the weights after each   evaluation/ablation.py
@@ -157,6 +158,12 @@ def prune_job(req: PruneRequest, report) -> dict:
     with timer.stage("save"):
         # a failed write never throws the perplexities away: the run ends done, its result names
         # what was not written and why (the CLI then exits 1 with one error line)
+        if req.save_masks:  # before --save_model: slicing a structured model drops the masked neurons
+            report(0.98, "saving masks", True)
+            try:
+                result["saved_masks"] = export.save_masks(model, req.save_masks, info, req)
+            except (UserError, OSError) as e:
+                result.setdefault("not_written", []).append(_not_written("--save-masks", req.save_masks, e))
         if req.save_model:
             report(0.98, "saving model", True)
             try:

@@ -100,12 +100,17 @@ def test_file_system_errors_are_one_line(capsys, tiny_dir, text_file, tmp_path):
     ("--save_model", "/proc/neuronrank-x", "cannot write in /proc"),
     ("--save_model", "FILE", "exists and is not a saved model"),
     ("--save_model", "NONEMPTY", "exists and is not a saved model"),
+    ("--save-masks", "/proc/neuronrank-x/m.safetensors", "cannot write in /proc"),
+    ("--save-masks", "DIR", "is a folder, expected a file name"),
 ])
 def test_prune_output_targets_are_checked_before_the_model_loads(capsys, tiny_dir, text_file, tmp_path,
                                                                   no_model_load, flag, target, needle):
     if target == "FILE":
         target = tmp_path / "taken.txt"
         target.write_text("x")
+    elif target == "DIR":
+        target = tmp_path / "m.safetensors"
+        target.mkdir()
     elif target == "NONEMPTY":
         target = tmp_path / "full"
         target.mkdir()

@@ -92,13 +92,14 @@ def test_confinement_cannot_be_dodged_with_white_space(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NEURONRANK_ALLOWED_DIRS", str(tmp_path))
     for params in ({"model": " /etc"}, {"calib": " file:/etc/hosts"}, {"eval": "file: /etc/hosts"},
-                   {"save_model": "  /etc/x"}, {"eval_tasks_path": " /etc"}):
+                   {"save_model": "  /etc/x"}, {"save_masks": " /etc/m.safetensors"},
+                   {"eval_tasks_path": " /etc"}):
         with pytest.raises(UserError, match="outside the allowed folders"):
             confine_params(params, path_fields(PruneRequest))
 
 
 OUTSIDE = {"model": "/etc", "source": "file:/etc/hosts", "dir": "/etc/neuronrank-x",
-           "storage": "sqlite:////etc/neuronrank-x.db"}
+           "file": "/etc/neuronrank-x.safetensors", "storage": "sqlite:////etc/neuronrank-x.db"}
 
 
 # a field whose name or help speaks of these names something on disk and must declare its path kind
@@ -135,7 +136,7 @@ def test_every_path_valued_request_field_is_confined(tmp_path, monkeypatch):
     assert undeclared == [], f"path-like fields without path=...: {undeclared}"
     assert path_fields(requests.PruneRequest) == {
         "model": "model", "calib": "source", "eval": "source", "eval_tasks_path": "dir", "save": "dir",
-        "save_model": "dir"}
+        "save_model": "dir", "save_masks": "file"}
     monkeypatch.setenv("NEURONRANK_ALLOWED_DIRS", str(tmp_path))
     store = RunStore(tmp_path / "runs.sqlite")
     by_class = {cls: kind for kind, cls in requests.REQUESTS.items()}
