@@ -60,7 +60,7 @@ def check_inputs(req) -> None:
 
 def confine_params(params: dict, kinds: dict[str, str]) -> dict:
     """Apply confine() to every path a run's parameters name. `kinds` is {field: path kind} of the
-    run's request (config.fields.path_fields: model, source, dir, storage): local model specs, file: text
+    run's request (config.fields.path_fields: model, source, dir, file, storage): local model specs, file: text
     sources, folders (save targets, lm-eval task folders — their YAMLs are code), SQLite study files.
     Hub ids, the embedded alias, named text sources and server URLs pass through."""
     # strip first: the loaders strip too, and " /etc" must not slip past the checks below
