@@ -63,6 +63,9 @@ class Method:
     metric: Callable | None = None
     neuron_score: Callable | None = None
     observer: str | None = None  # layer-by-layer calibration: "stats" | "hessian"; None: it has none
+    # its metric is |W| scaled by neuron_score along each neuron's line: a search's trials reuse the sorted
+    # lines of |W| (prune/incremental.py)
+    neuron_scaled: bool = False
 
     def locked_calibration(self, sparsity_type: str) -> tuple[str, str] | None:
         """(the calibration order, why) where this method / sparsity type fixes it; None where
@@ -129,7 +132,7 @@ def _random_neurons(ctx):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("neuronrank_old", "NeuronRank-OLD: |W_jk| × score_i, score = |W|^α × TF^β × IDF^γ", needs_stats=True,
            uses_exponents=True, mlp_only=True, metric=_neuronrank_old, neuron_score=_neuronrank_old_neurons,
-           observer="stats"),
+           observer="stats", neuron_scaled=True),
     Method("magnitude", "Magnitude: |W_jk|", needs_stats=False, metric=_magnitude, neuron_score=_magnitude_neurons),
     Method("wanda", "Wanda: |W_jk| × ‖X_k‖₂", needs_stats=True, group="row", metric=_wanda,
            neuron_score=_wanda_neurons, observer="stats"),

@@ -24,11 +24,12 @@ from neuronrank.prune.structured import prune_structured
 
 
 @torch.no_grad()
-def prune(model: nn.Module, req, stats=None, windows: torch.Tensor | None = None) -> dict:
+def prune(model: nn.Module, req, stats=None, windows: torch.Tensor | None = None, prepared=None) -> dict:
     """Prune `model` in place as `req` says; -> {"layers", "neurons_kept" and "dropped" (structured)}.
 
     One-pass calibration: from `stats` (collected once on the dense model). Sequential calibration
-    (and sparsegpt, always): layer by layer from the calibration `windows` [N, seqlen]."""
+    (and sparsegpt, always): layer by layer from the calibration `windows` [N, seqlen]. `prepared`
+    (incremental.ScaledMasks of the model's dense weights): the same masks, faster, for a search's trials."""
     n_layers = len(decoder_layers(model))
     req.validate(n_layers)
     if req.sequential:
@@ -42,7 +43,7 @@ def prune(model: nn.Module, req, stats=None, windows: torch.Tensor | None = None
     layers = req.pruned_layers(n_layers)
     if req.sparsity_type == "structured":
         return prune_structured(model, req, stats, layers)
-    prune_targets(targets(model, layers, req.targets), req, stats)
+    prune_targets(targets(model, layers, req.targets), req, stats, prepared=prepared)
     return {"layers": layers}
 
 

@@ -9,13 +9,19 @@ from neuronrank.prune.context import MetricInputs, Target
 from neuronrank.prune.masks import lowest_mask
 
 
-def prune_targets(ts: list[Target], req, stats=None) -> None:
-    """Zero the lowest-metric weights of each target (t.layer indexes `stats`)."""
+def prune_targets(ts: list[Target], req, stats=None, prepared=None) -> None:
+    """Zero the lowest-metric weights of each target (t.layer indexes `stats`). `prepared`: an
+    incremental.ScaledMasks built from these (dense) weights, which gives the same masks faster where it
+    applies."""
     method = req.method
     if method.metric is None:
         raise UserError(f"{req.prune_method} has no per-weight metric: it prunes layer by layer")
     ctx = MetricInputs(stats=stats, seed=req.seed, method=method, exponents=(req.alpha, req.beta, req.gamma))
+    fast = prepared is not None and prepared.covers(req)
     for t in ts:
         w = t.module.weight
-        metric = method.metric(w.detach(), t, ctx)
-        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group), 0)
+        mask = prepared.mask(t, req, ctx.neuron_factor(t, w.device)) if fast else None
+        if mask is None:
+            metric = method.metric(w.detach(), t, ctx)
+            mask = lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group)
+        w.masked_fill_(mask, 0)

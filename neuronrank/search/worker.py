@@ -4,7 +4,8 @@ A trial must not pay for a model load (2-17 s here, minutes for a 7B model): the
 the weights pruning can touch (the MLP projections of the pruned layers, plus attention with
 --targets all) and copies them back after each trial. Statistics come from the cache
 (`engine.statistics.get_stats`, computed once per calibration setting), evaluation windows are tokenized
-once.
+once. NeuronRank-OLD's trials take their masks from the sorted dense |W| (prune/incremental.py), built
+once here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from neuronrank.engine.windows import evaluation_set
 from neuronrank.evaluation.perplexity import measure_ppl, perplexity
 from neuronrank.prune import prune
 from neuronrank.prune.context import targets
+from neuronrank.prune.incremental import ScaledMasks
 from neuronrank.runs.progress import token_progress
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,10 @@ class ModelEvaluator:
         self.windows = int(self.win.shape[0])
         self.protocol = {"source": req.eval, "seqlen": req.eval_seqlen, "windows": self.windows,
                          "tokens": self.windows * (req.eval_seqlen - 1)}
-        self._saved = self._snapshot(targets(self.model, req.pruned_layers(n_layers), req.targets))
+        pruned = targets(self.model, req.pruned_layers(n_layers), req.targets)
+        self._saved = self._snapshot(pruned)
+        # the trials' masks from the sorted lines of the dense |W| (NeuronRank-OLD's metric scales them)
+        self._prepared = ScaledMasks.build(pruned, req.prune_request(1.0, 1.0, 1.0))
         self._dirty = False
         self._reset_sum()
         self.setup_seconds = time.perf_counter() - t0
@@ -98,7 +103,8 @@ class ModelEvaluator:
     def prune(self, alpha: float, beta: float, gamma: float, **over) -> dict:
         self.restore()
         self._dirty = True
-        return prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats, windows=self.calib)
+        return prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats, windows=self.calib,
+                     prepared=self._prepared)
 
     # -- perplexity over growing prefixes ------------------------------------------------------
 
