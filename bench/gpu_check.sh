@@ -2,8 +2,10 @@
 # Issue 14's one prepared GPU check (one H200; python3 with torch + transformers only, no network).
 # Run from the repository root:  bash bench/gpu_check.sh
 # Everything goes to $OUT/ (log = the whole run; one file per stage). Every stage is time-bounded and
-# the script carries on when one fails; worst case ~7 min (120 s tests + 300 s bench + set-up).
-# BENCH_ARGS="--shape tiny --device cpu --seqlen 64 --batches 2 --reps 1 --calib 4" smoke-tests it on a CPU.
+# the script carries on when one fails; worst case ~9 min (120 s tests + 300 s bench + 120 s 2:4 rows
+# + set-up).
+# BENCH_ARGS="--shape tiny --device cpu --seqlen 64 --batches 2 --reps 1 --calib 4" smoke-tests it on a CPU
+# (SEMI24_ARGS="--reps 5" shortens the 2:4 rows).
 set -o pipefail
 OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
@@ -42,7 +44,11 @@ import importlib.util as u; print({m: bool(u.find_spec(m)) for m in (\"triton\",
   # stream out, so a timeout there loses nothing before it)
   stage bench7b 300 $PY bench/gpu_llama7b.py --profile --prune --compiled --sequential ${BENCH_ARGS:-}
 
+  # 2:4 semi-structured sparse MLP matmuls at Llama-2-7B shape against dense (cuSPARSELt and CUTLASS;
+  # prefill T = 2048 and decode T = 16, 8, 4, 1); on a CPU it prints one "skipped" line
+  stage semi24 120 $PY bench/gpu_semi24.py ${SEMI24_ARGS:-}
+
   echo "=== RESULT lines"
-  grep -h "^RESULT" "$OUT"/bench7b.log
+  grep -h "^RESULT" "$OUT"/bench7b.log "$OUT"/semi24.log
   echo "gpu_check done in $SECONDS s"
 } 2>&1 | tee "$OUT/log"
