@@ -59,3 +59,18 @@ def lowest_k_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
     need = k - below.sum()
     idx_dtype = torch.int32 if n < 2**31 else torch.int64
     return below.logical_or_(eq.logical_and_(eq.cumsum(0, dtype=idx_dtype) <= need))
+
+
+_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+
+
+def zero_masked_(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """w.masked_fill_(mask, 0), bit for bit (+0.0 where masked, every other bit pattern kept, NaN and inf
+    included), as one multiply of w's bit pattern by the kept mask: several times faster than masked_fill_
+    on a CPU, which a search pays once per matrix per trial."""
+    bits = _BITS.get(w.element_size()) if w.is_floating_point() else None
+    if bits is None:
+        return w.masked_fill_(mask, 0)
+    view = w.view(bits)
+    torch.mul(view, mask.logical_not(), out=view)
+    return w

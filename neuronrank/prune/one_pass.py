@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from neuronrank.errors import UserError
 from neuronrank.prune.context import MetricInputs, Target
-from neuronrank.prune.masks import lowest_mask
+from neuronrank.prune.masks import lowest_mask, zero_masked_
 
 
 def prune_targets(ts: list[Target], req, stats=None, prepared=None) -> None:
@@ -24,4 +24,4 @@ def prune_targets(ts: list[Target], req, stats=None, prepared=None) -> None:
         if mask is None:
             metric = method.metric(w.detach(), t, ctx)
             mask = lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group)
-        w.masked_fill_(mask, 0)
+        zero_masked_(w, mask)

@@ -141,3 +141,18 @@ def test_what_it_does_not_cover_takes_the_ordinary_path(setting):
     prepared = ScaledMasks.build(ts, base)
     assert not prepared.covers(PruneRequest(prune_method="magnitude", sparsity_ratio=0.5))
     assert not prepared.covers(PruneRequest(prune_method="neuronrank_old", sparsity_type="2:4"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_zeroing_by_bit_pattern_is_masked_fill_bit_for_bit(dtype):
+    from neuronrank.prune.masks import zero_masked_
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 48, generator=g).to(dtype)
+    w[0, :6] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 1e-40]).to(dtype)
+    mask = torch.rand(64, 48, generator=g) < 0.5
+    mask[0, :3] = True
+    want = w.clone().masked_fill_(mask, 0)
+    got = zero_masked_(w.clone(), mask)
+    bits = {8: torch.int64, 4: torch.int32, 2: torch.int16}[w.element_size()]
+    assert torch.equal(got.view(bits), want.view(bits))
