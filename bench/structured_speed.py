@@ -63,7 +63,7 @@ def main() -> None:
     prune(m, PruneRequest(model=args.model, prune_method="magnitude", sparsity_ratio=0.5))
     variants["unstructured 50% (zeros)"] = m
 
-    ids = corpora.token_stream(tok, corpora.load_corpus("wiki"))
+    ids = torch.as_tensor(corpora.token_stream(tok, corpora.load_corpus("wiki")), dtype=torch.long)
     window = ids[None, : args.prefill]
     prompt = ids[None, args.prefill: args.prefill + args.prompt]
     pad = tok.eos_token_id if tok.eos_token_id is not None else 0
