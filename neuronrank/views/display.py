@@ -63,9 +63,9 @@ def _shown(raw: str, limit: int = 40) -> str:
 
 def url_value(name: str, raw: str):
     """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
-    (`study`), a statistics entry key (`entry`), an exponent or sparsity within its slider's range, a flag
-    (1/0), one of a control's choices, a sweep (`sweep`), a list of run ids. Anything else raises UserError
-    with a short notice (the raw text cut to 40 characters)."""
+    (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
+    within its slider's range, a flag (1/0), one of a control's choices, a sweep (`sweep`), a list of run
+    ids. Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
     if name in URL_FLAGS:
         if text in ("1", "0", "true", "false"):
@@ -93,7 +93,7 @@ def url_value(name: str, raw: str):
         if STUDY_NAME.fullmatch(text):
             return text
         what = "a study name"
-    elif name == "entry":
+    elif name in ("entry", "entry2"):  # entry2: the Compare page's second entry
         if _ENTRY_KEY.fullmatch(text):
             return text
         what = "a statistics entry key"
