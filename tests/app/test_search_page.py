@@ -68,7 +68,9 @@ def test_search_from_the_page_fills_the_plots_and_applies_best(entry, text_file)
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     t = titles(at)
     assert any(x.startswith("Optimization history") for x in t) and "Contour of the pruned perplexity" in t
-    assert any(x.startswith("Slice") for x in t) and "Parameter importances" in t
+    assert any(x.startswith("Slice") for x in t) and "Parameter importances (5 complete trials)" in t
+    # five complete trials: importances are shown with the caveat that they are rough
+    assert any("From 5 complete trials only" in c.value for c in at.caption)
     hist = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                 if "Optimization history" in str(json.loads(c.proto.spec)["layout"].get("title")))
     study = search.load_study("page-study")
