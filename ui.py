@@ -518,7 +518,9 @@ def chart(fig: go.Figure, name: str, **kwargs):
         elif "marker" in trace and getattr(trace.marker, "colorbar", None) is not None and trace.marker.showscale:
             trace.marker.update(colorbar=style["colorbar"])
     top = 60 if fig.layout.title.text else 20
-    fig.update_layout(margin=dict(l=10, r=10, t=top + (16 if presentation_mode() else 0), b=10))
+    # a chart that reserves room below its plot (a legend under the axis) keeps it
+    fig.update_layout(margin=dict(l=10, r=10, t=top + (16 if presentation_mode() else 0),
+                                  b=max(10, fig.layout.margin.b or 0)))
     fmt = st.session_state.get("_export", "png")
     config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": fmt, "filename": name,
                                                         **({"scale": 3} if fmt == "png" else {})}}

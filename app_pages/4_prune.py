@@ -245,7 +245,8 @@ def comparison_figure(comp: pd.DataFrame, proto: tuple, log: bool, title_scope: 
             fig.add_trace(go.Scatter(
                 x=off["ratio"].tolist(), y=[edge] * len(off), name=name, legendgroup=name,
                 showlegend=not len(inside),  # a series wholly off the scale is named by its ▲
-                mode="markers+text", text=[f"{v} ↑" for v in vals], textposition="bottom center",
+                # the value left of the ▲: below it, it sat on the highest points inside the scale
+                mode="markers+text", text=[f"{v} ↑" for v in vals], textposition="middle left",
                 textfont=dict(color=style.color), cliponaxis=False,
                 marker=dict(color=style.color, size=16 if big else 14, symbol="triangle-up",
                             line=dict(color="black", width=1)),
@@ -258,9 +259,18 @@ def comparison_figure(comp: pd.DataFrame, proto: tuple, log: bool, title_scope: 
                       xaxis_title="sparsity (fraction of MLP weights or neurons pruned)", xaxis_tickformat=".0%",
                       xaxis_range=[-0.02, 1.0], xaxis_dtick=0.1,
                       yaxis_title="perplexity" + (" (log scale)" if log else ""),
-                      legend=dict(title_text="method · type · exponents", orientation="h", yanchor="top", y=-0.18,
-                                  xanchor="left", x=0),
-                      height=620 if big else 560, hovermode="closest")
+                      hovermode="closest")
+    # the legend below the x axis title, one series a row, in pixels: placed in the plot's coordinates it
+    # ran into the axis title at presentation sizes and scrolled once a sweep added its series
+    # (two series a row at normal sizes: the longest names fit half of a 1280 px projector's width at 150 %)
+    per_row = 1 if big else 2
+    n = -(-comp["series"].nunique() // per_row) + 1  # rows, + the title's
+    row = round((18 if big else 13) * 1.7)
+    below = (120 if big else 90) + n * row  # x ticks and title, then the legend
+    fig.update_layout(height=(470 if big else 420) + below, margin=dict(b=below),
+                      legend=dict(title=dict(text="method · type · exponents", side="top"), orientation="h", yref="container", y=0,
+                                  yanchor="bottom", xanchor="left", x=0, entrywidth=1 / per_row,
+                                  entrywidthmode="fraction"))
     if log:
         ui.log_axis(fig, [], "y", lo=yr.lo, hi=yr.hi)
     else:
@@ -316,11 +326,11 @@ def run_history() -> None:
     colours = {name: history.series_style(name, part["method"].iloc[0], part["type"].iloc[0]).color
                for name, part in comp.groupby("series")}
     numbers = [c for c in table.columns if c != "series"]
-    styled = table.style.format({c: charts.ppl_short for c in numbers}) \
+    styled = table.style.format({c: charts.ppl_short for c in numbers}, na_rep="–") \
         .map(lambda v: f"color: {colours.get(v, 'inherit')}; font-weight: 600", subset=["series"])
     st.markdown("**The chart's points**: pruned perplexity per series and sparsity")
-    st.dataframe(styled, hide_index=True, key="ppl_table",
-                 column_config={c: st.column_config.Column(c, width=80) for c in numbers})
+    st.dataframe(styled, hide_index=True, key="ppl_table", height=min(38 + 35 * len(table), 640),
+                 column_config={c: st.column_config.Column(c, width=80) for c in numbers})  # every row, no scrolling
     if len(off):
         st.caption("Off the scale (▲ at the top edge, so they do not squash the rest): " + "; ".join(
             plain(f"{r.series} at {r.ratio:.0%}: ppl {charts.number_text(r.pruned_ppl)}") for r in off.itertuples()))

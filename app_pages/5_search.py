@@ -300,13 +300,14 @@ def figures(name: str, signature: tuple, present: bool) -> dict:
         fig.update_layout(title="Contour of the pruned perplexity", height=700 if present else 650)
         out["contour"] = fig
         fig = ov.plot_slice(study, params=list(PARAMS), target_name="ppl")
-        fig.update_layout(title="Slice: perplexity against each exponent (colour: trial number)")
+        fig.update_layout(title="Slice: perplexity against each exponent<br><sup>colour: trial number</sup>",
+                          height=480 if present else 420)
         out["slice"] = legible_slice(fig, len(frame))
     out["importance_note"] = studies.importance_note(complete)
     if complete >= studies.IMPORTANCE_MIN:
         try:
             fig = ov.plot_param_importances(study, target_name="ppl")
-            fig.update_layout(title=f"Parameter importances ({complete} complete trials)")
+            fig.update_layout(title=f"Parameter importances ({complete} complete trials)", height=360 if present else 320)
             out["importance"] = legible_importance(fig)
         except (RuntimeError, ValueError):  # too few distinct trials to say
             out["importance_note"] = "Parameter importances: these trials are too alike to tell the exponents apart."
@@ -397,14 +398,13 @@ def show_study(name: str, run: dict | None) -> None:
                          + "; ".join(figs["off_scale"])))
     if "contour" in figs:
         ui.chart(figs["contour"], f"search_contour_{name}", key=f"contour_{name}")
-        c1, c2 = st.columns([2, 1])
-        with c1:
-            ui.chart(figs["slice"], f"search_slice_{name}", key=f"slice_{name}")
-        with c2:
-            if "importance" in figs:
-                ui.chart(figs["importance"], f"search_importance_{name}", key=f"imp_{name}")
-            if figs["importance_note"]:
-                st.caption(plain(figs["importance_note"]))
+        # one above the other: side by side, the slice's three panels and its title were squeezed and cut at
+        # a 1280 px projector at 150 %
+        ui.chart(figs["slice"], f"search_slice_{name}", key=f"slice_{name}")
+        if "importance" in figs:
+            ui.chart(figs["importance"], f"search_importance_{name}", key=f"imp_{name}")
+        if figs["importance_note"]:
+            st.caption(plain(figs["importance_note"]))
     else:
         st.caption("Contour, slice and importance plots appear after two complete trials.")
     pt = summary["per_trial"]
