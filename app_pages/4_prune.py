@@ -262,15 +262,12 @@ def comparison_figure(comp: pd.DataFrame, proto: tuple, log: bool, title_scope: 
                       hovermode="closest")
     # the legend below the x axis title, one series a row, in pixels: placed in the plot's coordinates it
     # ran into the axis title at presentation sizes and scrolled once a sweep added its series
-    # (two series a row at normal sizes: the longest names fit half of a 1280 px projector's width at 150 %)
-    per_row = 1 if big else 2
-    n = -(-comp["series"].nunique() // per_row) + 1  # rows, + the title's
-    row = round((18 if big else 13) * 1.7)
+    n = comp["series"].nunique() + 1  # one series a row, + the title's
+    row = 38 if big else 30  # a legend row: the marker (up to 16 px) and its text, measured in Chromium
     below = (120 if big else 90) + n * row  # x ticks and title, then the legend
     fig.update_layout(height=(470 if big else 420) + below, margin=dict(b=below),
-                      legend=dict(title=dict(text="method · type · exponents", side="top"), orientation="h", yref="container", y=0,
-                                  yanchor="bottom", xanchor="left", x=0, entrywidth=1 / per_row,
-                                  entrywidthmode="fraction"))
+                      legend=dict(title=dict(text="method · type · exponents", side="top"), orientation="v",
+                                  yref="container", y=0, yanchor="bottom", xanchor="left", x=0))
     if log:
         ui.log_axis(fig, [], "y", lo=yr.lo, hi=yr.hi)
     else:
@@ -326,11 +323,14 @@ def run_history() -> None:
     colours = {name: history.series_style(name, part["method"].iloc[0], part["type"].iloc[0]).color
                for name, part in comp.groupby("series")}
     numbers = [c for c in table.columns if c != "series"]
-    styled = table.style.format({c: charts.ppl_short for c in numbers}, na_rep="–") \
+    # the values as the hover writes them, "–" where a series has no run (a styled NaN read "None")
+    table[numbers] = table[numbers].apply(lambda col: col.map(lambda v: charts.ppl_short(v) or "–"))
+    styled = table.style \
         .map(lambda v: f"color: {colours.get(v, 'inherit')}; font-weight: 600", subset=["series"])
     st.markdown("**The chart's points**: pruned perplexity per series and sparsity")
     st.dataframe(styled, hide_index=True, key="ppl_table", height=min(38 + 35 * len(table), 640),
-                 column_config={c: st.column_config.Column(c, width=80) for c in numbers})  # every row, no scrolling
+                 column_config={c: st.column_config.TextColumn(c, width=80, alignment="right")
+                                for c in numbers})  # every row, no scrolling
     if len(off):
         st.caption("Off the scale (▲ at the top edge, so they do not squash the rest): " + "; ".join(
             plain(f"{r.series} at {r.ratio:.0%}: ppl {charts.number_text(r.pruned_ppl)}") for r in off.itertuples()))

@@ -229,7 +229,8 @@ def layout_style(present: bool) -> dict:
     color = DARK if present else "#262730"
     return {
         "layout": dict(font=dict(size=tick, color=color), title_font=dict(size=title, color=color),
-                       legend=dict(font=dict(size=legend, color=color)), hoverlabel=dict(font_size=tick + 1)),
+                       legend=dict(font=dict(size=legend, color=color), title_font=dict(size=legend, color=color)),
+                       hoverlabel=dict(font_size=tick + 1)),
         "axis": dict(tickfont=dict(size=tick, color=color), title_font=dict(size=axis_title, color=color),
                      automargin=True),
         "colorbar": dict(tickfont=dict(size=tick, color=color), title_font=dict(size=axis_title, color=color)),

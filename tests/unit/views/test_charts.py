@@ -89,6 +89,7 @@ def test_comparison_chart_colours_do_not_move_when_a_series_is_added():
 def test_presentation_fonts_are_at_least_16_px_and_dark():
     big, normal = charts.layout_style(True), charts.layout_style(False)
     assert big["axis"]["tickfont"]["size"] >= 16 and big["layout"]["legend"]["font"]["size"] >= 16
+    assert big["layout"]["legend"]["title_font"]["size"] >= 16  # the legend's title too (it stayed small)
     assert big["layout"]["title_font"]["size"] > big["axis"]["tickfont"]["size"]
     assert big["axis"]["tickfont"]["color"] == charts.DARK
     assert normal["axis"]["tickfont"]["size"] < big["axis"]["tickfont"]["size"]
