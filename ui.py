@@ -676,7 +676,8 @@ def follow_run(kind: str, show: Callable[[dict | None], None] | None = None, *, 
             st.rerun()
 
     poll()
-    watch_runs(kind)
+    if others is not None:  # the pages that show runs started elsewhere (Prune, Search)
+        watch_runs(kind)
 
 
 OTHER_SHOWN = 3  # other active runs drawn with their bars; the rest are counted
@@ -697,7 +698,10 @@ def _other_runs(runs: list[dict], label: Callable[[dict], str]) -> None:
             st.caption(f"… and {rest} more queued.")
 
 
-WATCH_SECONDS = 2.0  # how often an idle Prune / Search page looks for runs started elsewhere
+# how often an idle Prune / Search page looks for runs started elsewhere. Each look is a fragment rerun, and
+# its cost is Streamlit's (the page's widget states travel and are processed), not the stamp's (~10 µs): at
+# 2 s one tab cost the server 4.3 % of a core on Prune and 7.6 % on Search (bench/idle_cpu.py)
+WATCH_SECONDS = 5.0
 
 
 def watch_runs(kind: str) -> None:

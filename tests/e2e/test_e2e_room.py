@@ -399,6 +399,9 @@ def _created(kind: str, before: int, timeout=60) -> dict:
 
 def test_open_pages_show_runs_started_from_the_command_line(server, room, context):
     """Tabs opened before the runs existed (nothing active when they loaded) show them within seconds."""
+    sys.path.insert(0, str(REPO))
+    import ui  # the app's module: only its WATCH_SECONDS is read (no streamlit run starts)
+
     from neuronrank.runs.store import RunStore
 
     prune_tab, search_tab = context(), context()
@@ -418,7 +421,7 @@ def test_open_pages_show_runs_started_from_the_command_line(server, room, contex
                 t => (t.x || []).includes(0.42)))""", timeout=30_000)
     seen = time.time() - t0
     assert proc.wait(120) == 0
-    assert seen < 8, seen
+    assert seen < ui.WATCH_SECONDS + 4, seen  # one look, then the page's rerun
     # once finished, its point is in the comparison chart (no reload)
     prune_tab.wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(p =>
         (p.data || []).some(t => (t.x || []).includes(0.42)))""", timeout=30_000)
@@ -432,7 +435,7 @@ def test_open_pages_show_runs_started_from_the_command_line(server, room, contex
         document.querySelector('[data-testid=stMain]').innerText)""", timeout=30_000)
     seen = time.time() - t0
     assert proc.wait(180) == 0
-    assert seen < 8, seen
+    assert seen < ui.WATCH_SECONDS + 4, seen  # one look, then the page's rerun
     search_tab.wait_for_function("() => location.search.includes('study=cli-study')", timeout=10_000)
     wait_plot(search_tab, "Optimization history", timeout=60_000)
 
