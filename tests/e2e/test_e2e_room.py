@@ -307,7 +307,9 @@ def test_the_history_table_shows_the_pruned_perplexity_without_scrolling(server,
     page = context(**PROJECTOR)
     page.goto(f"{server}/prune?entry={room['entry']}&present=1")
     settled(page)
-    page.wait_for_selector('[data-testid="stDataFrame"] th', state="attached")
+    # the history (the page's first table) has drawn its header: the grid draws it after the data arrive
+    page.wait_for_function("""() => { const d = document.querySelector('[data-testid=stDataFrame]');
+        return d && d.querySelectorAll('th').length > 0; }""", timeout=30_000)
     table = page.evaluate("""() => { const d = document.querySelector('[data-testid=stDataFrame]');
         return {width: d.getBoundingClientRect().width, cols: Array.from(d.querySelectorAll('th')).map(t => t.textContent)}; }""")
     cols = table["cols"]
