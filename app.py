@@ -10,7 +10,7 @@ import streamlit as st
 
 import ui
 
-st.set_page_config(layout="wide", page_title="NeuronRank Studio")
+ui.page_config()  # wide; the sidebar collapsed in presentation mode
 
 pg = st.navigation(ui.pages())
 ui.sidebar()  # drawn on every page, before the page itself

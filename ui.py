@@ -27,9 +27,10 @@ from neuronrank.data import inputs, specs
 from neuronrank.data import stats_cache as store
 from neuronrank.queue import jobs
 from neuronrank.runs.progress import stage_progress
+from neuronrank.runs import store as run_store
 from neuronrank.runs.store import RunStore
-from neuronrank.views import entries, explorer
-from neuronrank.views.display import URL_NUMBERS, plain, url_value
+from neuronrank.views import charts, entries, explorer
+from neuronrank.views.display import URL_NUMBERS, plain, url_text, url_value
 
 CALIB_CHOICES = (*requests.TEXT_SOURCES, "file:PATH")
 # Exponents and sparsity chosen on the Exponents page; read by later pages (Prune & evaluate).
@@ -177,14 +178,36 @@ def page_setup() -> None:
     Roles scatter did nothing.
     """
     if not getattr(_run, "sidebar_drawn", False):
-        st.set_page_config(layout="wide", page_title="NeuronRank Studio")
+        page_config()
         st.navigation(pages())
         sidebar()
     url_note()  # on whichever page a shared link opened
 
 
+def page_config() -> None:
+    """st.set_page_config for every run (app.py calls it first): wide, and the sidebar collapsed in
+    presentation mode (read from the URL on a session's first run, before the sidebar restores the rest)."""
+    if "present" not in st.session_state:
+        st.session_state["present"] = _url_flag("present")
+    st.set_page_config(layout="wide", page_title="NeuronRank Studio",
+                       initial_sidebar_state="collapsed" if presentation_mode() else "auto")
+
+
+def _url_flag(name: str) -> bool:
+    raw = st.query_params.get(name)
+    if raw is None:
+        return False
+    try:
+        return bool(url_value(name, raw))
+    except UserError as e:
+        st.session_state["_url_note"] = " ".join(filter(None, [st.session_state.get("_url_note"), str(e)]))
+        del st.query_params[name]
+        return False
+
+
 def sidebar() -> None:
     with st.sidebar:
+        _presentation_controls()
         cached = safe_entries()
         restore_from_url(cached)
         _entry_picker(cached)
@@ -235,12 +258,12 @@ def restore_from_url(cached: list[store.Entry]) -> None:
             st.session_state[name] = value
             st.session_state[f"_{name}"] = value
     if notes:
-        st.session_state["_url_note"] = " ".join(notes)
+        st.session_state["_url_note"] = " ".join(filter(None, [st.session_state.get("_url_note"), *notes]))
 
 
 def write_url() -> None:
     """Keep the URL equal to the view (only changed values are written: each write is a browser update)."""
-    want = {"entry": st.session_state.get("entry_key")}
+    want = {"entry": st.session_state.get("entry_key"), "present": "1" if presentation_mode() else None}
     for name, default in EXPONENT_DEFAULTS.items():
         want[name] = f"{float(st.session_state.get(name, default)):g}"
     for k, v in want.items():
@@ -249,6 +272,94 @@ def write_url() -> None:
                 del st.query_params[k]
         elif st.query_params.get(k) != v:
             st.query_params[k] = v
+
+
+# ----------------------------------------------------------------------------------------------
+# presentation mode: legible from the back of the room, on every page
+
+
+def presentation_mode() -> bool:
+    """Charts for a projector: tick labels ≥ 16 px in a dark colour, titles and legends to match, the sidebar
+    collapsed. Set by the sidebar's toggle or the link's `present=1`; every chart drawn through `chart()`
+    follows it, and components that draw their own charts read it here (and `chart_style()`)."""
+    return bool(st.session_state.get("present", False))
+
+
+def chart_style() -> dict:
+    """The plotly fonts of the current mode (views.charts.layout_style): for charts drawn outside `chart()`."""
+    return charts.layout_style(presentation_mode())
+
+
+def _on_present() -> None:
+    st.session_state["present"] = bool(st.session_state.get("_present"))
+
+
+EXPORT_FORMATS = {"png": "PNG (3× resolution)", "svg": "SVG (vector)"}
+
+
+def _presentation_controls() -> None:
+    st.session_state["_present"] = presentation_mode()
+    st.toggle("Presentation mode", key="_present", on_change=_on_present,
+              help="Large dark chart labels for a projector, the sidebar collapsed; the link carries it "
+                   "(present=1), so everyone who opens it sees the same.")
+    st.session_state.setdefault("_export", "png")
+    st.radio("Charts download as", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.get, key="_export",
+             horizontal=True, help="The camera button in each chart's toolbar saves it in this format")
+    st.divider()
+
+
+# ----------------------------------------------------------------------------------------------
+# a page's controls in the URL: a shared link restores them
+
+
+def _url_keys(name: str) -> tuple[str, str]:
+    """Session keys of a URL control: its value (kept across page switches) and its widget's key."""
+    return f"url:{name}", f"_url:{name}"
+
+
+def url_state(name: str, default, allowed=None) -> str:
+    """The widget key of a control whose value lives in the URL as `name`. On the session's first look, the
+    link's value (checked by views.display.url_value; a bad one is a short notice, never a silent reset)
+    or `default`; later the session's (it survives page switches). `allowed`: the values the widget offers
+    now — a link naming another one gets a notice too. Call `url_keep(name, default)` after the widget."""
+    key, widget = _url_keys(name)
+    if key not in st.session_state:
+        value = url_param(name)
+        if value is not None and allowed is not None:
+            bad = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed]
+            if bad:
+                st.warning(plain(f"The link's {name}={', '.join(str(b) for b in bad)} is not on this page now; "
+                                 "it was ignored."))
+                value = [v for v in value if v in allowed] if isinstance(value, list) else None
+        st.session_state[key] = default if value is None else value
+    if widget not in st.session_state:  # first drawn in this session, or after a page switch dropped it
+        st.session_state[widget] = st.session_state[key]
+    if allowed is not None:  # the widget must hold an offered value (a run deleted, a sweep gone)
+        v = st.session_state[widget]
+        fixed = [x for x in v if x in allowed] if isinstance(v, list) else (v if v in allowed else default)
+        if fixed != v:
+            st.session_state[widget] = fixed
+    return widget
+
+
+def url_set(name: str, value) -> None:
+    """Set a URL control's value before its widget is drawn (a callback, or code above the widget)."""
+    key, widget = _url_keys(name)
+    st.session_state[key] = st.session_state[widget] = value
+
+
+def url_keep(name: str, default=None, always: bool = False):
+    """After the widget of `url_state(name, ...)`: keep its value for the session and in the URL (left out
+    while it is `default`, unless `always`). Returns the value."""
+    key, widget = _url_keys(name)
+    value = st.session_state.get(widget)
+    st.session_state[key] = value
+    text = None if value is None or (value == default and not always) else url_text(value)
+    if text in (None, ""):
+        st.query_params.pop(name, None)
+    elif st.query_params.get(name) != text:
+        st.query_params[name] = text
+    return value
 
 
 def _entry_picker(cached: list[store.Entry]) -> None:
@@ -393,9 +504,26 @@ def exponents() -> dict[str, float]:
 
 
 def chart(fig: go.Figure, name: str, **kwargs):
-    """A plotly chart whose toolbar saves a PNG named after the chart."""
-    fig.update_layout(margin=dict(l=10, r=10, t=50, b=10))
-    config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}}
+    """Every plotly chart of the app: the fonts of the current mode (presentation mode: ≥ 16 px tick labels
+    in a dark colour, titles and legends to match), and a toolbar that saves it as a 3× PNG or an SVG
+    named after the chart."""
+    style = chart_style()
+    fig.update_layout(**style["layout"])
+    fig.update_xaxes(**style["axis"])
+    fig.update_yaxes(**style["axis"])
+    fig.update_annotations(font_size=style["tick_px"])
+    for trace in fig.data:
+        if "colorbar" in trace:  # heatmaps, contours, coloured markers
+            trace.update(colorbar=style["colorbar"])
+        elif "marker" in trace and getattr(trace.marker, "colorbar", None) is not None and trace.marker.showscale:
+            trace.marker.update(colorbar=style["colorbar"])
+    top = 60 if fig.layout.title.text else 20
+    # a chart that reserves room below its plot (a legend under the axis) keeps it
+    fig.update_layout(margin=dict(l=10, r=10, t=top + (16 if presentation_mode() else 0),
+                                  b=max(10, fig.layout.margin.b or 0)))
+    fmt = st.session_state.get("_export", "png")
+    config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": fmt, "filename": name,
+                                                        **({"scale": 3} if fmt == "png" else {})}}
     return st.plotly_chart(fig, config=config, **kwargs)
 
 
@@ -407,20 +535,23 @@ def table(df: pd.DataFrame, name: str, **kwargs):
     return out
 
 
-def log_axis(fig: go.Figure, values, axis: str = "y") -> None:
-    """A log axis with readable ticks: one labelled tick per decade when the data spans several (no bare
-    "2 3 … 9" digits), plain 3-digit numbers when it spans less than one."""
+def log_axis(fig: go.Figure, values, axis: str = "y", lo: float | None = None, hi: float | None = None) -> None:
+    """A log axis labelled at 1-2-5 (views.charts.log_ticks: a chart of 13–200 reads 20, 50, 100, 200; many
+    decades get one label per decade), over the values' span or [lo, hi]."""
     import numpy as np
 
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
-    span = float(np.log10(v.max() / v.min())) if v.size else 0.0
-    opts = dict(type="log", exponentformat="power", showexponent="all")
-    if span >= 1.0:
-        opts["dtick"] = 1
-    else:
-        opts["tickformat"] = ".3~g"
-    fig.update_layout(**{f"{axis}axis": opts})
+    if lo is None or hi is None:
+        if not v.size:
+            fig.update_layout(**{f"{axis}axis": dict(type="log")})
+            return
+        span = max(math.log10(v.max() / v.min()), 0.3)
+        pad = 10 ** (0.06 * span)
+        lo, hi = float(v.min()) / pad, float(v.max()) * pad
+    vals, text = charts.log_ticks(lo, hi)
+    fig.update_layout(**{f"{axis}axis": dict(type="log", range=[math.log10(lo), math.log10(hi)], tickvals=vals,
+                                             ticktext=text)})
 
 
 def reference_line(fig: go.Figure, y: float, label: str, log: bool, color: str = "#555", dash: str = "dot",
@@ -499,15 +630,26 @@ def forget_run(kind: str, param: str = "run") -> None:
 
 def follow_run(kind: str, show: Callable[[dict | None], None] | None = None, *, param: str = "run",
                header: Callable[[dict], None] | None = None, stop: str = "Cancel",
-               busy: Callable[[], bool] | None = None) -> None:
+               busy: Callable[[], bool] | None = None, others: Callable[[dict], str] | None = None) -> None:
     """Follow the page's `kind` run: while it is queued or running (or `busy()`: something else the page
     shows still changes), a fragment polls every POLL_SECONDS — `header(run)`, the run's stage with the
     stage's own bar, a `stop` button, and jobs.recover() (a dead worker's run is marked failed, a queue whose
     dispatcher was killed gets a new one); `show(run)` (run may be None) draws below it on every poll. When
-    the run ends, the whole page reruns once (what it shows includes the outcome) and polling stops."""
+    the run ends, the whole page reruns once (what it shows includes the outcome) and polling stops.
+
+    `others(run) -> label`: also show every other queued or running run of `kind` — started in another tab,
+    by another user or from the command line — with its stage bar, for as long as it is active."""
     run = _followed(kind, param, warn=True)
     flag = f"_following_{kind}"
-    if (run is not None and run["status"] in ACTIVE) or (busy is not None and busy()):
+
+    def elsewhere(followed: dict | None) -> list[dict]:
+        if others is None:
+            return []
+        return [r for r in RunStore().list(kind=kind, limit=50)
+                if r["status"] in ACTIVE and (followed is None or r["id"] != followed["id"])]
+
+    if ((run is not None and run["status"] in ACTIVE) or (busy is not None and busy())
+            or elsewhere(run)):
         st.session_state[flag] = True
 
     @st.fragment(run_every=POLL_SECONDS if st.session_state.get(flag) else None)
@@ -521,14 +663,79 @@ def follow_run(kind: str, show: Callable[[dict | None], None] | None = None, *, 
             if st.button(stop, key=f"cancel_{run['id']}"):
                 jobs.cancel(run["id"])
                 st.rerun()
+        other = elsewhere(run)
+        if running or other:
             jobs.recover()
-        ended = not running and not (busy is not None and busy()) and st.session_state.pop(flag, False)
+        if other:
+            _other_runs(other, others)
+        ended = (not running and not other and not (busy is not None and busy())
+                 and st.session_state.pop(flag, False))
         if show is not None:
             show(run)
         if ended:
             st.rerun()
 
     poll()
+    if others is not None:  # the pages that show runs started elsewhere (Prune, Search)
+        watch_runs(kind)
+
+
+OTHER_SHOWN = 3  # other active runs drawn with their bars; the rest are counted
+
+
+def _other_runs(runs: list[dict], label: Callable[[dict], str]) -> None:
+    running = [r for r in runs if r["status"] == "running"]
+    queued = [r for r in runs if r["status"] == "queued"]
+    with st.container(border=True):
+        st.markdown("**Also active** (started elsewhere: another tab, another user, the command line, or queued "
+                    "for a sweep)")
+        for r in (running + queued)[:OTHER_SHOWN]:
+            where = "from the command line" if r.get("origin") == "cli" else "from the app"
+            st.caption(plain(f"Run {r['id']} · {label(r)} · {where}"))
+            run_progress_bars(r)
+        rest = len(running + queued) - OTHER_SHOWN
+        if rest > 0:
+            st.caption(f"… and {rest} more queued.")
+
+
+# how often an idle Prune / Search page looks for runs started elsewhere. Each look is a fragment rerun, and
+# its cost is Streamlit's (the page's widget states travel and are processed), not the stamp's (~10 µs): at
+# 2 s one tab cost the server 4.3 % of a core on Prune and 7.6 % on Search (bench/idle_cpu.py)
+WATCH_SECONDS = 5.0
+
+
+def watch_runs(kind: str) -> None:
+    """Show a run started elsewhere (another tab, the command line) within WATCH_SECONDS, idle or not: a
+    fragment that draws nothing stats the run store's files (RunStore.stamp: no query) and, only when
+    they changed, reads which runs are active (RunStore.activity: one small query); when that differs —
+    a run queued, started or ended — the page reruns and its own polling takes over. Progress writes
+    move the stamp but not the activity, so they cost one query per WATCH_SECONDS and no rerun."""
+    key = f"_watch_{kind}"
+    path = run_store.default_path()
+
+    def look() -> tuple | None:
+        stamp = run_store.stamp(path)
+        last = st.session_state.get(key)
+        if last is not None and last[0] == stamp:
+            return last
+        try:
+            now = (stamp, RunStore(path).activity(kind))
+        except UserError:
+            return last
+        st.session_state[key] = now
+        return now
+
+    st.session_state.pop(key, None)
+    look()  # this run draws the page as it is now: the watch compares with that
+
+    @st.fragment(run_every=WATCH_SECONDS)
+    def watch() -> None:
+        before = st.session_state.get(key)
+        now = look()
+        if before is not None and now is not None and before[1] != now[1]:
+            st.rerun(scope="app")
+
+    watch()
 
 
 def run_progress_bars(run: dict) -> None:

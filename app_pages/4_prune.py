@@ -20,8 +20,8 @@ from neuronrank.evaluation.zeroshot import WANDA_TASKS
 from neuronrank.queue import jobs
 from neuronrank.runs.store import RunStore
 from neuronrank import UserError
-from neuronrank.views import history
-from neuronrank.views.display import plain
+from neuronrank.views import charts, history
+from neuronrank.views.display import URL_CHOICES, plain
 from neuronrank.views.history import decade_ticks
 
 ui.page_setup()
@@ -200,7 +200,13 @@ def _outcome(run: dict | None) -> None:
             ui.table(mods, f"sparsity_run{run['id']}", hide_index=True)
 
 
-ui.follow_run("prune", _outcome, header=_header, stop="Cancel run")
+def _label(run: dict) -> str:
+    p = run["params"]
+    return f"{history.run_label(p)}, {float(p.get('sparsity_ratio', 0)):.0%} sparsity" + (
+        f" (sweep {run['grp']})" if str(run.get("grp") or "").startswith("sweep-") else "")
+
+
+ui.follow_run("prune", _outcome, header=_header, stop="Cancel run", others=_label)
 
 # ----------------------------------------------------------------------------------------------
 # history and the comparison chart (refreshed while any prune run is queued or running)
@@ -208,6 +214,65 @@ ui.follow_run("prune", _outcome, header=_header, stop="Cancel run")
 st.divider()
 st.subheader("Run history")
 any_active = any(r["status"] in ("queued", "running") for r in store.list(kind="prune", limit=50))
+TYPES = list(URL_CHOICES["cmp_type"])
+
+
+def comparison_figure(comp: pd.DataFrame, proto: tuple, log: bool, title_scope: str):
+    """The pruned perplexity per series against sparsity: a fixed colour per series, 1-2-5 ticks, outliers at
+    the top edge (returned: the rows drawn there)."""
+    dense = comp["dense_ppl"].dropna()
+    dense_v = float(dense.iloc[0]) if len(dense) else None
+    yr = charts.robust_range(comp["pruned_ppl"], keep=[dense_v], log=log)
+    comp = comp.assign(outlier=yr.outliers)
+    edge = yr.hi / (10 ** (0.03 * (np.log10(yr.hi / yr.lo)))) if log else yr.hi - 0.03 * (yr.hi - yr.lo)
+    big = ui.presentation_mode()
+    fig = go.Figure()
+    for name, part in comp.groupby("series", sort=True):
+        style = history.series_style(name, part["method"].iloc[0], part["type"].iloc[0])
+        inside, off = part[~part["outlier"]], part[part["outlier"]]
+        text = [ui.fmt_ppl(v) for v in inside["pruned_ppl"]]
+        if len(inside):
+            fig.add_trace(go.Scatter(
+                x=inside["ratio"].tolist(), y=inside["pruned_ppl"].tolist(), name=name, legendgroup=name,
+                mode="lines+markers", line=dict(color=style.color, width=3, dash=style.dash),
+                marker=dict(color=style.color, size=14 if big else 12, symbol=style.symbol,
+                            line=dict(color="white", width=1)),
+                customdata=list(zip(text, inside["runs"].tolist())),
+                hovertemplate=f"<b>{name}</b><br>sparsity %{{x:.0%}}<br>ppl %{{customdata[0]}}"
+                              "<br>%{customdata[1]} run(s)<extra></extra>"))
+        if len(off):
+            vals = [charts.number_text(v) for v in off["pruned_ppl"]]
+            fig.add_trace(go.Scatter(
+                x=off["ratio"].tolist(), y=[edge] * len(off), name=name, legendgroup=name,
+                showlegend=not len(inside),  # a series wholly off the scale is named by its ▲
+                # the value left of the ▲: below it, it sat on the highest points inside the scale
+                mode="markers+text", text=[f"{v} ↑" for v in vals], textposition="middle left",
+                textfont=dict(color=style.color), cliponaxis=False,
+                marker=dict(color=style.color, size=16 if big else 14, symbol="triangle-up",
+                            line=dict(color="black", width=1)),
+                customdata=vals, hovertemplate=f"<b>{name}</b><br>sparsity %{{x:.0%}}<br>ppl %{{customdata}} "
+                                               "(off the scale)<extra></extra>"))
+    if dense_v is not None:
+        ui.reference_line(fig, dense_v, f"dense {dense_v:.2f}", log=log)
+    fig.update_layout(title=f"Pruned perplexity vs sparsity<br><sup>{title_scope}; {charts.chart_text(proto[0])}, seqlen {proto[1]:g}, "
+                            f"{proto[2]:g} windows</sup>",
+                      xaxis_title="sparsity (fraction of MLP weights or neurons pruned)", xaxis_tickformat=".0%",
+                      xaxis_range=[-0.02, 1.0], xaxis_dtick=0.1,
+                      yaxis_title="perplexity" + (" (log scale)" if log else ""),
+                      hovermode="closest")
+    # the legend below the x axis title, one series a row, in pixels: placed in the plot's coordinates it
+    # ran into the axis title at presentation sizes and scrolled once a sweep added its series
+    n = comp["series"].nunique() + 1  # one series a row, + the title's
+    row = 38 if big else 30  # a legend row: the marker (up to 16 px) and its text, measured in Chromium
+    below = (120 if big else 90) + n * row  # x ticks and title, then the legend
+    fig.update_layout(height=(470 if big else 420) + below, margin=dict(b=below),
+                      legend=dict(title=dict(text="method · type · exponents", side="top"), orientation="v",
+                                  yref="container", y=0, yanchor="bottom", xanchor="left", x=0))
+    if log:
+        ui.log_axis(fig, [], "y", lo=yr.lo, hi=yr.hi)
+    else:
+        fig.update_yaxes(range=[yr.lo, yr.hi])
+    return fig, comp[comp["outlier"]]
 
 
 @st.fragment(run_every=ui.POLL_SECONDS if any_active else None)
@@ -219,38 +284,56 @@ def run_history() -> None:
         return
     if any_active and not any(r["status"] in ("queued", "running") for r in runs[:50]):
         st.rerun()  # the last active run finished: redraw once without polling
-    st.caption("Tick rows to compare only those runs in the chart below; with none ticked it shows every "
-               "finished run.")
-    picked = st.dataframe(frame, hide_index=True, on_select="rerun", selection_mode="multi-row", key="history")
+    shown = history.history_table(frame)
+    number = {"ratio": "%.2f", "pruned_ppl": "%.2f", "dense_ppl": "%.2f"}
+    config = {c: (st.column_config.NumberColumn(c, format=number[c], width=w) if c in number
+                  else st.column_config.Column(c, width=w)) for c, w in history.HISTORY_WIDTHS.items()}
+    config["mlp_sparsity"] = st.column_config.NumberColumn("mlp_sparsity", format="%.4f")
+    st.dataframe(shown, hide_index=True, key="history", height=min(38 + 35 * len(shown), 400), column_config=config)
     st.download_button("Download CSV", frame.to_csv(index=False).encode(), "runs.csv", "text/csv",
                        on_click="ignore")
-    rows = picked.selection.rows if picked and picked.selection else []
-    comp = history.comparison(frame.iloc[rows] if rows else frame)
+    finished = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()]
+    labels = {int(r.run): f"{r.run}: {history.series_label(r.method, r.type, r.alpha, r.beta, r.gamma, calibration=r.calibration, per=r.per, targets=r.targets)}, {r.ratio:.0%}"
+              for r in finished.itertuples()}
+    stype = st.radio("Sparsity type", TYPES, horizontal=True, key=ui.url_state("cmp_type", "all"),
+                     help="Compare only runs of this sparsity type (the link keeps it)")
+    ui.url_keep("cmp_type", "all")
+    c2, c3 = st.columns([1, 3], vertical_alignment="bottom")
+    log = c2.toggle("log axis", key=ui.url_state("cmp_log", True), help="Perplexity on a log scale")
+    ui.url_keep("cmp_log", True)
+    picked = c3.multiselect("Compare only these runs (empty: every finished run)", list(labels),
+                            format_func=labels.get, key=ui.url_state("cmp_runs", [], allowed=set(labels)),
+                            placeholder="every finished run")
+    ui.url_keep("cmp_runs", [])
+    chosen = finished[finished["run"].isin(picked)] if picked else finished
+    comp = history.comparison(chosen, sparsity_type=None if stype == "all" else stype)
     if comp.empty:
+        st.info(f"No finished {'' if stype == 'all' else stype + ' '}runs to compare yet.")
         return
-    protocols = comp.groupby(["eval", "eval_seqlen", "eval_windows"], dropna=False).size()
     # one protocol per chart (perplexities of different protocols don't compare): the newest run's
-    newest = frame.iloc[rows] if rows else frame
-    newest = newest[(newest["status"] == "done") & newest["pruned_ppl"].notna()].sort_values("run").iloc[-1]
+    newest = chosen if stype == "all" else chosen[chosen["type"] == stype]
+    newest = newest.sort_values("run").iloc[-1]
     proto = (newest["eval"], newest["eval_seqlen"], newest["eval_windows"])
+    protocols = comp.groupby(["eval", "eval_seqlen", "eval_windows"], dropna=False).size()
     comp = comp[(comp["eval"] == proto[0]) & (comp["eval_seqlen"] == proto[1]) & (comp["eval_windows"] == proto[2])]
-    fig = go.Figure()
-    for name, part in comp.groupby("series", sort=True):
-        fig.add_trace(go.Scatter(x=part["ratio"].tolist(), y=part["pruned_ppl"].tolist(), name=name,
-                                 mode="lines+markers",
-                                 customdata=part["runs"].tolist(),
-                                 hovertemplate=f"{name}<br>sparsity %{{x:.0%}}<br>ppl %{{y:.3f}}"
-                                               "<br>%{customdata} run(s)<extra></extra>"))
-    dense = comp["dense_ppl"].dropna()
-    if len(dense):
-        ui.reference_line(fig, float(dense.iloc[0]), f"dense {float(dense.iloc[0]):.2f}", log=True)
-    fig.update_layout(title=f"Pruned perplexity vs sparsity ({'ticked runs' if rows else 'all finished runs'}; "
-                            f"{proto[0]}, seqlen {proto[1]:g}, {proto[2]:g} windows)",
-                      xaxis_title="sparsity (fraction of MLP weights or neurons pruned)", xaxis_tickformat=".0%",
-                      xaxis_range=[-0.02, 1.0],
-                      yaxis_title="perplexity (log scale)", legend_title="method · type · exponents", height=480)
-    ui.log_axis(fig, list(comp["pruned_ppl"]) + list(dense), "y")
-    ui.chart(fig, "ppl_vs_sparsity")
+    scope = ("chosen runs" if picked else "all finished runs") + ("" if stype == "all" else f", {stype}")
+    fig, off = comparison_figure(comp.reset_index(drop=True), proto, log, scope)
+    ui.chart(fig, "ppl_vs_sparsity", key="ppl_vs_sparsity")
+    table = history.comparison_table(comp)
+    colours = {name: history.series_style(name, part["method"].iloc[0], part["type"].iloc[0]).color
+               for name, part in comp.groupby("series")}
+    numbers = [c for c in table.columns if c != "series"]
+    # the values as the hover writes them, "–" where a series has no run (a styled NaN read "None")
+    table[numbers] = table[numbers].apply(lambda col: col.map(lambda v: charts.ppl_short(v) or "–"))
+    styled = table.style \
+        .map(lambda v: f"color: {colours.get(v, 'inherit')}; font-weight: 600", subset=["series"])
+    st.markdown("**The chart's points**: pruned perplexity per series and sparsity")
+    st.dataframe(styled, hide_index=True, key="ppl_table", height=min(38 + 35 * len(table), 640),
+                 column_config={c: st.column_config.TextColumn(c, width=80, alignment="right")
+                                for c in numbers})  # every row, no scrolling
+    if len(off):
+        st.caption("Off the scale (▲ at the top edge, so they do not squash the rest): " + "; ".join(
+            plain(f"{r.series} at {r.ratio:.0%}: ppl {charts.number_text(r.pruned_ppl)}") for r in off.itertuples()))
     if len(protocols) > 1:
         st.caption(f"{len(protocols) - 1} other evaluation protocol(s) in the history are left out of the chart.")
 
@@ -269,8 +352,8 @@ with st.form("sweep"):
     y = c2.selectbox("y axis", list(requests.EXPONENT_LABELS), format_func=requests.EXPONENT_LABELS.get, index=2)
     ys = c2.text_input("y values", "0, 1, 2")
     st.caption("Every other setting comes from the form above (method neuronrank_old is used, MLP only, no "
-               "zero-shot tasks); wanda and magnitude at the same sparsity are queued too, for reference, unless "
-               "they already ran.")
+               "zero-shot tasks); a cell an identical earlier run has measured reuses it. Wanda and magnitude at "
+               "the same sparsity are queued too, for reference, unless they already ran.")
     go_sweep = st.form_submit_button("Queue sweep")
 if go_sweep:
     with ui.user_errors():
@@ -279,38 +362,50 @@ if go_sweep:
                                                 eval_tasks_path=None), x, xs, y, ys)
         sweep.validate()
         group = requests.new_sweep_group()
-        for req in sweep.grid():
-            jobs.submit("prune", req, group=group)
-        ref = history.reference_ppl(history.runs_frame(store.list(kind="prune")), sweep.sparsity_type,
-                                    sweep.sparsity_ratio, sweep.eval, sweep.eval_seqlen,
-                                    sweep.eval_window_cap(on_gpu=False) or 0, calibration=calibration)
+        cells = jobs.submit_sweep(sweep, x, y, group)
         for baseline in ("wanda", "magnitude"):  # each in its own setup, at the sweep's calibration order
-            if baseline not in ref:
-                jobs.submit("prune", request_now(prune_method=baseline, targets="mlp", group=None, eval_tasks=None,
-                                                 eval_tasks_path=None), group=f"ref-{group}")
-        st.session_state["sweep_pick"] = group
+            jobs.reuse_or_submit("prune", request_now(prune_method=baseline, targets="mlp", group=None,
+                                                      eval_tasks=None, eval_tasks_path=None), group=f"ref-{group}")
+        ui.url_set("sweep", group)
+        reused = sum(c["reused"] for c in cells)
+        if reused:
+            st.success(f"Sweep {group}: {len(cells)} cells, {reused} of them already measured by identical runs "
+                       "(reused, not run again).")
 
-sweeps = history.sweep_groups(store.list(kind="prune", limit=5000))
+sweeps = history.sweep_groups(store.list(kind="prune", limit=5000), store.sweeps())
 if sweeps.empty:
     st.info("No sweeps yet.")
+    named = ui.url_param("sweep")  # a malformed one gets its notice there
+    if named is not None:
+        st.warning(f"The link's sweep={plain(named)} is not in this run store; it was ignored.")
+        st.query_params.pop("sweep", None)
 else:
     labels = {r.group: f"{r.group}: {requests.EXPONENT_LABELS[r.x]} × {requests.EXPONENT_LABELS[r.y]}, "
                        f"{r.runs} runs" for r in sweeps.itertuples()}
-    if st.session_state.get("sweep_pick") not in labels:
-        st.session_state["sweep_pick"] = sweeps["group"].iloc[0]
-    group = st.selectbox("Sweep", list(labels), format_func=labels.get, key="sweep_pick",
-                         help="past sweeps reopen here")
-    axes = sweeps.set_index("group").loc[group, ["x", "y"]].tolist()
-    active = any(r["status"] in ("queued", "running") for r in store.list(group=group))
+    group = st.selectbox("Sweep", list(labels), format_func=labels.get,
+                         key=ui.url_state("sweep", sweeps["group"].iloc[0], allowed=set(labels)),
+                         help="past sweeps reopen here; the link names the one shown")
+    ui.url_keep("sweep", always=True)
+    row = sweeps.set_index("group").loc[group]
+    axes = [row["x"], row["y"]]
+    cells = row["cells"] if isinstance(row["cells"], list) else None
+
+    def sweep_runs() -> list[dict]:
+        return store.get_many([c["run"] for c in cells]) if cells is not None else store.list(group=group)
+
+    active = any(r["status"] in ("queued", "running") for r in sweep_runs())
 
     @st.fragment(run_every=ui.POLL_SECONDS if active else None)
     def landscape() -> None:
-        runs = store.list(group=group)
-        grid = history.landscape(runs, axes[0], axes[1])
+        runs = sweep_runs()
+        grid = history.landscape(runs, axes[0], axes[1], cells=cells)
         done = sum(r["status"] == "done" for r in runs)
         failed = [str(r["id"]) for r in runs if r["status"] == "failed"]
+        reused = [str(c["run"]) for c in (cells or []) if c.get("reused")]
         st.caption(f"Sweep {group}: {done}/{len(runs)} runs finished" + ("; failed: " + ", ".join(failed) if failed
-                                                                         else ""))
+                                                                         else "")
+                   + (f"; {len(reused)} cell(s) reuse identical earlier runs ({', '.join(reused)}), not run again"
+                      if reused else ""))
         if grid.empty:
             return
         p0 = runs[0]["params"]
@@ -328,11 +423,13 @@ else:
         text = [[("" if not np.isfinite(v) else f"{v:.1f}") for v in row] for row in z]
         xs_ = [f"{v:g}" for v in grid.columns]
         ys_ = [f"{v:g}" for v in grid.index]
+        xl, yl = requests.EXPONENT_LABELS[axes[0]], requests.EXPONENT_LABELS[axes[1]]
         fig = go.Figure(go.Heatmap(
             z=np.where(np.isfinite(logz), logz, None).tolist(), x=xs_, y=ys_, text=text, texttemplate="%{text}",
+            textfont=dict(size=20 if ui.presentation_mode() else 15),
             colorscale="Viridis_r", customdata=text,
             colorbar=dict(title="ppl", tickvals=ticks, ticktext=[f"{10 ** t:.3g}" for t in ticks]),
-            hovertemplate=f"{axes[0]} %{{x}}<br>{axes[1]} %{{y}}<br>ppl %{{customdata}}<extra></extra>"))
+            hovertemplate=f"{xl} %{{x}}<br>{yl} %{{y}}<br>ppl %{{customdata}}<extra></extra>"))
         best = history.best_cell(grid)
         title = f"Pruned perplexity, {p0['sparsity_type']} {float(p0['sparsity_ratio']):.0%}"
         if best is not None:
@@ -346,8 +443,7 @@ else:
         refs = [f"{k} {v:.2f}" for k, v in ref.items()]
         if refs:
             title += "<br><sup>same sparsity and protocol: " + ", ".join(refs) + "</sup>"
-        fig.update_layout(title=title, xaxis_title=requests.EXPONENT_LABELS[axes[0]],
-                          yaxis_title=requests.EXPONENT_LABELS[axes[1]], height=470,
+        fig.update_layout(title=title, xaxis_title=xl, yaxis_title=yl, height=520,
                           xaxis_type="category", yaxis_type="category")
         ui.chart(fig, f"landscape_{group}", key=f"land_{group}")
         if ref:

@@ -1,6 +1,6 @@
 """Search: an Optuna study over (α, β, γ) run by a worker process (it survives reloads: the run and the
 study are in the URL); its optimization history against the baselines, contour, slice and importance
-plots; "apply best" sets the Exponents sliders; past studies reopen."""
+plots; "apply best" sets the Exponents sliders; past studies reopen; how long a study will take."""
 
 from dataclasses import replace
 
@@ -12,10 +12,12 @@ import streamlit as st
 import ui
 from neuronrank import UserError
 from neuronrank.config.fields import spec
-from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchRequest
+from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchRequest, from_params
 from neuronrank.data.inputs import check_inputs
 from neuronrank.queue import jobs
+from neuronrank.runs.store import RunStore
 from neuronrank.search import study as search
+from neuronrank.views import charts, studies
 from neuronrank.views.display import plain
 from neuronrank.views.entries import human_age
 
@@ -26,44 +28,166 @@ st.caption("Which (α, β, γ) prune best — and do they beat Wanda? Each trial
            "Studies are kept in Optuna's storage; the CLI equivalent is `neuronrank search`.")
 f = lambda name: spec(SearchRequest, name)  # noqa: E731  (defaults, bounds, choices, labels, help)
 PARAMS = search.PARAMS
-BASELINE_STYLE = {"dense": "gray", "wanda": "crimson", "magnitude": "darkorange", "random": "purple"}
-
+BASELINES = ("dense", "wanda", "magnitude", "random")
 base = SearchRequest(**ui.calibration()[0])
+store = RunStore()
 
-with st.form("search"):
+
+def run_request(run: dict) -> SearchRequest | None:
+    try:
+        return from_params("search", run["params"])
+    except (UserError, TypeError):
+        return None
+
+
+def run_study(run: dict) -> str | None:
+    req = run_request(run)
+    return None if req is None else search.study_name(req)
+
+
+# a page opened beside a study started elsewhere (another tab, the command line) follows it
+if ui.url_param("study") is None and ui.url_param("search_run") is None and not st.session_state.get("search_run"):
+    active = [r for r in store.list(kind="search", limit=20) if r["status"] in ui.ACTIVE]
+    if active and run_study(active[0]):
+        st.query_params["search_run"] = str(active[0]["id"])
+        st.query_params["study"] = run_study(active[0])
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _past(model: str, sparsity_type: str, seqlen: int) -> tuple[list[dict], str | None]:
+    """Measured trials of earlier studies of this model, type and seqlen (re-read at most every 30 s)."""
+    return search.past_samples({"model": model, "sparsity_type": sparsity_type, "eval_seqlen": seqlen})
+
+
+# ----------------------------------------------------------------------------------------------
+# the form: plain widgets (the estimate below follows them), showing the open study's settings
+
+FORM = {  # widget name -> (request field, default)
+    "srch_type": ("sparsity_type", f("sparsity_type").default), "srch_ratio": ("sparsity_ratio", 0.5),
+    "srch_trials": ("trials", 12), "srch_rungs": ("rungs", f("rungs").default),
+    "range_alpha": ("alpha_range", (0.0, 3.0)), "range_beta": ("beta_range", (0.0, 3.0)),
+    "range_gamma": ("gamma_range", (0.0, 3.0)), "srch_eval": ("eval", f("eval").default),
+    "srch_seqlen": ("eval_seqlen", f("eval_seqlen").default), "srch_windows": ("eval_windows", 16),
+    "srch_study": ("study", ""),
+}
+
+
+def form_from(req: SearchRequest, trials: int | None) -> None:
+    """The form shows a followed study's settings (after a reload it showed the defaults beside a study
+    run with other settings)."""
+    for key, (field, default) in FORM.items():
+        v = getattr(req, field)
+        if field.endswith("_range"):
+            v = tuple(float(x) for x in req.range(field[:-len("_range")]))
+        elif field == "trials":
+            v = int(trials or v)
+        elif field == "sparsity_ratio":
+            v = float(v)
+        elif v is None:
+            v = default
+        st.session_state[key] = st.session_state[f"_{key}"] = v
+
+
+open_name = ui.url_param("study")
+if open_name and st.session_state.get("_form_study") != open_name:
+    st.session_state["_form_study"] = open_name
+    with ui.user_errors(), search.storage_errors():
+        try:
+            shown_req = search.stored_request(search.load_study(open_name))
+        except search.NoStudy:  # queued: its worker has not created it yet — the run has the settings
+            followed = ui.url_param("search_run")
+            shown_req = None
+            if followed is not None:
+                try:
+                    shown_req = run_request(store.get(followed))
+                except UserError:
+                    pass
+        if shown_req is not None:
+            target = None
+            followed = ui.url_param("search_run")
+            if followed is not None:
+                try:
+                    target = (store.get(followed)["params"] or {}).get("trials")
+                except UserError:
+                    pass
+            form_from(replace(shown_req, study=open_name), target)
+
+with st.container(border=True):
     c1, c2, c3, c4 = st.columns(4)
-    stype = c1.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help)
-    ratio = c2.number_input(f("sparsity_ratio").label, 0.0, 0.95, 0.5, 0.05, help="2:4 needs 0.5, 4:8 needs 0.5")
-    trials = c3.number_input(f("trials").label, 1, 1000, 12, help=f("trials").help)
-    rungs = c4.number_input(f("rungs").label, 1, 8, f("rungs").default, help=f("rungs").help)
+    stype = c1.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
+                         key=ui.persisted("srch_type", FORM["srch_type"][1]))
+    ui.keep("srch_type")
+    ratio = c2.number_input(f("sparsity_ratio").label, 0.0, 0.95, step=0.05, help="2:4 needs 0.5, 4:8 needs 0.5",
+                            key=ui.persisted("srch_ratio", FORM["srch_ratio"][1]))
+    ui.keep("srch_ratio")
+    trials = c3.number_input(f("trials").label, 1, 1000, help=f("trials").help,
+                             key=ui.persisted("srch_trials", FORM["srch_trials"][1]))
+    ui.keep("srch_trials")
+    rungs = c4.number_input(f("rungs").label, 1, 8, help=f("rungs").help,
+                            key=ui.persisted("srch_rungs", FORM["srch_rungs"][1]))
+    ui.keep("srch_rungs")
     cols = st.columns(3)
-    ranges = {name: col.slider(f(f"{name}_range").label, 0.0, 10.0, (0.0, 3.0), 0.1, key=f"range_{name}")
-              for col, name in zip(cols, PARAMS)}
+    ranges = {}
+    for col, name in zip(cols, PARAMS):
+        ranges[name] = col.slider(f(f"{name}_range").label, 0.0, 10.0, step=0.1,
+                                  key=ui.persisted(f"range_{name}", FORM[f"range_{name}"][1]))
+        ui.keep(f"range_{name}")
     c1, c2, c3, c4 = st.columns(4)
-    eval_src = c1.text_input(f("eval").label, f("eval").default, help=f("eval").help)
+    eval_src = c1.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("srch_eval", FORM["srch_eval"][1]))
+    ui.keep("srch_eval")
     eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN,
-                                  f("eval_seqlen").default)
-    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, 16,
+                                  key=ui.persisted("srch_seqlen", FORM["srch_seqlen"][1]))
+    ui.keep("srch_seqlen")
+    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000,
                                    help="W: the objective is the perplexity over W windows; trials report after "
-                                        "W/4, W/2 and W (3 rungs)")
-    study_in = c4.text_input("Study name (empty: derived from the settings)", "",
-                             help="An existing study of the same settings is resumed up to the trial count")
+                                        "W/4, W/2 and W (3 rungs)",
+                                   key=ui.persisted("srch_windows", FORM["srch_windows"][1]))
+    ui.keep("srch_windows")
+    study_in = c4.text_input("Study name (empty: derived from the settings)",
+                             help="An existing study of the same settings is resumed up to the trial count",
+                             key=ui.persisted("srch_study", ""))
+    ui.keep("srch_study")
     st.caption(f"Calibration (the loaded statistics entry): {plain(base.model)}, {plain(base.calib)}, "
                f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}. "
                "One worker; the CLI's --workers runs more, one per GPU.")
-    start = st.form_submit_button("Start search", type="primary")
+
+    def form_request() -> SearchRequest:
+        return replace(base, sparsity_type=stype, sparsity_ratio=float(ratio), trials=int(trials), rungs=int(rungs),
+                       eval=eval_src.strip(), eval_seqlen=int(eval_seqlen), eval_windows=int(eval_windows),
+                       study=study_in.strip() or None,
+                       **{f"{n}_range": tuple(float(v) for v in ranges[n]) for n in PARAMS})
+
+    def before_estimate(req: SearchRequest) -> str:
+        """How long this study would take: measured trials of earlier studies of the same model, type and
+        seqlen, else this model's prune runs at that seqlen."""
+        windows = int(req.eval_windows or 16)
+        chunks = search.chunk_sizes(req.rungs, windows)
+        try:
+            samples, name = _past(req.model, req.sparsity_type, req.eval_seqlen)
+        except UserError:
+            samples, name = [], None
+        r = studies.rates(samples, f"at the rates measured in study {name}") if samples else None
+        runs = store.list(kind="prune", limit=500)
+        if r is None:
+            r = studies.rates(studies.run_samples(runs, req.model, req.eval_seqlen),
+                              f"at the rates of this model's prune runs at seqlen {req.eval_seqlen}")
+        e = studies.search_estimate(req.trials, windows, chunks, r, baselines_left=len(BASELINES),
+                                    setup=studies.loading_seconds(runs, req.model))
+        return (f"Estimated time for {req.trials} trials of {windows} windows, with loading and the "
+                f"{len(BASELINES)} baselines: {studies.estimate_text(e)}; the low end assumes halving stops half "
+                "the trials at each rung.")
+
+    st.caption(plain(before_estimate(form_request())))
+    start = st.button("Start search", type="primary")
 
 if start:
     with ui.user_errors():
-        req = replace(base, sparsity_type=stype, sparsity_ratio=float(ratio), trials=int(trials), rungs=int(rungs),
-                      eval=eval_src.strip(), eval_seqlen=int(eval_seqlen), eval_windows=int(eval_windows),
-                      study=study_in.strip() or None,
-                      **{f"{n}_range": tuple(float(v) for v in ranges[n]) for n in PARAMS})
+        req = form_request()
         req.validate()  # refuse bad input here, not in the worker
         check_inputs(req)
         req = replace(req, study=search.study_name(req))
         st.query_params["search_run"] = str(jobs.submit("search", req))
         st.query_params["study"] = req.study
+        st.session_state["_form_study"] = req.study
 
 with ui.user_errors():
     search.open_storage()  # a damaged study storage is moved aside here, and said once
@@ -77,38 +201,148 @@ def _apply(best: dict, ratio: float | None) -> None:
     st.session_state["_search_applied"] = (best, clipped)
 
 
+# ----------------------------------------------------------------------------------------------
+# the study's plots
+
+
+def history_figure(trials: pd.DataFrame, baselines: dict) -> tuple[go.Figure, list[str]]:
+    """Trials in order (complete: filled; stopped early by halving: open, at the ppl where they stopped),
+    the best so far, the baselines as lines; y fitted to the trials and the baselines that are near them
+    (random's millions are listed, not drawn: they pushed everything into the bottom tenth)."""
+    pts = studies.history_points(trials)
+    big = ui.presentation_mode()
+    nr = charts.method_color("neuronrank_old")
+    fig = go.Figure()
+    comp, stopped, best = pts["complete"], pts["stopped"], pts["best"]
+    base_vals = {k: (b or {}).get("ppl") for k, b in baselines.items()}
+    values = list(comp["ppl"]) + list(stopped["ppl"])
+    yr = charts.robust_range(values + [v for v in base_vals.values() if v is not None])
+    drawn = [float(v) for v in values if yr.lo <= float(v) <= yr.hi]
+    edge_y = yr.hi / 10 ** (0.03 * (yr.log_range()[1] - yr.log_range()[0]))
+    off_scale = []
+    if len(comp):
+        inside = comp[comp["ppl"].astype(float) <= yr.hi]
+        fig.add_trace(go.Scatter(x=inside["trial"].tolist(), y=inside["ppl"].tolist(), mode="markers",
+                                 name="complete trial", marker=dict(color=nr, size=13 if big else 11,
+                                                                    line=dict(color="white", width=1)),
+                                 hovertemplate="trial %{x}<br>ppl %{y:.4g}<extra>complete</extra>"))
+    if len(stopped):
+        inside = stopped[stopped["ppl"].astype(float) <= yr.hi]
+        fig.add_trace(go.Scatter(x=inside["trial"].tolist(), y=inside["ppl"].tolist(), mode="markers",
+                                 name="stopped early (halving)",
+                                 marker=dict(color=nr, size=13 if big else 11, symbol="circle-open", line=dict(width=2)),
+                                 customdata=inside["windows"].tolist(),
+                                 hovertemplate="trial %{x}<br>ppl %{y:.4g} after %{customdata} windows"
+                                               "<extra>stopped early</extra>"))
+    for part, label in ((comp, "complete"), (stopped, "stopped early")):
+        high = part[part["ppl"].astype(float) > yr.hi]
+        if len(high):
+            fig.add_trace(go.Scatter(x=high["trial"].tolist(), y=[edge_y] * len(high), mode="markers+text",
+                                     name=f"{label}, off the scale", showlegend=False, cliponaxis=False,
+                                     text=[f"{charts.number_text(v)} ↑" for v in high["ppl"]],
+                                     textposition="bottom center", textfont=dict(color=nr),
+                                     marker=dict(color=nr, size=14, symbol="triangle-up"),
+                                     customdata=[ui.fmt_ppl(v) for v in high["ppl"]],
+                                     hovertemplate="trial %{x}<br>ppl %{customdata} (off the scale)<extra></extra>"))
+            off_scale += [f"trial {int(t)} ({label}) {charts.number_text(v)}" for t, v in zip(high["trial"], high["ppl"])]
+    if len(best):
+        fig.add_trace(go.Scatter(x=best["trial"].tolist(), y=best["ppl"].tolist(), mode="lines", name="best so far",
+                                 line=dict(color=nr, width=3, shape="hv"), hoverinfo="skip"))
+    for label, v in base_vals.items():
+        if v is None:
+            continue
+        color = "#444444" if label == "dense" else charts.method_color(label)
+        if yr.lo <= v <= yr.hi:
+            ui.reference_line(fig, v, f"{label} {v:.2f}", log=True, color=color, dash="dash", side="left")
+        else:
+            off_scale.append(f"{label} baseline {charts.number_text(v)}")
+    n = int(trials["trial"].max()) + 1 if len(trials) else 1
+    fig.update_layout(title="Optimization history (dashed: baselines at the same sparsity)",
+                      xaxis_title="trial", yaxis_title="pruned perplexity", height=520 if big else 460,
+                      xaxis=dict(tick0=0, dtick=charts.integer_dtick(n), tickformat="d", range=[-0.5, n - 0.5]),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1))
+    ui.log_axis(fig, drawn, "y", lo=yr.lo, hi=yr.hi)
+    return fig, off_scale
+
+
+def legible_slice(fig: go.Figure, n: int) -> go.Figure:
+    """Optuna's slice plot colours trials by number on "Blues", which starts at white: trial 0 vanished on the
+    white background. A scale from light-mid blue to dark, outlined markers, whole-number colour ticks."""
+    for trace in fig.data:
+        if getattr(trace, "marker", None) is not None and trace.marker.colorscale is not None:
+            trace.marker.update(colorscale=[[0, "#9ecae1"], [1, "#08306b"]], size=11,
+                                line=dict(color="#08306b", width=1))
+            if trace.marker.colorbar is not None:
+                trace.marker.colorbar.update(dtick=charts.integer_dtick(n), tickformat="d")
+    return fig
+
+
+def legible_importance(fig: go.Figure) -> go.Figure:
+    """Optuna's importance bars carry their value as text outside the bar: room for it on the axis (the
+    label "0.50" was clipped at the right edge)."""
+    top = max((max(t.x) for t in fig.data if getattr(t, "x", None) is not None and len(t.x)), default=1.0)
+    fig.update_traces(cliponaxis=False, textfont_size=16 if ui.presentation_mode() else 14)
+    fig.update_xaxes(range=[0, float(top) * 1.3])
+    return fig
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def figures(name: str, signature: tuple) -> dict[str, go.Figure]:
+def figures(name: str, signature: tuple, present: bool) -> dict:
     """Optuna's plotly figures of a study; recomputed only when a trial changed (`signature`)."""
     study = search.load_study(name)
     baselines = study.user_attrs.get("baselines") or {}
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    frame = search.trials_frame(study)
+    complete = int((frame["state"] == "complete").sum()) if len(frame) else 0
     out = {}
-    fig = ov.plot_optimization_history(study, target_name="pruned perplexity")
-    for label, b in baselines.items():
-        if b.get("ppl") is not None:
-            ui.reference_line(fig, b["ppl"], f"{label} {b['ppl']:.2f}", log=True,
-                              color=BASELINE_STYLE.get(label, "black"), dash="dash", side="left")
-    fig.update_layout(title="Optimization history (dashed: baselines at the same sparsity)",
-                      yaxis_title="pruned perplexity", yaxis_type="log")
-    out["history"] = fig
-    if len(complete) >= 2:
+    out["history"], out["off_scale"] = history_figure(frame, baselines)
+    if complete >= 2:
         fig = ov.plot_contour(study, params=list(PARAMS), target_name="ppl")
-        fig.update_layout(title="Contour of the pruned perplexity", height=650)
+        fig.update_layout(title="Contour of the pruned perplexity", height=700 if present else 650)
         out["contour"] = fig
         fig = ov.plot_slice(study, params=list(PARAMS), target_name="ppl")
-        fig.update_layout(title="Slice: perplexity against each exponent")
-        out["slice"] = fig
+        fig.update_layout(title="Slice: perplexity against each exponent<br><sup>colour: trial number</sup>",
+                          height=480 if present else 420)
+        out["slice"] = legible_slice(fig, len(frame))
+    out["importance_note"] = studies.importance_note(complete)
+    if complete >= studies.IMPORTANCE_MIN:
         try:
             fig = ov.plot_param_importances(study, target_name="ppl")
-            fig.update_layout(title="Parameter importances")
-            out["importance"] = fig
+            fig.update_layout(title=f"Parameter importances ({complete} complete trials)", height=360 if present else 320)
+            out["importance"] = legible_importance(fig)
         except (RuntimeError, ValueError):  # too few distinct trials to say
-            pass
+            out["importance_note"] = "Parameter importances: these trials are too alike to tell the exponents apart."
     return out
 
 
-def show_study(name: str, starting: bool) -> None:
+def time_left(study, summary: dict, trials_target: int) -> str | None:
+    """How long the running study still needs, at the rates its own trials measured (before its first
+    trial: earlier studies' or prune runs'); None when it is done."""
+    left = max(trials_target - summary["trials"], 0)
+    ev = summary["evaluation"] or {}
+    proto = summary["protocol"] or {}
+    windows = int(ev.get("windows") or proto.get("eval_windows") or 16)
+    chunks = ev.get("chunks") or search.chunk_sizes(int(proto.get("rungs") or 1), windows)
+    baselines_left = 0 if summary["baselines"] else len(BASELINES)
+    if left == 0 and baselines_left == 0:
+        return None
+    samples = search.trial_samples(study)
+    r = studies.rates(samples, f"{len(samples)} measured trial(s) of this study") if samples else None
+    if r is None:
+        try:
+            past, name = _past(proto.get("model"), proto.get("sparsity_type"), proto.get("eval_seqlen"))
+        except UserError:
+            past, name = [], None
+        r = studies.rates([s for s in past], f"at the rates measured in study {name}") if past else None
+    if r is None:
+        r = studies.rates(studies.run_samples(store.list(kind="prune", limit=500), proto.get("model"),
+                                              proto.get("eval_seqlen")), "at the rates of this model's prune runs")
+    e = studies.search_estimate(left, windows, chunks, r, baselines_left=baselines_left)
+    what = f"{left} trial(s) left" + (" after the baselines" if baselines_left else "")
+    return f"Time left: {studies.estimate_text(e)} — {what}."
+
+
+def show_study(name: str, run: dict | None) -> None:
+    starting = run is not None and run["status"] in ui.ACTIVE
     try:
         study = search.load_study(name)
     except search.NoStudy:
@@ -120,21 +354,32 @@ def show_study(name: str, starting: bool) -> None:
     summary = search.summary(study)
     proto, ev = summary["protocol"] or {}, summary["evaluation"] or {}
     baselines, best = summary["baselines"] or {}, summary["best"]
+    windows = ev.get("windows", proto.get("eval_windows"))
+    chunks = ev.get("chunks") or (search.chunk_sizes(int(proto.get("rungs") or 1), int(windows))
+                                  if windows else None)
     st.subheader(f"Study {plain(name)}")
     st.caption(f"{plain(proto.get('sparsity_type'))} sparsity {plain(proto.get('sparsity_ratio'))}, perplexity on "
                f"{plain(ev.get('source', proto.get('eval')))}, seqlen {ev.get('seqlen', proto.get('eval_seqlen'))}, "
-               f"{ev.get('windows', proto.get('eval_windows'))} windows (halving after {ev.get('chunks')}); "
+               f"{windows} windows ({studies.halving_text(chunks)}); "
                f"{summary['trials']} trials finished, {summary['pruned']} stopped early, {summary['failed']} failed, "
                f"{summary['running']} running.")
-    cols = st.columns(1 + len(baselines))
+    if starting or summary["running"]:
+        target = int((run or {}).get("params", {}).get("trials") or search.stored_request(study).trials)
+        left = time_left(study, summary, target)
+        if left:
+            st.caption(plain(left))
+    # three to a row with short numbers: five metrics in one row read "39.…" on a projector at 150 %
+    cells = []
     if best:
         wanda = (baselines.get("wanda") or {}).get("ppl")
-        cols[0].metric("Best NeuronRank-OLD", ui.fmt_ppl(best["ppl"]),
-                       delta=None if wanda is None or best["ppl"] is None else f"{best['ppl'] - wanda:+.3f} vs wanda",
-                       delta_color="inverse",
-                       help=f"trial {best['trial']}: " + ", ".join(f"{k}={best[k]:.3f}" for k in PARAMS))
-    for col, (label, b) in zip(cols[1:], baselines.items()):
-        col.metric(f"{plain(label)} baseline", ui.fmt_ppl(b.get("ppl")))
+        cells.append(("Best NeuronRank-OLD", best["ppl"],
+                      None if wanda is None or best["ppl"] is None else f"{best['ppl'] - wanda:+.2f} vs wanda",
+                      f"trial {best['trial']}: " + ", ".join(f"{k}={best[k]:.3f}" for k in PARAMS)))
+    cells += [(f"{plain(label)} baseline", b.get("ppl"), None, None) for label, b in baselines.items()]
+    for row in range(0, len(cells), 3):
+        for col, (label, value, delta, tip) in zip(st.columns(3), cells[row:row + 3]):
+            col.metric(label, charts.ppl_short(value) if value is not None else ui.fmt_ppl(value), delta=delta,
+                       delta_color="inverse", help=tip)
     if best:
         st.write("Best exponents: " + ", ".join(f"{EXPONENT_LABELS[k]} = {best[k]:.3f}" for k in PARAMS))
         st.button("Apply best to the Exponents sliders", on_click=_apply, args=(best, proto.get("sparsity_ratio")),
@@ -144,17 +389,22 @@ def show_study(name: str, starting: bool) -> None:
             note = f" ({', '.join(applied[1])} clipped to the sliders' range)" if applied[1] else ""
             st.success("Exponents set" + note + ": open the Exponents or Prune & evaluate page.")
     trials = study.get_trials(deepcopy=False)
-    signature = tuple((t.number, t.state.name, len(t.intermediate_values)) for t in trials)
-    figs = figures(name, signature)
+    signature = tuple((t.number, t.state.name, len(t.intermediate_values)) for t in trials) + (
+        bool(baselines),)
+    figs = figures(name, signature, ui.presentation_mode())
     ui.chart(figs["history"], f"search_history_{name}", key=f"hist_{name}")
+    if figs["off_scale"]:
+        st.caption(plain("Off the scale (above the chart, so they do not squash the trials): "
+                         + "; ".join(figs["off_scale"])))
     if "contour" in figs:
         ui.chart(figs["contour"], f"search_contour_{name}", key=f"contour_{name}")
-        c1, c2 = st.columns([2, 1])
-        with c1:
-            ui.chart(figs["slice"], f"search_slice_{name}", key=f"slice_{name}")
-        with c2:
-            if "importance" in figs:
-                ui.chart(figs["importance"], f"search_importance_{name}", key=f"imp_{name}")
+        # one above the other: side by side, the slice's three panels and its title were squeezed and cut at
+        # a 1280 px projector at 150 %
+        ui.chart(figs["slice"], f"search_slice_{name}", key=f"slice_{name}")
+        if "importance" in figs:
+            ui.chart(figs["importance"], f"search_importance_{name}", key=f"imp_{name}")
+        if figs["importance_note"]:
+            st.caption(plain(figs["importance_note"]))
     else:
         st.caption("Contour, slice and importance plots appear after two complete trials.")
     pt = summary["per_trial"]
@@ -189,10 +439,15 @@ def _search_and_study(run: dict | None) -> None:
     name = ui.url_param("study")
     if name:
         with ui.user_errors(), search.storage_errors():  # a storage failing while read: a message
-            show_study(name, starting=run is not None and run["status"] in ui.ACTIVE)
+            show_study(name, run)
 
 
-ui.follow_run("search", _search_and_study, param="search_run", stop="Stop search", busy=_study_running)
+def _label(run: dict) -> str:
+    return f"study {run_study(run) or '?'}, {(run['params'] or {}).get('trials')} trials"
+
+
+ui.follow_run("search", _search_and_study, param="search_run", stop="Stop search", busy=_study_running,
+              others=_label)
 
 st.divider()
 st.subheader("Past studies")

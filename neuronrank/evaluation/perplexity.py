@@ -70,20 +70,47 @@ def perplexity(model: nn.Module, windows: torch.Tensor, batch_size: int | None =
     nll = torch.zeros((), dtype=torch.float64, device=device)
     todo = deque(windows[i:i + bs] for i in range(0, n, bs))
     done = 0
-    while todo:
-        batch = todo.popleft()
-        try:
-            part = _batch_nll(model, body, head, to_device(batch, device))
-        except torch.OutOfMemoryError:
-            todo.extendleft(reversed(split_on_oom(batch)))  # back off: halves, retried
-            continue
-        nll += part.to(device)
-        done += len(batch)
-        if progress is not None:
-            progress(done * seqlen, n * seqlen)
+    handles = _layer_progress(model, progress, seqlen, n, lambda: done, lambda: current) if progress else []
+    try:
+        while todo:
+            batch = todo.popleft()
+            current = len(batch)
+            try:
+                part = _batch_nll(model, body, head, to_device(batch, device))
+            except torch.OutOfMemoryError:
+                todo.extendleft(reversed(split_on_oom(batch)))  # back off: halves, retried
+                continue
+            nll += part.to(device)
+            done += len(batch)
+            if progress is not None:
+                progress(done * seqlen, n * seqlen)
+    finally:
+        for h in handles:
+            h.remove()
     tokens = n * (seqlen - 1)
     total = float(nll)
     return Perplexity(ppl_from_nll(total, tokens), total, tokens, n, seqlen, time.perf_counter() - t0, source)
+
+
+def _layer_progress(model, progress, seqlen: int, n: int, done, current) -> list:
+    """Forward hooks that report the tokens a batch has carried through each decoder layer: a CPU batch of
+    8 windows × 512 tokens takes half a minute, and a bar that moves only between batches sat at
+    "starting" that long. Reports never go backwards (a batch split after running out of memory restarts)."""
+    layers = models.decoder_layers(model)
+    high = {"tokens": 0}
+
+    def hook(index):
+        def after(module, args, output):
+            tokens = int((done() + current() * (index + 1) / len(layers)) * seqlen)
+            if tokens > high["tokens"] and tokens < n * seqlen:
+                high["tokens"] = tokens
+                progress(tokens, n * seqlen)
+            return None  # a forward hook that returned a tensor would replace the layer's output
+
+        return after
+
+    # the last layer's report is the batch's own (after its loss): every layer but that one
+    return [layer.register_forward_hook(hook(i)) for i, layer in enumerate(layers) if i + 1 < len(layers)]
 
 
 def _batch_nll(model, body, head, ids: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 progress in the run store.
 
     submit(kind, request) -> run id      queue a run and make sure a dispatcher is alive
+    reuse_or_submit(kind, request)       an identical run already measured (or under way), else submit
+    submit_sweep(sweep, x, y)            a two-exponent landscape: its axes stored, identical cells reused
     recover()                            whoever looks at the queue: restart a dispatcher if runs wait
     cancel(run_id)                       queued: dropped; running: its process group is terminated
     reap()                               runs marked running whose process is gone -> failed
@@ -95,6 +97,40 @@ def submit(kind: str, req, group: str | None = None, store: RunStore | None = No
     if start_dispatcher:
         ensure_dispatcher()
     return run_id
+
+
+def reuse_or_submit(kind: str, req, group: str | None = None, store: RunStore | None = None,
+                    start_dispatcher: bool = True) -> tuple[int, bool]:
+    """(run id, reused): a run with the same normalized request that is done, running or queued — the same
+    request gives the same numbers, so it is not measured again — else a new queued run."""
+    params = confine_params(_stored(kind, req), path_fields(REQUESTS[kind]))
+    store = store or RunStore()
+    same = store.find_same(kind, params)
+    if same is not None:
+        return same["id"], True
+    run_id = store.create(kind, params, group=group)
+    if start_dispatcher:
+        ensure_dispatcher()
+    return run_id, False
+
+
+def submit_sweep(sweep, x: str, y: str, group: str, store: RunStore | None = None,
+                 start_dispatcher: bool = True) -> list[dict]:
+    """Queue a two-exponent sweep (a validated SweepRequest whose grid varies `x` and `y`): every cell an
+    identical run has measured (or is measuring) reuses that run; the others are queued in `group`. The
+    chosen axes, their values and each cell's run are stored with the sweep (RunStore.sweeps), so the
+    landscape draws x as x and y as y. Returns the cells."""
+    store = store or RunStore()
+    cells = []
+    for req in sweep.grid():
+        run_id, reused = reuse_or_submit("prune", req, group=group, store=store, start_dispatcher=False)
+        cells.append({"x": float(getattr(req, x)), "y": float(getattr(req, y)), "run": run_id, "reused": reused})
+    xs = list(getattr(sweep, x + "s"))
+    ys = list(getattr(sweep, y + "s"))
+    store.create_sweep(group, x, y, xs, ys, cells)
+    if start_dispatcher and not all(c["reused"] for c in cells):
+        ensure_dispatcher()
+    return cells
 
 
 def recover(store: RunStore | None = None) -> bool:

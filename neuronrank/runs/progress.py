@@ -9,17 +9,29 @@ import time
 
 
 def token_progress(report, stage: str, start: float = 0.0, span: float = 1.0):
-    """Adapt a (done, total) token callback to the run store's (fraction, message) with rate and ETA."""
-    t0 = time.perf_counter()
+    """Adapt a (done, total) token callback to the run store's (fraction, message) with rate and ETA.
+
+    The rate and the ETA leave out everything before the first report (loading the model, reading and
+    tokenizing the text, the first batch's warm-up): measured from the first report on, they are the
+    steady rate. The first report carries no ETA yet (its rate would include the warm-up: a pass that
+    took 120 s once read "183 s left" at 32 s)."""
     report(start, f"{stage}: starting", True)  # the stage shows before its first batch finishes
+    first: dict = {}
 
     def update(done: int, total: int | None) -> None:
-        dt = max(time.perf_counter() - t0, 1e-9)
-        rate = done / dt
+        now = time.perf_counter()
         frac = done / total if total else 0.0
-        eta = (total - done) / rate if total and rate > 0 else float("nan")
-        report(start + span * frac, f"{stage}: {done:,}/{total or 0:,} tokens, {rate:,.0f} tok/s, ETA {eta:.0f}s",
-               done == total)
+        if not first:
+            first.update(t=now, done=done)
+        text = f"{stage}: {done:,}/{total or 0:,} tokens"
+        dt, dn = now - first["t"], done - first["done"]
+        if dn > 0 and dt > 0:
+            rate = dn / dt
+            eta = (total - done) / rate if total else float("nan")
+            text += f", {rate:,.0f} tok/s, ETA {eta:.0f}s"
+        elif done < (total or 0):
+            text += ", measuring the rate"
+        report(start + span * frac, text, done == total)
 
     return update
 

@@ -8,6 +8,13 @@ host whose process is gone. A process is identified by its pid *and* its start t
 /proc/PID/stat), so a reused pid cannot keep a dead run "running". A run claimed by a dispatcher
 is left to that dispatcher while it is alive (it records the worker's exit status itself).
 
+A sweep (the Prune page's two-exponent landscape) is a row of `sweeps`: the two axes the user chose, their
+values and the run of every cell — a run queued for it, or an identical finished run reused (the same
+normalized request gives the same numbers: `find_same`).
+
+Pages that only watch for runs started elsewhere read `stamp()` (two stat() calls, no query) and query
+`activity()` (one small query) only when the stamp moved.
+
 A damaged database file (truncated, overwritten) is detected when the store opens, moved aside as
 `runs.sqlite.damaged-<time>` (kept, never deleted), and a fresh store is started with one warning
 (`paths.open_sqlite`: the rule the study storage follows too).
@@ -46,6 +53,15 @@ CREATE TABLE IF NOT EXISTS runs (
     finished  REAL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
+CREATE TABLE IF NOT EXISTS sweeps (
+    grp      TEXT PRIMARY KEY,
+    x        TEXT NOT NULL,
+    y        TEXT NOT NULL,
+    xs       TEXT NOT NULL,
+    ys       TEXT NOT NULL,
+    cells    TEXT NOT NULL,
+    created  REAL NOT NULL
+);
 """
 # added later; an older store gains them on open
 _COLUMNS = {"pid_start": "INTEGER", "host": "TEXT", "slot": "INTEGER", "owner": "INTEGER",
@@ -94,7 +110,7 @@ class RunStore:
     every process opens its own connection (safe across the app, the dispatcher and workers)."""
 
     def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path else cache_dir() / "runs.sqlite"
+        self.path = Path(path) if path else default_path()
         self.notice: str | None = open_sqlite(self.path, self._open, "run store")  # set when moved aside
 
     def _open(self) -> None:
@@ -197,6 +213,67 @@ class RunStore:
         with self._connect() as db:
             return [self._row(r) for r in db.execute(q, (*args, int(limit))).fetchall()]
 
+    def get_many(self, ids) -> list[dict]:
+        """The runs with these ids, in the order given (missing ones left out)."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return []
+        self.reap()
+        with self._connect() as db:
+            rows = {r["id"]: self._row(r) for r in db.execute(
+                f"SELECT * FROM runs WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()}
+        return [rows[i] for i in ids if i in rows]
+
+    def find_same(self, kind: str, params: dict, statuses: tuple[str, ...] = ("done", "running", "queued")) -> dict | None:
+        """A run of `kind` with exactly these stored parameters in one of `statuses` (a finished one first,
+        then the newest), or None: what a sweep reuses instead of measuring the same cell again."""
+        text = json.dumps(params, sort_keys=True, default=str)
+        marks = ",".join("?" * len(statuses))
+        with self._connect() as db:
+            row = db.execute(f"SELECT id FROM runs WHERE kind=? AND params=? AND status IN ({marks}) "
+                             "ORDER BY status='done' DESC, id DESC LIMIT 1", (kind, text, *statuses)).fetchone()
+        return None if row is None else self.get(row["id"])
+
+    # ------------------------------------------------------------------------------------------
+    # sweeps: the axes the user chose and the run of every cell
+
+    def create_sweep(self, group: str, x: str, y: str, xs, ys, cells: list[dict]) -> None:
+        """`cells`: one {"x": value, "y": value, "run": id, "reused": bool} per grid cell."""
+        with self._connect() as db:
+            db.execute("INSERT INTO sweeps(grp, x, y, xs, ys, cells, created) VALUES (?,?,?,?,?,?,?)",
+                       (group, x, y, json.dumps([float(v) for v in xs]), json.dumps([float(v) for v in ys]),
+                        json.dumps(cells), time.time()))
+
+    def sweeps(self) -> list[dict]:
+        """Every stored sweep, newest first: group, x, y, xs, ys, cells, created."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM sweeps ORDER BY created DESC").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            for k in ("xs", "ys", "cells"):
+                d[k] = json.loads(d[k])
+            d["group"] = d.pop("grp")
+            out.append(d)
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # what a watching page reads
+
+    def stamp(self) -> tuple:
+        """Changes whenever anything is written (the database and its write-ahead log: size and mtime)."""
+        return stamp(self.path)
+
+    def activity(self, kind: str | None = None) -> tuple:
+        """The newest run id and the (id, status) of every queued or running run (of `kind`): what a page
+        that shows runs started elsewhere compares between polls. One small query, no reaping."""
+        q = "SELECT id, status FROM runs WHERE status IN ('queued','running')" + (" AND kind=?" if kind else "")
+        args = (kind,) if kind else ()
+        with self._connect() as db:
+            newest = db.execute("SELECT MAX(id) FROM runs" + (" WHERE kind=?" if kind else ""), args).fetchone()[0]
+            active = tuple((r["id"], r["status"]) for r in db.execute(q + " ORDER BY id", args).fetchall())
+        return newest, active
+
     def claim_next(self, pid: int, slot: int = 0) -> dict | None:
         """Atomically move the oldest queued run to running (one claimer wins); `pid` is the
         claiming dispatcher, recorded as the run's owner, `slot` the device slot it runs in."""
@@ -243,6 +320,22 @@ class RunStore:
         self.reap()
         with self._connect() as db:
             return [self._row(r) for r in db.execute("SELECT * FROM runs WHERE status='running'").fetchall()]
+
+
+def stamp(path: Path) -> tuple:
+    """(size, mtime) of an SQLite file and of its -wal: every committed write moves one of them."""
+    out = []
+    for p in (Path(path), Path(str(path) + "-wal")):
+        try:
+            st = p.stat()
+            out += [st.st_size, st.st_mtime_ns]
+        except OSError:
+            out += [None, None]
+    return tuple(out)
+
+
+def default_path() -> Path:
+    return cache_dir() / "runs.sqlite"
 
 
 class _Closing:

@@ -755,6 +755,34 @@ def trials_frame(study: optuna.Study):
                                        "worker"])
 
 
+def trial_samples(study: optuna.Study, trials: list | None = None) -> list[dict]:
+    """The finished trials' measured costs ({"eval", "windows", "overhead"}): what views.studies.rates reads
+    for the time a study still needs."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    out = []
+    for t in trials:
+        tm = t.user_attrs.get("timing") if t.state in FINISHED else None
+        if tm and tm.get("windows"):
+            out.append({"eval": tm.get("eval"), "windows": tm.get("windows"),
+                        "overhead": (tm.get("overhead") or 0.0) + (tm.get("between") or 0.0)})
+    return out
+
+
+def past_samples(match: dict, url: str | None = None, studies: int = 5) -> tuple[list[dict], str | None]:
+    """Measured trials of the newest `studies` studies whose protocol agrees with `match` on every key
+    given (e.g. model, sparsity_type, eval_seqlen) -> (samples, the newest such study's name)."""
+    storage = open_storage(url, heartbeat=False)
+    with storage_errors(url):
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    same = [s for s in summaries if all((s.user_attrs.get("protocol") or {}).get(k) == v for k, v in match.items())]
+    same.sort(key=lambda s: -(s.user_attrs.get("created") or (s.datetime_start.timestamp() if s.datetime_start else 0)))
+    out = []
+    for s in same[:studies]:
+        with storage_errors(url):
+            out += trial_samples(optuna.load_study(study_name=s.study_name, storage=storage))
+    return out, (same[0].study_name if same else None)
+
+
 def list_studies(url: str | None = None) -> list[dict]:
     """Every study in the storage, newest first: name, setting, trials, best."""
     storage = open_storage(url, heartbeat=False)

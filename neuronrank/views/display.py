@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from neuronrank.config.methods import SPARSITY_TYPES
 from neuronrank.config.requests import STUDY_NAME
 from neuronrank.errors import UserError
 
@@ -47,6 +48,12 @@ RUN_ID_MAX = 2**63 - 1  # SQLite's INTEGER
 URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
 _RUN_ID = re.compile(r"[0-9]{1,19}")
 _ENTRY_KEY = re.compile(r"[0-9a-f]{16}")
+_SWEEP = re.compile(r"sweep-[0-9a-f]{8}")
+# on/off controls: the presentation mode, the Prune page's log axis
+URL_FLAGS = ("present", "cmp_log")
+# one of a fixed set: the Prune page's comparison chart by sparsity type
+URL_CHOICES = {"cmp_type": ("all", *SPARSITY_TYPES)}
+URL_RUN_LISTS = {"cmp_runs": 50}  # comma-separated run ids (at most this many)
 
 
 def _shown(raw: str, limit: int = 40) -> str:
@@ -57,10 +64,28 @@ def _shown(raw: str, limit: int = 40) -> str:
 def url_value(name: str, raw: str):
     """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
     (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
-    within its slider's range.
-    Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
+    within its slider's range, a flag (1/0), one of a control's choices, a sweep (`sweep`), a list of run
+    ids. Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
-    if name in ("run", "search_run"):
+    if name in URL_FLAGS:
+        if text in ("1", "0", "true", "false"):
+            return text in ("1", "true")
+        what = "1 or 0"
+    elif name in URL_CHOICES:
+        if text in URL_CHOICES[name]:
+            return text
+        what = "one of " + ", ".join(URL_CHOICES[name])
+    elif name == "sweep":
+        if _SWEEP.fullmatch(text):
+            return text
+        what = "a sweep id (sweep-xxxxxxxx)"
+    elif name in URL_RUN_LISTS:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if len(parts) <= URL_RUN_LISTS[name] and all(_RUN_ID.fullmatch(p) and 1 <= int(p) <= RUN_ID_MAX
+                                                    for p in parts):
+            return sorted({int(p) for p in parts})
+        what = f"a list of at most {URL_RUN_LISTS[name]} run ids"
+    elif name in ("run", "search_run"):
         if _RUN_ID.fullmatch(text) and 1 <= int(text) <= RUN_ID_MAX:
             return int(text)
         what = "a run id"
@@ -84,3 +109,14 @@ def url_value(name: str, raw: str):
     else:
         raise KeyError(f"no query parameter {name!r}")
     raise UserError(f"The link's {name}={_shown(text)} is not {what}; it was ignored.")
+
+
+def url_text(value) -> str:
+    """A control's value as the URL writes it (url_value reads it back): 1/0, a number, a list of ids."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)

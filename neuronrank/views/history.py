@@ -10,6 +10,7 @@ import pandas as pd
 
 from neuronrank.config.methods import METHODS
 from neuronrank.config.requests import EXPONENT_LABELS
+from neuronrank.views import charts
 
 
 def runs_frame(runs: list[dict]) -> pd.DataFrame:
@@ -36,23 +37,46 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,
-                 per=None, targets=None) -> str:
-    """One name per compared configuration: the method, its type, its exponents where it has any, and
+def series_parts(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,
+                 per=None, targets=None) -> list[str]:
+    """What names a compared configuration after its method and type: its exponents where it has any, and
     whatever departs from the method's own setup (sequential calibration, another comparison group,
     all linears)."""
     info = METHODS.get(method)
     calibration, per, targets = (v if isinstance(v, str) else None for v in (calibration, per, targets))
-    label = f"{method} · {sparsity_type}"
+    parts = []
     if info and info.uses_exponents and alpha is not None:
-        label += f" · α={alpha:g} β={beta:g} γ={gamma:g}"
+        parts.append(f"α={alpha:g} β={beta:g} γ={gamma:g}")
     if calibration == "sequential" and info and info.needs_stats and info.calibration is None:
-        label += " · sequential"
+        parts.append("sequential")
     if per and sparsity_type == "unstructured" and info and per != info.group:
-        label += f" · per {per}"
+        parts.append(f"per {per}")
     if targets == "all":
-        label += " · all linears"
-    return label
+        parts.append("all linears")
+    return parts
+
+
+ORIGINAL_EXPONENTS = "α=1 β=1 γ=1"  # NeuronRank-OLD as the original runs it: the method's own colour
+
+
+def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,
+                 per=None, targets=None) -> str:
+    """One name per compared configuration: the method, its type, then series_parts."""
+    return " · ".join([f"{method}", f"{sparsity_type}",
+                       *series_parts(method, sparsity_type, alpha, beta, gamma, calibration=calibration, per=per,
+                                     targets=targets)])
+
+
+def series_variant(label: str) -> str:
+    """The part of a series label that departs from its method's own setup ("" for the method as its paper
+    runs it, NeuronRank-OLD's α=β=γ=1 included): what shifts a series' colour (views.charts.series_style)."""
+    parts = label.split(" · ")[2:]
+    return " · ".join(p for p in parts if p != ORIGINAL_EXPONENTS)
+
+
+def series_style(label: str, method: str, sparsity_type: str) -> charts.SeriesStyle:
+    """The fixed look of a compared series: a function of the series alone (never of what else is plotted)."""
+    return charts.series_style(method, sparsity_type, series_variant(label))
 
 
 def run_label(params: dict) -> str:
@@ -62,15 +86,17 @@ def run_label(params: dict) -> str:
                         per=params.get("group"), targets=params.get("targets"))
 
 
-def comparison(frame: pd.DataFrame) -> pd.DataFrame:
+def comparison(frame: pd.DataFrame, sparsity_type: str | None = None) -> pd.DataFrame:
     """Finished runs -> one row per (configuration, protocol, ratio): the pruned perplexity for a
     ppl-vs-sparsity chart. A configuration is the method, the sparsity type, the exponents (for methods
     that use them), the calibration order, the comparison group and the pruned linears: runs that differ
     in any of these are never averaged together. Repeats of the same configuration are averaged (`runs`
-    says how many)."""
+    says how many). `sparsity_type`: only runs of that type (the chart's filter)."""
     cols = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio",
-            "pruned_ppl", "dense_ppl", "runs"]
+            "pruned_ppl", "dense_ppl", "runs", "variant"]
     done = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()] if not frame.empty else frame
+    if sparsity_type and not done.empty:
+        done = done[done["type"] == sparsity_type]
     if done.empty:
         return pd.DataFrame(columns=cols)
     done = done.copy()
@@ -85,45 +111,102 @@ def comparison(frame: pd.DataFrame) -> pd.DataFrame:
     out = (done.groupby(keys, as_index=False, dropna=False)
            .agg(pruned_ppl=("pruned_ppl", "mean"), dense_ppl=("dense_ppl", "mean"), runs=("run", "count"))
            .sort_values(["series", "ratio"]))
+    out["variant"] = out["series"].map(series_variant)
     return out[cols].reset_index(drop=True)
 
 
-def landscape(runs: list[dict], x: str, y: str) -> pd.DataFrame:
-    """Pruned perplexity of a sweep's runs as a y × x grid (NaN for cells not finished yet)."""
+def landscape(runs: list[dict], x: str, y: str, cells: list[dict] | None = None) -> pd.DataFrame:
+    """Pruned perplexity of a sweep's runs as a y × x grid (NaN for cells not finished yet). With the sweep's
+    stored `cells` ({"x", "y", "run"}), each cell is the run it names (queued for the sweep or reused), at
+    the values the user chose; without (a sweep stored before cells were), the runs' own parameters."""
+    if cells is not None:
+        by_id = {r["id"]: r for r in runs}
+        rows = [{"x": c["x"], "y": c["y"],
+                 "ppl": ((by_id.get(c["run"]) or {}).get("result") or {}).get("pruned_ppl", np.nan)
+                 if (by_id.get(c["run"]) or {}).get("status") == "done" else np.nan} for c in cells]
+        frame = pd.DataFrame(rows, columns=["x", "y", "ppl"])
+        if frame.empty:
+            return pd.DataFrame()
+        frame["ppl"] = frame["ppl"].astype(float)
+        grid = frame.pivot_table(index="y", columns="x", values="ppl", aggfunc="mean", dropna=False)
+        order_x = sorted(frame["x"].unique())
+        order_y = sorted(frame["y"].unique())
+        grid = grid.reindex(index=order_y, columns=order_x)
+        grid.index.name, grid.columns.name = y, x
+        return grid
     frame = runs_frame(runs)
     if frame.empty:
         return pd.DataFrame()
     grid = frame.pivot_table(index=y, columns=x, values="pruned_ppl", aggfunc="mean", dropna=False)
-    cells = frame.pivot_table(index=y, columns=x, values="run", aggfunc="count")
-    return grid.reindex(index=cells.index, columns=cells.columns)
+    cells_ = frame.pivot_table(index=y, columns=x, values="run", aggfunc="count")
+    return grid.reindex(index=cells_.index, columns=cells_.columns)
 
 
-def sweep_groups(runs: list[dict]) -> pd.DataFrame:
-    """The sweeps in the run store, newest first: group id, runs, finished, the two swept exponents."""
+def sweep_groups(runs: list[dict], stored: list[dict] = ()) -> pd.DataFrame:
+    """The sweeps, newest first: group id, runs, finished, the two exponents on x and y, and the cells.
+    A stored sweep (`stored`: RunStore.sweeps()) has the axes the user chose and one run per cell (some
+    reused from earlier runs); an older one, known only by its runs' group, has its axes inferred."""
+    status = {r["id"]: r["status"] for r in runs}
+    out = []
+    for sw in stored:
+        ids = [c["run"] for c in sw["cells"]]
+        out.append({"group": sw["group"], "runs": len(ids), "done": sum(status.get(i) == "done" for i in ids),
+                    "created": sw["created"], "x": sw["x"], "y": sw["y"], "cells": sw["cells"],
+                    "reused": sum(bool(c.get("reused")) for c in sw["cells"])})
+    known = {sw["group"] for sw in stored}
     rows = {}
     for r in runs:
         g = r.get("grp")
-        if not g or not str(g).startswith("sweep-"):
+        if not g or not str(g).startswith("sweep-") or g in known:
             continue
         d = rows.setdefault(g, {"group": g, "runs": 0, "done": 0, "created": r["created"], "params": []})
         d["runs"] += 1
         d["done"] += r["status"] == "done"
         d["created"] = min(d["created"], r["created"])
         d["params"].append(r["params"])
-    out = []
     for d in rows.values():
         x, y = swept_axes(d.pop("params"))
-        out.append({**d, "x": x, "y": y})
-    frame = pd.DataFrame(out, columns=["group", "runs", "done", "created", "x", "y"])
+        out.append({**d, "x": x, "y": y, "cells": None, "reused": 0})
+    frame = pd.DataFrame(out, columns=["group", "runs", "done", "created", "x", "y", "cells", "reused"])
     return frame.sort_values("created", ascending=False).reset_index(drop=True)
 
 
 def swept_axes(params: list[dict]) -> tuple[str, str]:
-    """Which two exponents a sweep's runs vary (the first two that take more than one value)."""
+    """Which two exponents an older sweep's runs vary (the first two that take more than one value): only
+    for sweeps stored before their axes were."""
     varied = [k for k in EXPONENT_LABELS if len({p.get(k) for p in params}) > 1]
     rest = [k for k in ("alpha", "gamma", "beta") if k not in varied]
     x, y = (varied + rest)[:2]
     return x, y
+
+
+# the history table: what a reader looks for first, then the rest (the CSV has every column)
+HISTORY_COLUMNS = ["run", "status", "method", "type", "ratio", "pruned_ppl", "dense_ppl", "mlp_sparsity",
+                   "alpha", "beta", "gamma", "last", "calibration", "per", "targets", "eval", "eval_seqlen",
+                   "eval_windows", "seconds", "created", "origin", "group", "eval_tasks", "model", "calib",
+                   "nsamples", "seqlen", "seed", "error"]
+
+
+# pixel widths of the leading columns: together they fit a 1280 px projector at 150 % zoom (about 800 px of
+# table), so the pruned perplexity is read without scrolling sideways
+HISTORY_WIDTHS = {"run": 48, "status": 68, "method": 118, "type": 96, "ratio": 54, "pruned_ppl": 92, "dense_ppl": 86}
+
+
+def history_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The run history as the page shows it: the run, its status and configuration, then the pruned and
+    dense perplexity (visible without scrolling sideways), then the rest."""
+    cols = [c for c in HISTORY_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in HISTORY_COLUMNS]
+    return frame[cols]
+
+
+def comparison_table(comp: pd.DataFrame) -> pd.DataFrame:
+    """The comparison chart's numbers beside it: one row per series, one column per sparsity ("50 %"), the
+    pruned perplexity as the chart's hover shows it."""
+    if comp.empty:
+        return pd.DataFrame(columns=["series"])
+    table = comp.pivot_table(index="series", columns="ratio", values="pruned_ppl", aggfunc="mean")
+    table.columns = [f"{r:.0%}".replace("%", " %") for r in table.columns]
+    return table.reset_index()
 
 
 def reference_ppl(frame: pd.DataFrame, sparsity_type: str, ratio: float, eval_source: str, eval_seqlen: int,

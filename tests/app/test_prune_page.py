@@ -149,7 +149,7 @@ def test_sweep_fills_the_landscape(entry, text_file):
     at.text_input[[w.label for w in at.text_input].index("y values")].set_value("1")
     at.button[[b.label for b in at.button].index("Queue sweep")].click().run()
     assert not at.exception, [e.value for e in at.exception]
-    group = at.session_state["sweep_pick"]
+    group = at.session_state["url:sweep"]
     runs = RunStore().list(group=group)
     assert len(runs) == 2
     done = [wait_done(r["id"]) for r in runs]

@@ -13,6 +13,7 @@ from neuronrank.search import study as search
 from neuronrank.engine.statistics import get_stats
 from neuronrank.config.requests import StatsRequest
 from neuronrank.runs.store import RunStore
+from neuronrank.views import charts
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "app_pages/5_search.py"
@@ -67,15 +68,21 @@ def test_search_from_the_page_fills_the_plots_and_applies_best(entry, text_file)
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     t = titles(at)
     assert any(x.startswith("Optimization history") for x in t) and "Contour of the pruned perplexity" in t
-    assert any(x.startswith("Slice") for x in t) and "Parameter importances" in t
+    assert any(x.startswith("Slice") for x in t) and "Parameter importances (5 complete trials)" in t
+    # five complete trials: importances are shown with the caveat that they are rough
+    assert any("From 5 complete trials only" in c.value for c in at.caption)
     hist = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                 if "Optimization history" in str(json.loads(c.proto.spec)["layout"].get("title")))
     study = search.load_study("page-study")
+    # every baseline is a dashed line, unless it is more than two decades above the trials (then listed)
     lines = sorted(s["y0"] for s in hist["layout"]["shapes"])
-    assert lines == sorted(b["ppl"] for b in study.user_attrs["baselines"].values())
+    base = [b["ppl"] for b in study.user_attrs["baselines"].values()]
+    yr = charts.robust_range([*search.trials_frame(study)["ppl"].dropna(), *base])
+    drawn = [v for v in base if yr.lo <= v <= yr.hi]
+    assert lines == sorted(drawn) and len(drawn) >= 3
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Best NeuronRank-OLD"] == f"{study.best_value:.3f}"
-    assert metrics["wanda baseline"] == f"{study.user_attrs['baselines']['wanda']['ppl']:.3f}"
+    assert metrics["Best NeuronRank-OLD"] == charts.ppl_short(study.best_value)
+    assert metrics["wanda baseline"] == charts.ppl_short(study.user_attrs['baselines']['wanda']['ppl'])
     # apply best: the Exponents page's sliders and the shared exponents
     at.button[[b.label for b in at.button].index("Apply best to the Exponents sliders")].click().run()
     best = study.best_params

@@ -94,7 +94,8 @@ def test_sweep_groups_references_and_best_cell():
             run(7, "done", 1, 1, 40.0, "magnitude", 0.3, grp=None)]
     groups = history.sweep_groups(runs)
     assert groups.to_dict("records")[0] | {"created": 0} == {"group": "sweep-a", "runs": 4, "done": 3, "created": 0,
-                                                             "x": "alpha", "y": "gamma"}
+                                                             "x": "alpha", "y": "gamma", "cells": None,
+                                                             "reused": 0}  # an older sweep: axes inferred
     frame = history.runs_frame(runs)
     ref = history.reference_ppl(frame, "unstructured", 0.5, "wiki", 512, 16)
     assert ref == {"wanda": 13.0, "dense": 10.0}  # magnitude ran at 0.3 only
