@@ -55,12 +55,13 @@ def _shown(raw: str, limit: int = 40) -> str:
 
 
 def url_value(name: str, raw: str):
-    """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
+    """The value of query parameter `name`, checked: a run id (`run`, `search_run`, the Roles page's
+    `ablate_run`), a study name
     (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
     within its slider's range.
     Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
-    if name in ("run", "search_run"):
+    if name in ("run", "search_run", "ablate_run"):
         if _RUN_ID.fullmatch(text) and 1 <= int(text) <= RUN_ID_MAX:
             return int(text)
         what = "a run id"
