@@ -5,6 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+import ablation_panel
 import ui
 from neuronrank import UserError
 from neuronrank.analysis import scoring
@@ -191,6 +192,7 @@ with ui.user_errors():
     m[5].metric("role", str(rt.labels[row]))
     if first_only[row]:
         st.warning("This neuron fires only at the first position of a window (an attention-sink neuron).")
+    ablation_panel.neuron_button(entry, layer, neuron)
 
     ctx_col, logit_col = st.columns([3, 1])
     with logit_col:
@@ -214,3 +216,9 @@ with ui.user_errors():
                          f"{text}</div>")
         ctx_col.html("<style>.nr-ctx{font-size:0.92rem;margin:0.15rem 0;white-space:pre-wrap}"
                 ".nr-ctx mark{background:#ffd54f;font-weight:600;padding:0 1px}</style>" + "".join(lines))
+
+# ----------------------------------------------------------------------------------------------
+# what each role is worth
+
+st.divider()
+ablation_panel.panel(entry, quantile, thresholds["tf"], thresholds["idf"], dead_class)

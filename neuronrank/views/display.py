@@ -62,7 +62,8 @@ def _shown(raw: str, limit: int = 40) -> str:
 
 
 def url_value(name: str, raw: str):
-    """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
+    """The value of query parameter `name`, checked: a run id (`run`, `search_run`, the Roles page's
+    `ablate_run`), a study name
     (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
     within its slider's range, a flag (1/0), one of a control's choices, a sweep (`sweep`), a list of run
     ids. Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
@@ -85,7 +86,7 @@ def url_value(name: str, raw: str):
                                                     for p in parts):
             return sorted({int(p) for p in parts})
         what = f"a list of at most {URL_RUN_LISTS[name]} run ids"
-    elif name in ("run", "search_run"):
+    elif name in ("run", "search_run", "ablate_run"):
         if _RUN_ID.fullmatch(text) and 1 <= int(text) <= RUN_ID_MAX:
             return int(text)
         what = "a run id"
