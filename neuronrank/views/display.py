@@ -45,8 +45,24 @@ def code(text) -> str:
 
 RUN_ID_MAX = 2**63 - 1  # SQLite's INTEGER
 URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
+# what the Exponents and Roles pages show, beyond the exponents: a word from a fixed set each
+URL_CHOICES = {
+    "logx": ("1", "0"),  # Exponents: log10 score axis
+    "overlap": ("per-layer", "global"),  # Exponents: pruned sets compared per layer or over the whole model
+    "thresholds": ("quantile", "value"),  # Roles: per-layer quantile or one value for every layer
+    "split": ("0", "1"),  # Roles: split every role by |W|
+    "dead": ("1", "0"),  # Roles: a class of its own for dead neurons
+    "cells": ("counts", "percent"),  # Roles: what the heatmap's cells say
+    "logtf": ("1", "0"),  # Roles: log TF axis of the scatter
+}
+URL_FLAGS = {"logx", "split", "dead", "logtf"}  # choices "0"/"1", read as False/True
+URL_QUANTILES = (0.5, 0.75, 0.8, 0.9, 0.95, 0.99)  # Roles: "high" = above this quantile of the layer
+URL_THRESHOLDS = ("tf", "idf", "w")  # Roles: global threshold values (finite, >= 0)
+URL_INDEX_MAX = 1_000_000  # a layer or neuron index; the page checks it against the entry's shape
 _RUN_ID = re.compile(r"[0-9]{1,19}")
 _ENTRY_KEY = re.compile(r"[0-9a-f]{16}")
+_INDEX = re.compile(r"[0-9]{1,7}")
+_NEURON = re.compile(r"([0-9]{1,7}):([0-9]{1,7})")
 
 
 def _shown(raw: str, limit: int = 40) -> str:
@@ -56,7 +72,9 @@ def _shown(raw: str, limit: int = 40) -> str:
 
 def url_value(name: str, raw: str):
     """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
-    (`study`), a statistics entry key (`entry`), an exponent or sparsity within its slider's range.
+    (`study`), a statistics entry key (`entry`), an exponent or sparsity within its slider's range, a layer
+    index (`layer`), a neuron `L:N` (-> (layer, neuron)), a word of URL_CHOICES (flags -> bool), a quantile
+    of URL_QUANTILES (`q`), a threshold value (`tf`, `idf`, `w`).
     Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
     if name in ("run", "search_run"):
@@ -80,6 +98,35 @@ def url_value(name: str, raw: str):
         if value is not None and lo <= value <= hi:  # NaN fails both
             return round(value, 2)
         what = f"a number from {lo:g} to {hi:g}"
+    elif name == "layer":
+        if _INDEX.fullmatch(text) and int(text) <= URL_INDEX_MAX:
+            return int(text)
+        what = "a layer number"
+    elif name == "neuron":
+        m = _NEURON.fullmatch(text)
+        if m and max(int(m[1]), int(m[2])) <= URL_INDEX_MAX:
+            return int(m[1]), int(m[2])
+        what = "a neuron written layer:neuron (e.g. 11:1072)"
+    elif name in URL_CHOICES:
+        if text in URL_CHOICES[name]:
+            return text == "1" if name in URL_FLAGS else text
+        what = " or ".join(URL_CHOICES[name])
+    elif name == "q":
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value in URL_QUANTILES:
+            return value
+        what = "one of " + ", ".join(f"{q:g}" for q in URL_QUANTILES)
+    elif name in URL_THRESHOLDS:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is not None and 0.0 <= value < float("inf"):
+            return value
+        what = "a number of at least 0"
     else:
         raise KeyError(f"no query parameter {name!r}")
     raise UserError(f"The link's {name}={_shown(text)} is not {what}; it was ignored.")
