@@ -237,6 +237,42 @@ def restore_from_url(cached: list[store.Entry]) -> None:
         st.session_state["_url_note"] = " ".join(notes)
 
 
+def restore_page_url(page: str, names, apply: Callable[[str, object], str | None]) -> None:
+    """Once per browser session and page: the page's own query parameters (`names`) from the URL. Each is
+    checked by views.display.url_value, then `apply(name, value)` puts it into session state — or returns a
+    notice (e.g. a layer this entry does not have). Bad values get a short notice, as text; never a reset
+    without a word, never a traceback."""
+    flag = f"_url_restored_{page}"
+    if st.session_state.get(flag):
+        return
+    st.session_state[flag] = True
+    for name in names:
+        raw = st.query_params.get(name)
+        if raw is None:
+            continue
+        try:
+            note = apply(name, url_value(name, raw))
+        except UserError as e:
+            note = str(e)
+        if note:
+            st.warning(plain(note))
+
+
+def write_page_url(values: dict[str, str | None]) -> None:
+    """The page's own query parameters = what the page shows (None removes one); only changes are written."""
+    for k, v in values.items():
+        if v is None:
+            if k in st.query_params:
+                del st.query_params[k]
+        elif st.query_params.get(k) != v:
+            st.query_params[k] = v
+
+
+def presentation_mode() -> bool:
+    """Presentation mode (the URL flag `present=1`): charts with larger, darker text."""
+    return bool(st.session_state.get("presentation", False))
+
+
 def write_url() -> None:
     """Keep the URL equal to the view (only changed values are written: each write is a browser update)."""
     want = {"entry": st.session_state.get("entry_key")}
@@ -391,9 +427,24 @@ def exponents() -> dict[str, float]:
 # output with downloads
 
 
+def presentation_style(fig: go.Figure) -> go.Figure:
+    """In presentation mode: tick labels of 16 px and more, dark, titles and legends to match (the browser
+    components use the same sizes: components/common.js chartStyle)."""
+    if presentation_mode():
+        dark = "#111"
+        fig.update_layout(font=dict(size=17, color=dark), title_font=dict(size=21, color=dark),
+                          legend_font=dict(size=16, color=dark))
+        for update in (fig.update_xaxes, fig.update_yaxes):
+            update(tickfont=dict(size=16, color=dark), title_font=dict(size=18, color=dark))
+    return fig
+
+
 def chart(fig: go.Figure, name: str, **kwargs):
-    """A plotly chart whose toolbar saves a PNG named after the chart."""
-    fig.update_layout(margin=dict(l=10, r=10, t=50, b=10))
+    """A plotly chart whose toolbar saves a PNG named after the chart (margins the figure sets are kept)."""
+    m = fig.layout.margin
+    fig.update_layout(margin={k: getattr(m, k) if getattr(m, k) is not None else v
+                              for k, v in dict(l=10, r=10, t=50, b=10).items()})
+    presentation_style(fig)
     config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": "png", "filename": name, "scale": 2}}
     return st.plotly_chart(fig, config=config, **kwargs)
 
