@@ -49,8 +49,9 @@ PROBE = """() => {
   document.addEventListener('keydown', (e) => { M.key = e.timeStamp; }, true);
   document.addEventListener('input', () => { M.inputs++; }, true);
   const app = document.querySelector('[data-testid=stApp]');
-  new MutationObserver(() => { if (app.dataset.testScriptState === 'running') M.runs++; })
-    .observe(app, { attributes: true, attributeFilter: ['data-test-script-state'] });
+  // a finished script run: the attribute left 'running' (records keep the old value: none is missed)
+  new MutationObserver((recs) => { for (const r of recs) if (r.oldValue === 'running') M.runs++; })
+    .observe(app, { attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state'] });
   const poll = () => {
     const y = gd.data[0].y;
     if (y !== lastY) {
@@ -122,8 +123,8 @@ def open_page(browser, url: str, key: str):
     page = ctx.new_page()
     page.goto(f"{url}/exponents?entry={key}")
     page.wait_for_function(READY, timeout=300_000, polling=20)
-    arrived, drawn = page.evaluate("""(key) => [window.__nr.entries.get(key).arrivedAt, window.__nr.explorer.firstDrawn,
-                                                window.__nr.plotlyEvalMs]""", key)
+    arrived, drawn = page.evaluate("(key) => [window.__nr.entries.get(key).arrivedAt, window.__nr.explorer.firstDrawn]",
+                                   key)
     page.wait_for_selector(IDLE, timeout=300_000)
     return ctx, page, arrived / 1000, drawn / 1000, arrived
 

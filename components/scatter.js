@@ -46,11 +46,14 @@ class Scatter {
                      '<extra>click to open</extra>',
       name: 'neurons', showlegend: false,
     }];
+    // the chosen neuron: an arrow annotation (a layout change only: the WebGL traces are not drawn again)
+    const annotations = [];
     if (data.picked) {
       const [l, k] = data.picked, i = l * data.width + k;
-      if (i >= 0 && i < n) {
-        traces.push({ type: 'scattergl', mode: 'markers', x: [c.tf[i]], y: [c.idf[i]], hoverinfo: 'skip', showlegend: false,
-                      marker: { size: 18, color: 'rgba(0,0,0,0)', line: { color: '#d62728', width: 3 } }, name: 'picked' });
+      if (i >= 0 && i < n && (!data.log || c.tf[i] > 0)) {
+        annotations.push({ x: data.log ? Math.log10(c.tf[i]) : c.tf[i], y: c.idf[i], xref: 'x', yref: 'y',
+          text: `<b>${l}:${k}</b>`, showarrow: true, arrowhead: 2, arrowwidth: 2, arrowcolor: '#d62728', ax: 34, ay: -34,
+          font: { color: '#d62728', size: st.tick.size + 1 }, bgcolor: 'rgba(255,255,255,0.9)' });
       }
     }
     const notes = [`all ${int(n)} neurons`];
@@ -62,7 +65,7 @@ class Scatter {
       xaxis: styleAxis({ title: { text: 'TF (mean |activation|)' }, type: data.log ? 'log' : 'linear',
                          ...(data.log ? { dtick: 1, exponentformat: 'power' } : {}) }, st),
       yaxis: styleAxis({ title: { text: 'IDF' } }, st),
-      hovermode: 'closest', hoverlabel: { font: { size: st.tick.size } },
+      hovermode: 'closest', hoverlabel: { font: { size: st.tick.size } }, annotations,
     };
     const t0 = performance.now();
     P.react(this.plot, traces, layout, plotConfig('tf_vs_idf', data.present));

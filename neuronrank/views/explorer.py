@@ -1,6 +1,11 @@
 """What the Exponents page shows, computed: score histograms with the cut a sparsity makes, the fraction
 of each layer a global vs a per-layer threshold prunes, the overlap with the baselines' rankings, the
-lowest neurons. numpy and pandas only (no streamlit, no model), benchmarked in bench/app_latency.py.
+lowest neurons, ties at the cut. numpy and pandas only (no streamlit, no model), benchmarked in
+bench/app_latency.py.
+
+The page itself computes these in the browser on every slider input (components/explorer_core.js, the same
+rules on float64 arrays); tests/e2e/test_explorer_numbers.py checks that its numbers are these. Python uses
+this module for the page's CSV downloads and as that reference.
 
 Frames and arrays are layer-major (see views/entries.py): a layer's rows are contiguous, which is what
 keeps a slider move cheap. Scores always come from `neuronrank.analysis.scoring.score`: this module bins,

@@ -97,8 +97,8 @@ def test_key_press_and_drag_recompute_in_the_browser_and_python_hears_once(serve
     open_explorer(page, f"{server}/exponents?entry={key}")
     assert page.evaluate(HIST_Y) == library_counts(arrays, 1.0, 1.0, 1.0)
     page.evaluate("""() => { const app = document.querySelector('[data-testid=stApp]'); window.__runs = 0;
-        new MutationObserver(() => { if (app.dataset.testScriptState === 'running') window.__runs++; })
-          .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']}); }""")
+        new MutationObserver((recs) => { for (const r of recs) if (r.oldValue === 'running') window.__runs++; })
+          .observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']}); }""")
     # a key press on the focused α slider: the histogram holds the library's counts for α = 1.1 at once
     slider = page.get_by_role("slider", name="α")
     slider.focus()
