@@ -72,9 +72,9 @@ def _shown(raw: str, limit: int = 40) -> str:
 
 def url_value(name: str, raw: str):
     """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
-    (`study`), a statistics entry key (`entry`), an exponent or sparsity within its slider's range, a layer
-    index (`layer`), a neuron `L:N` (-> (layer, neuron)), a word of URL_CHOICES (flags -> bool), a quantile
-    of URL_QUANTILES (`q`), a threshold value (`tf`, `idf`, `w`).
+    (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
+    within its slider's range, a layer index (`layer`), a neuron `L:N` (-> (layer, neuron)), a word of
+    URL_CHOICES (flags -> bool), a quantile of URL_QUANTILES (`q`), a threshold value (`tf`, `idf`, `w`).
     Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
     if name in ("run", "search_run"):
@@ -85,7 +85,7 @@ def url_value(name: str, raw: str):
         if STUDY_NAME.fullmatch(text):
             return text
         what = "a study name"
-    elif name == "entry":
+    elif name in ("entry", "entry2"):  # entry2: the Compare page's second entry
         if _ENTRY_KEY.fullmatch(text):
             return text
         what = "a statistics entry key"
