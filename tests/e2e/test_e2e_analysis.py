@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
 
@@ -71,6 +72,8 @@ def page(browser):
 
 
 def settled(page, timeout=60_000):
+    # a page just opened reads "not running" before its first script run: wait for the page's title first
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout)
     page.wait_for_selector(IDLE, timeout=timeout)
     page.wait_for_timeout(400)
     page.wait_for_selector(IDLE, timeout=timeout)
@@ -226,7 +229,10 @@ def test_roles_link_restores_the_view_and_a_click_opens_a_neuron(server, browser
         link = page.url
         p2 = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         p2.goto(link)
+        # wait for the first script run to draw the box (before it, the page can already read "not running")
+        expect(p2.get_by_role("spinbutton", name="neuron")).to_have_value(str(neuron), timeout=60_000)
         settled(p2)
+        assert p2.get_by_role("spinbutton", name="layer").input_value() == str(layer)
         assert p2.get_by_role("spinbutton", name="neuron").input_value() == str(neuron)
         assert p2.get_by_role("checkbox", name="split by |W|").is_checked()
         p2.context.close()
