@@ -128,16 +128,23 @@ as_percent = cells == CELLS["percent"]
 shown = rt.percent.round(1) if as_percent else rt.counts
 colour = roles.column_colours(rt.percent)
 columns = list(rt.counts.columns)
-ticks = [c.replace(" / ", "<br>") for c in columns]  # split roles on two lines: nine labels that do not collide
+if split_w:  # two label rows: the role once over its pair of columns, then "high / low |W|" on two short lines
+    # (nine one-row labels collide at a 1280 px projector with 150 % zoom: ~49 px per column)
+    ticks = [[c.split(" / ")[0] for c in columns],
+             [c.split(" / ")[1].replace(" ", "<br>") if " / " in c else " " for c in columns]]
+else:
+    ticks = columns
+names = np.broadcast_to(np.array(columns, dtype=object), rt.counts.shape)
 fig = go.Figure(go.Heatmap(
     z=colour.to_numpy().tolist(), x=ticks, y=[int(i) for i in rt.counts.index], colorscale="Blues", zmin=0, zmax=1,
     showscale=False, text=shown.to_numpy().tolist(), texttemplate="%{text}",
-    customdata=np.dstack([rt.counts.to_numpy(), rt.percent.round(1).to_numpy()]).tolist(),
-    hovertemplate="layer %{y}<br>%{x}<br>%{customdata[0]} neurons (%{customdata[1]} % of the layer)<extra></extra>",
+    customdata=np.dstack([names, rt.counts.to_numpy(), rt.percent.round(1).to_numpy()]).tolist(),
+    hovertemplate="layer %{y}<br>%{customdata[0]}<br>%{customdata[1]} neurons (%{customdata[2]} % of the layer)"
+                  "<extra></extra>",
     xgap=1, ygap=1))
 fig.update_layout(
     height=max(440, 22 * data.n_layers + 160), margin=dict(t=20),
-    # two-line labels at a fixed angle: nine of them fit side by side down to a 1280 px screen at 150 % zoom
+    # horizontal labels: nine of them fit side by side down to a 1280 px screen at 150 % zoom
     xaxis=dict(side="top", automargin=True, tickangle=0, tickfont=dict(size=12, color="#222")),
     yaxis=dict(title="layer", autorange="reversed", dtick=1 if data.n_layers <= 40 else None))
 st.markdown(f"**Roles per layer** (cells: {'% of the layer' if as_percent else 'neurons'})")

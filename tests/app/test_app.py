@@ -261,8 +261,10 @@ def test_roles_counts_equal_scoring_roles(app, entry):
     _, counts = scoring.roles(frame, 0.05, 1.5, 2.0, split_w=True)
     heat = heatmap(app)
     np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
-    # eight role labels on two lines each: "critical<br>high |W|", never one long colliding line
-    assert list(arr(heat["x"])) == [c.replace(" / ", "<br>") for c in counts.columns] and len(counts.columns) == 8
+    # two label rows, never one long colliding line: the role over its pair, then "high<br>|W|" / "low<br>|W|"
+    assert len(counts.columns) == 8 and [list(r) for r in heat["x"]] == [
+        [c.split(" / ")[0] for c in counts.columns], [c.split(" / ")[1].replace(" ", "<br>") for c in counts.columns]]
+    assert [c[0] for c in heat["customdata"][0]] == list(counts.columns)  # the hover names the whole column
     overall = static_table(app, "IDF high, |W| high")
     assert overall.to_numpy().sum() == len(frame)
     assert overall["IDF low, |W| low"].iloc[1] == counts.loc["all", "prune-first / low |W|"]
