@@ -232,7 +232,9 @@ def main() -> None:
     for name, r in results.items():
         tag = "352k" if "352,256" in name else "2.3M" if "2,293,760" in name else "embedded"
         goal = {"352k": "<=50", "2.3M": "<=150"}.get(tag, "")
-        print(f"RESULT browser_key_to_histogram_ms_{tag} {statistics.median(r['lat']):.0f} {goal}".rstrip())
+        lat = r["lat"]
+        print(f"RESULT browser_key_to_histogram_ms_{tag} {statistics.median(lat):.0f} {goal} "
+              f"(min {min(lat):.0f}, max {max(lat):.0f}, n={len(lat)})".replace("  ", " "))
         if tag == "352k":
             print(f"RESULT browser_drag_updates_per_s_352k {r['stream']:.1f} >=20")
             print(f"RESULT browser_mouse_drag_updates_per_s_352k {r['mouse']:.1f}")
