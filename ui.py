@@ -261,6 +261,37 @@ def restore_from_url(cached: list[store.Entry]) -> None:
         st.session_state["_url_note"] = " ".join(filter(None, [st.session_state.get("_url_note"), *notes]))
 
 
+def restore_page_url(page: str, names, apply: Callable[[str, object], str | None]) -> None:
+    """Once per browser session and page: the page's own query parameters (`names`) from the URL. Each is
+    checked by views.display.url_value, then `apply(name, value)` puts it into session state — or returns a
+    notice (e.g. a layer this entry does not have). Bad values get a short notice, as text; never a reset
+    without a word, never a traceback."""
+    flag = f"_url_restored_{page}"
+    if st.session_state.get(flag):
+        return
+    st.session_state[flag] = True
+    for name in names:
+        raw = st.query_params.get(name)
+        if raw is None:
+            continue
+        try:
+            note = apply(name, url_value(name, raw))
+        except UserError as e:
+            note = str(e)
+        if note:
+            st.warning(plain(note))
+
+
+def write_page_url(values: dict[str, str | None]) -> None:
+    """The page's own query parameters = what the page shows (None removes one); only changes are written."""
+    for k, v in values.items():
+        if v is None:
+            if k in st.query_params:
+                del st.query_params[k]
+        elif st.query_params.get(k) != v:
+            st.query_params[k] = v
+
+
 def write_url() -> None:
     """Keep the URL equal to the view (only changed values are written: each write is a browser update)."""
     want = {"entry": st.session_state.get("entry_key"), "present": "1" if presentation_mode() else None}
@@ -518,9 +549,11 @@ def chart(fig: go.Figure, name: str, **kwargs):
         elif "marker" in trace and getattr(trace.marker, "colorbar", None) is not None and trace.marker.showscale:
             trace.marker.update(colorbar=style["colorbar"])
     top = 60 if fig.layout.title.text else 20
-    # a chart that reserves room below its plot (a legend under the axis) keeps it
-    fig.update_layout(margin=dict(l=10, r=10, t=top + (16 if presentation_mode() else 0),
-                                  b=max(10, fig.layout.margin.b or 0)))
+    # margins the figure sets are kept (a legend under the axis, room for a label beside the plot)
+    m = fig.layout.margin
+    fig.update_layout(margin=dict(l=10 if m.l is None else m.l, r=10 if m.r is None else m.r,
+                                  t=(top + (16 if presentation_mode() else 0)) if m.t is None else m.t,
+                                  b=max(10, m.b or 0)))
     fmt = st.session_state.get("_export", "png")
     config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": fmt, "filename": name,
                                                         **({"scale": 3} if fmt == "png" else {})}}

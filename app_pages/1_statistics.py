@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+from neuronrank.analysis import scoring
 from neuronrank.config import requests
 from neuronrank.data import stats_cache as store
 from neuronrank.data.inputs import check_inputs
@@ -138,10 +139,15 @@ else:
     fig.update_layout(title="Tokens per layer", xaxis_title="layer", yaxis_title="tokens")
     ui.chart(fig, "tokens_per_layer")
 if int(summary["dead"].sum()):
-    fig = go.Figure(go.Bar(x=summary["layer"].tolist(), y=summary["dead"].tolist()))
-    fig.update_layout(title=f"Dead neurons per layer (never active; {int(summary['dead'].sum()):,} in all)",
-                      xaxis_title="layer", yaxis_title="neurons with n_active = 0")
+    fig = go.Figure([go.Bar(x=summary["layer"].tolist(), y=summary["dead"].tolist(),
+                            name="dead (active on < 0.1 % of the tokens)"),
+                     go.Bar(x=summary["layer"].tolist(), y=summary["never_active"].tolist(), name="of them never active")])
+    fig.update_layout(title=f"Dead neurons per layer ({int(summary['dead'].sum()):,} in all, "
+                            f"{int(summary['never_active'].sum()):,} of them never active)",
+                      xaxis_title="layer", yaxis_title="neurons", barmode="overlay",
+                      legend=dict(orientation="h", y=-0.25, yanchor="top", x=0))
     ui.chart(fig, "dead_per_layer")
+    st.caption(f"**Dead** (the definition every page uses): {scoring.DEAD_RULE}. {scoring.DEAD_WHY}")
 else:
-    st.markdown("No neuron is dead (every neuron was active on at least one token).")
+    st.markdown(f"No neuron is dead (dead: {scoring.DEAD_RULE}).")
 ui.table(summary, "layer_summary", hide_index=True)

@@ -1,15 +1,18 @@
-"""Exponents: score = |W|^α × TF^β × IDF^γ, live. A slider move rescores cached arrays only."""
+"""Exponents: score = |W|^α × TF^β × IDF^γ, live. The explorer computes in the browser (components/explorer):
+every slider input rescores the entry's neurons there; Python hears the view when a drag ends, keeps it in the
+session (the Prune and Search pages read it) and in the URL."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from neuronrank.views import explorer
+from components.explorer import explorer
+from neuronrank.analysis import scoring
+from neuronrank.views import explorer as views
 
 ui.page_setup()
 st.title("Exponents")
 st.markdown("**score = |W|^α × TF^β × IDF^γ** — move an exponent and every neuron is rescored from the cached "
-            "statistics. An exponent of 0 switches its factor off.")
+            "statistics, in your browser. An exponent of 0 switches its factor off.")
 with st.expander("How a neuron ranking becomes a pruning mask"):
     st.markdown(
         "- **Structured**: the lowest-scoring neurons of each layer (the sparsity fraction) are removed whole — "
@@ -20,86 +23,93 @@ with st.expander("How a neuron ranking becomes a pruning mask"):
         "protects even its small weights.\n"
         "- **Wanda** (the baseline) ranks weights by |W_jk| × ‖X_k‖₂ per output row; **magnitude** by |W_jk|.\n\n"
         "The histograms mark where the chosen sparsity cuts: neurons left of the red line are the ones a "
-        "structured prune would remove.")
+        "structured prune would remove. Equal scores are ranked by position (layer 0, neuron 0 first); the page "
+        "says so when that decides part of the pruned set.")
 
 entry, data = ui.require_entry()
 arrays = ui.neuron_arrays(entry.key, entry.created)
 
+# ----------------------------------------------------------------------------------------------
+# the view: exponents and sparsity (shared with the other pages, ui.py), the layer, log x, the overlap grouping
+
 ui.init_exponent_widgets()
-cols = st.columns(len(explorer.PRESETS))
-for col, (name, preset) in zip(cols, explorer.PRESETS.items()):
-    a, b, g, sp = preset
-    col.button(name, key=f"preset_{name}", on_click=ui.apply_preset, args=preset, width="stretch",
-               help=f"α = {a:g}, β = {b:g}, γ = {g:g}" + (f"; sparsity {sp:.0%}" if sp is not None else ""))
+st.session_state.setdefault("hist_layer", 0)
+st.session_state.setdefault("hist_log", True)
+st.session_state.setdefault("overlap_grouping", "per layer")
+OVERLAP_URL = {"per layer": "per-layer", "globally": "global"}
 
 
-# A fragment: moving a slider reruns only this part (sliders, charts, tables), not the page around it
-# nor the sidebar. The preset buttons above rerun the whole page, which redraws the sliders.
+def _from_url(name: str, value) -> str | None:
+    if name == "layer":
+        if value >= data.n_layers:
+            return (f"The link's layer={value} is not in this entry ({data.n_layers} layers, 0–{data.n_layers - 1}); "
+                    "it was ignored.")
+        st.session_state["hist_layer"] = value
+    elif name == "logx":
+        st.session_state["hist_log"] = value
+    elif name == "overlap":
+        st.session_state["overlap_grouping"] = {v: k for k, v in OVERLAP_URL.items()}[value]
+    return None
+
+
+ui.restore_page_url("exponents", ("layer", "logx", "overlap"), _from_url)
+if not 0 <= st.session_state["hist_layer"] < data.n_layers:  # chosen in an entry with more layers
+    st.session_state["hist_layer"] = 0
+
+with st.container(horizontal=True, gap="small"):  # wraps on a narrow screen instead of cutting labels
+    for name, preset in views.PRESETS.items():
+        a, b, g, sp = preset
+        st.button(name, key=f"preset_{name}", on_click=ui.apply_preset, args=preset, help=(
+            f"α = {a:g}, β = {b:g}, γ = {g:g}" + (f"; sparsity {sp:.0%}" if sp is not None else "")))
+
+
+def _heard(view: dict) -> None:
+    """The browser's view, when a drag ends (a callback: before the fragment reruns)."""
+    st.session_state.update({f"_{k}": view[k] for k in ui.EXPONENT_DEFAULTS})
+    st.session_state.update(hist_layer=view["layer"], hist_log=view["log"], overlap_grouping=view["grouping"])
+
+
+def _view() -> dict:
+    ss = st.session_state
+    return {**{k: round(float(ss[f"_{k}"]), 3) for k in ui.EXPONENT_DEFAULTS},
+            "layer": int(ss["hist_layer"]), "log": bool(ss["hist_log"]), "grouping": ss["overlap_grouping"]}
+
+
+# A fragment: a view heard from the browser reruns only this part, not the page around it nor the sidebar.
 @st.fragment
 def explore() -> None:
-    c1, c2, c3, c4 = st.columns(4)
-    c1.slider("α (|W| exponent)", 0.0, 3.0, step=0.1, key="_alpha")
-    c2.slider("β (TF exponent)", 0.0, 3.0, step=0.1, key="_beta")
-    c3.slider("γ (IDF exponent)", 0.0, 3.0, step=0.1, key="_gamma")
-    c4.slider("sparsity (fraction pruned)", 0.0, 0.95, step=0.05, key="_sparsity")
-    chosen = ui.keep_exponents()  # also stored as st.session_state alpha/beta/gamma/sparsity for later pages
-    alpha, beta, gamma, sparsity = (chosen[k] for k in ("alpha", "beta", "gamma", "sparsity"))
+    view = _view()
+    explorer(entry.key, entry.created, arrays, data.n_layers, data.width, view, _heard,
+             present=ui.presentation_mode())
+    ui.keep_exponents()  # alpha/beta/gamma/sparsity for the other pages, and the URL
+    ui.write_page_url({"layer": str(view["layer"]), "logx": "1" if view["log"] else "0",
+                       "overlap": OVERLAP_URL[view["grouping"]]})
+    _downloads(view)
 
-    with ui.user_errors():
-        c1, c2 = st.columns([1, 3])
-        log_x = c1.checkbox("log x (log₁₀ score)", value=True, key="hist_log")
-        if st.session_state.get("hist_layer", 0) >= data.n_layers:  # chosen in an entry with more layers
-            st.session_state["hist_layer"] = 0
-        layer = c2.selectbox("Layer", list(range(data.n_layers)), key="hist_layer")
-        scores, overall, one_layer = explorer.score_histograms(arrays, alpha, beta, gamma, layer=layer, log=log_x)
 
-        h1, h2 = st.columns(2)
-        layer_scores = scores[explorer.layer_slice(arrays["layer"], layer)]
-        cut = f"{sparsity:.0%} pruned below"
-        with h1:
-            ui.chart(ui.hist_figure(overall, f"Scores, all {overall.total:,} neurons",
-                                    explorer.prune_threshold(scores, sparsity, log_x), f"global cut: {cut}"),
-                     "score_histogram")
-        with h2:
-            ui.chart(ui.hist_figure(one_layer, f"Scores, layer {layer}",
-                                    explorer.prune_threshold(layer_scores, sparsity, log_x), f"layer cut: {cut}"),
-                     f"score_histogram_layer{layer}")
+def _downloads(view: dict) -> None:
+    """The numbers the browser shows, as CSV files from the library (computed when a button is clicked)."""
+    def scores():
+        return scoring.score(arrays, view["alpha"], view["beta"], view["gamma"])
 
-        # --- global vs per-layer threshold ------------------------------------------------------
-        st.subheader(f"Which layers lose neurons at {sparsity:.0%} sparsity")
-        frac = explorer.pruned_fraction(scores, arrays["layer"], sparsity)
-        fig = go.Figure([
-            go.Bar(x=frac["layer"].tolist(), y=frac["global"].tolist(), name="one global threshold"),
-            go.Scatter(x=frac["layer"].tolist(), y=frac["per_layer"].tolist(), name="a threshold per layer",
-                       mode="lines+markers"),
-        ])
-        fig.update_layout(xaxis_title="layer", yaxis_title="fraction of the layer's neurons pruned",
-                          yaxis_tickformat=".0%", title="Pruned fraction per layer: global vs per-layer threshold")
-        ui.chart(fig, "pruned_fraction_per_layer")
+    def overlap_csv() -> str:
+        _, per_layer = views.ranking_overlap(scores(), arrays, view["sparsity"],
+                                             per_layer=view["grouping"] == "per layer")
+        return per_layer.rename(columns={k: f"jaccard_{k}" for k in views.BASELINES}).to_csv(index=False)
 
-        # --- agreement with the baselines -------------------------------------------------------
-        st.subheader("Overlap with magnitude and Wanda rankings")
-        st.caption(explorer.BASELINE_NOTE)
-        grouping = st.radio("Compare pruned sets chosen", ["per layer", "globally"], horizontal=True,
-                            key="overlap_grouping",
-                            help="per layer: the lowest fraction of each layer (structured pruning); globally: the "
-                                 "lowest fraction of the whole model")
-        summary, per_layer = explorer.ranking_overlap(scores, arrays, sparsity, per_layer=grouping == "per layer")
-        mcols = st.columns(len(summary))
-        for mc, row in zip(mcols, summary.itertuples()):
-            mc.metric(f"Jaccard with {row.baseline}", f"{row.jaccard:.3f}",
-                      help=f"{row.shared:,} of {row.pruned:,} pruned neurons shared")
-        fig = go.Figure([go.Scatter(x=per_layer["layer"].tolist(), y=per_layer[name].tolist(), name=label,
-                                    mode="lines+markers") for name, label in explorer.BASELINES.items()])
-        fig.update_layout(xaxis_title="layer", yaxis_title="Jaccard overlap", yaxis_range=[0, 1.02],
-                          title="Overlap of the pruned sets per layer")
-        ui.chart(fig, "overlap_per_layer")
-        ui.table(per_layer.rename(columns={k: f"jaccard_{k}" for k in explorer.BASELINES}), "overlap_per_layer",
-                 hide_index=True)
+    def lowest_csv() -> str:
+        return views.lowest_neurons(arrays, scores()).to_csv(index=False)
 
-        # --- the lowest-scoring neurons ----------------------------------------------------------
-        st.subheader(f"The {explorer.LOWEST_N} lowest-scoring neurons")
-        ui.table(explorer.lowest_neurons(arrays, scores), "lowest_neurons", hide_index=True)
+    def fraction_csv() -> str:
+        return views.pruned_fraction(scores(), arrays["layer"], view["sparsity"]).to_csv(index=False)
+
+    tag = f"a{view['alpha']:g}_b{view['beta']:g}_g{view['gamma']:g}_s{view['sparsity']:g}"
+    with st.container(horizontal=True, gap="small"):
+        for label, fn, name in (("Download CSV: pruned fraction per layer", fraction_csv, "pruned_fraction"),
+                                ("Download CSV: overlap per layer", overlap_csv, "overlap_per_layer"),
+                                (f"Download CSV: the {views.LOWEST_N} lowest neurons", lowest_csv, "lowest_neurons")):
+            st.download_button(label, fn, file_name=f"{name}_{tag}.csv", mime="text/csv", on_click="ignore",
+                               key=f"csv_{name}")
 
 
 explore()

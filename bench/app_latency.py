@@ -1,8 +1,10 @@
-"""What a slider move on the Exponents page costs in the app process, without the browser.
+"""What rescoring costs in the library (the Python side), without the browser.
 
-A move of α, β or γ reruns `neuronrank.views.explorer.score_histograms`: rescoring every neuron through
-`neuronrank.analysis.scoring.score` and binning the scores (overall and one layer, 100 bins) — the data the
-histograms are drawn from. This prints its median time for three model shapes:
+`neuronrank.views.explorer.score_histograms`: rescoring every neuron through `neuronrank.analysis.scoring.score`
+and binning the scores (overall and one layer, 100 bins). A slider move on the Exponents page no longer runs it —
+the browser recomputes there (components/explorer_core.js; `bench/browser_latency.py` times that) — but it is the
+reference the browser's numbers are tested against, and what the page's CSV downloads, the Roles page's scores
+and a prune run's neuron ranking compute. This prints its median time for three model shapes:
 
     embedded SmolLM2-135M   30 × 1,536  =    46,080 neurons
     Llama-7B                32 × 11,008 =   352,256 neurons

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from neuronrank.analysis.scoring import dead_mask
 from neuronrank.analysis.numbers import finite, ppl_text
 from neuronrank.config import protocols, requests
 from neuronrank.config.fields import add_arguments, from_args
@@ -93,10 +94,11 @@ def cmd_stats(args) -> int:
     print(f"table: {table}")
     print(f"cache entry: {res.entry.key}")
     tf, idf = s.tf, s.idf
+    # dead: scoring.dead_mask (active on fewer than 0.1 % of the tokens), the app's and ablate's definition
     print(f"{'layer':>5} {'tokens':>8} {'TF min':>9} {'TF max':>9} {'IDF min':>8} {'IDF max':>8} {'dead':>5}")
     for i in range(s.n_layers):
         print(f"{i:>5} {int(s.tokens[i]):>8} {tf[i].min():>9.4f} {tf[i].max():>9.4f} "
-              f"{idf[i].min():>8.3f} {idf[i].max():>8.3f} {int((s.n_active[i] == 0).sum()):>5}")
+              f"{idf[i].min():>8.3f} {idf[i].max():>8.3f} {int(dead_mask(s.n_active[i], s.tokens[i]).sum()):>5}")
     _emit(args, {"command": "stats", "table": str(table), "cache_key": res.entry.key, "cached": res.cached,
                  "seconds": round(res.seconds, 3), "layers": s.n_layers, "neurons_per_layer": s.width,
                  "tokens": int(s.tokens[0]), "site": s.site})

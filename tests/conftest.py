@@ -67,7 +67,8 @@ def tiny_windows():
     return torch.randint(0, 96, (6, 16), generator=g)
 
 
-def write_tiny_model_dir(path: Path, vocab: int = 128, family: str = "llama", seed: int = 0) -> Path:
+def write_tiny_model_dir(path: Path, vocab: int = 128, family: str = "llama", seed: int = 0, layers: int = 2,
+                         inter: int = 48) -> Path:
     """A tiny random model plus a small BPE tokenizer trained on a few lines, saved like a hub model."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -77,7 +78,7 @@ def write_tiny_model_dir(path: Path, vocab: int = 128, family: str = "llama", se
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<unk>", "<s>", "</s>"])
     tok.train_from_iterator([SAMPLE_TEXT] * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    model = make_tiny(family, vocab=max(vocab, tok.get_vocab_size()), seed=seed)
+    model = make_tiny(family, vocab=max(vocab, tok.get_vocab_size()), seed=seed, layers=layers, inter=inter)
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path

@@ -21,10 +21,15 @@ ROLE_TEXT = {
     "important": "high TF, low IDF: general feature, fires on most tokens",
     "moderate": "low TF, high IDF: rare pattern, small contribution",
     "prune-first": "low TF, low IDF: weak and unselective",
-    "dead": "(almost) never active: maximal IDF, near-zero TF",
+    "dead": "active (a > 0) on fewer than 0.1 % of the tokens: maximal IDF, yet TF need not be small",
 }
 DEAD = "dead"
-DEAD_BELOW = 0.001  # the app's "dead" class: active (a > 0) on fewer than 0.1 % of the tokens
+# The one definition of a dead neuron (every page, the CLI, the ablate command): dead_mask.
+DEAD_BELOW = 0.001  # active (a > 0) on fewer than 0.1 % of its layer's tokens
+DEAD_RULE = "active (a > 0) on fewer than 0.1 % of its layer's calibration tokens"
+DEAD_WHY = ("A dead neuron's IDF is maximal (it almost never fires), but its TF — the mean |a| over all tokens — "
+            "need not be small: SiLU passes small negative values (down to −0.28; GELU to −0.17), so a gate that "
+            "never fires still has |a| > 0 on almost every token.")
 
 
 def _is_stats(obj) -> bool:
@@ -77,7 +82,8 @@ def score(stats, alpha=1.0, beta=1.0, gamma=1.0) -> np.ndarray:
 
 
 def dead_mask(n_active, tokens, below: float = DEAD_BELOW) -> np.ndarray:
-    """Neurons active (a > 0) on fewer than a fraction `below` of their layer's tokens."""
+    """Dead neurons: active (a > 0) on fewer than a fraction `below` of their layer's tokens (DEAD_RULE).
+    Never-active neurons (n_active == 0) are a subset."""
     return np.asarray(n_active) < float(below) * np.asarray(tokens)
 
 

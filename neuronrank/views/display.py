@@ -46,14 +46,25 @@ def code(text) -> str:
 
 RUN_ID_MAX = 2**63 - 1  # SQLite's INTEGER
 URL_NUMBERS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
+# what the pages show, beyond the exponents: a word from a fixed set each
+URL_CHOICES = {
+    "overlap": ("per-layer", "global"),  # Exponents: pruned sets compared per layer or over the whole model
+    "thresholds": ("quantile", "value"),  # Roles: per-layer quantile or one value for every layer
+    "cells": ("counts", "percent"),  # Roles: what the heatmap's cells say
+    "cmp_type": ("all", *SPARSITY_TYPES),  # Prune: the comparison chart by sparsity type
+}
+# on/off controls, written 1/0 (read as True/False): the presentation mode, the Prune page's log axis;
+# Exponents: log10 score axis; Roles: split every role by |W|, a class for dead neurons, log TF axis
+URL_FLAGS = ("present", "cmp_log", "logx", "split", "dead", "logtf")
+URL_QUANTILES = (0.5, 0.75, 0.8, 0.9, 0.95, 0.99)  # Roles: "high" = above this quantile of the layer
+URL_THRESHOLDS = ("tf", "idf", "w")  # Roles: global threshold values (finite, >= 0)
+URL_INDEX_MAX = 1_000_000  # a layer or neuron index; the page checks it against the entry's shape
 _RUN_ID = re.compile(r"[0-9]{1,19}")
 _ENTRY_KEY = re.compile(r"[0-9a-f]{16}")
 _SWEEP = re.compile(r"sweep-[0-9a-f]{8}")
-# on/off controls: the presentation mode, the Prune page's log axis
-URL_FLAGS = ("present", "cmp_log")
-# one of a fixed set: the Prune page's comparison chart by sparsity type
-URL_CHOICES = {"cmp_type": ("all", *SPARSITY_TYPES)}
 URL_RUN_LISTS = {"cmp_runs": 50}  # comma-separated run ids (at most this many)
+_INDEX = re.compile(r"[0-9]{1,7}")
+_NEURON = re.compile(r"([0-9]{1,7}):([0-9]{1,7})")
 
 
 def _shown(raw: str, limit: int = 40) -> str:
@@ -65,17 +76,20 @@ def url_value(name: str, raw: str):
     """The value of query parameter `name`, checked: a run id (`run`, `search_run`, the Roles page's
     `ablate_run`), a study name
     (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
-    within its slider's range, a flag (1/0), one of a control's choices, a sweep (`sweep`), a list of run
-    ids. Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
+    within its slider's range, a flag of URL_FLAGS (1/0 -> bool), a word of URL_CHOICES, a sweep (`sweep`),
+    a list of run ids, a layer index (`layer`), a neuron `L:N` (-> (layer, neuron)), a quantile of
+    URL_QUANTILES (`q`), a threshold value (`tf`, `idf`, `w`).
+    Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
     if name in URL_FLAGS:
-        if text in ("1", "0", "true", "false"):
-            return text in ("1", "true")
+        if text in ("1", "0"):
+            return text == "1"
         what = "1 or 0"
     elif name in URL_CHOICES:
         if text in URL_CHOICES[name]:
             return text
-        what = "one of " + ", ".join(URL_CHOICES[name])
+        choices = URL_CHOICES[name]
+        what = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
     elif name == "sweep":
         if _SWEEP.fullmatch(text):
             return text
@@ -107,6 +121,31 @@ def url_value(name: str, raw: str):
         if value is not None and lo <= value <= hi:  # NaN fails both
             return round(value, 2)
         what = f"a number from {lo:g} to {hi:g}"
+    elif name == "layer":
+        if _INDEX.fullmatch(text) and int(text) <= URL_INDEX_MAX:
+            return int(text)
+        what = "a layer number"
+    elif name == "neuron":
+        m = _NEURON.fullmatch(text)
+        if m and max(int(m[1]), int(m[2])) <= URL_INDEX_MAX:
+            return int(m[1]), int(m[2])
+        what = "a neuron written layer:neuron (e.g. 11:1072)"
+    elif name == "q":
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value in URL_QUANTILES:
+            return value
+        what = "one of " + ", ".join(f"{q:g}" for q in URL_QUANTILES)
+    elif name in URL_THRESHOLDS:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is not None and 0.0 <= value < float("inf"):
+            return value
+        what = "a number of at least 0"
     else:
         raise KeyError(f"no query parameter {name!r}")
     raise UserError(f"The link's {name}={_shown(text)} is not {what}; it was ignored.")

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from neuronrank.analysis import scoring
 from neuronrank.config.requests import CalibrationFields
 
 
@@ -150,13 +151,15 @@ def layer_quantiles(values: np.ndarray, layers: np.ndarray) -> pd.DataFrame:
 
 
 def layer_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tokens seen, neurons and dead neurons (never active, n_active == 0) per layer."""
+    """Tokens seen, neurons, dead neurons (scoring.dead_mask: active on fewer than 0.1 % of the tokens) and,
+    among them, the never-active ones (n_active == 0), per layer."""
     layers = frame["layer"].to_numpy()
     n_active = _grid(frame["n_active"].to_numpy(), layers)
     tokens = _grid(frame["tokens"].to_numpy(), layers)[:, 0]
     return pd.DataFrame({
         "layer": np.arange(n_active.shape[0]), "tokens": tokens, "neurons": n_active.shape[1],
-        "dead": (n_active == 0).sum(axis=1),
+        "dead": scoring.dead_mask(n_active, tokens[:, None]).sum(axis=1),
+        "never_active": (n_active == 0).sum(axis=1),
         "median_tf": np.median(_grid(frame["tf"].to_numpy(), layers), axis=1),
         "median_idf": np.median(_grid(frame["idf"].to_numpy(), layers), axis=1),
         "median_w_norm": np.median(_grid(frame["w_norm"].to_numpy(), layers), axis=1),

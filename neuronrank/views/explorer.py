@@ -1,6 +1,11 @@
 """What the Exponents page shows, computed: score histograms with the cut a sparsity makes, the fraction
 of each layer a global vs a per-layer threshold prunes, the overlap with the baselines' rankings, the
-lowest neurons. numpy and pandas only (no streamlit, no model), benchmarked in bench/app_latency.py.
+lowest neurons, ties at the cut. numpy and pandas only (no streamlit, no model), benchmarked in
+bench/app_latency.py.
+
+The page itself computes these in the browser on every slider input (components/explorer_core.js, the same
+rules on float64 arrays); tests/e2e/test_explorer_numbers.py checks that its numbers are these. Python uses
+this module for the page's CSV downloads and as that reference.
 
 Frames and arrays are layer-major (see views/entries.py): a layer's rows are contiguous, which is what
 keeps a slider move cheap. Scores always come from `neuronrank.analysis.scoring.score`: this module bins,
@@ -50,6 +55,24 @@ def neuron_arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
         "magnitude": f64("w_norm"),
         "wanda": f64("down_abs_mean") * f64("x_norm_down"),
     }
+
+
+# What the browser scores from (the Exponents explorer and the Roles scatter, components/): float64 columns in the
+# table's layer-major order. Layer and neuron are implied by that order (row = layer × width + neuron), so they
+# are not sent; the magnitude baseline is w_norm itself.
+BROWSER_COLUMNS = {"w": "w_norm", "tf": "tf", "idf": "idf", "wanda": "wanda"}
+
+
+def browser_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The columns a browser needs for every slider move, as contiguous float64 arrays (name -> array).
+    Refuses a table that is not layer-major with equal widths (the browser derives layer and neuron)."""
+    layers = np.asarray(arrays["layer"])
+    n_layers = int(layers[-1]) + 1 if layers.size else 0
+    width = layers.size // max(n_layers, 1)
+    if layers.size != n_layers * width or not (layers.reshape(n_layers, width) == np.arange(n_layers)[:, None]).all() \
+            or not (np.asarray(arrays["neuron"]).reshape(n_layers, width) == np.arange(width)).all():
+        raise ValueError("the browser needs a layer-major table with equal layer widths")
+    return {k: np.ascontiguousarray(arrays[src], dtype=np.float64) for k, src in BROWSER_COLUMNS.items()}
 
 
 def layer_slice(layers: np.ndarray, layer: int) -> slice:
@@ -125,6 +148,28 @@ def prune_threshold(scores: np.ndarray, sparsity: float, log: bool = False) -> f
     if not np.isfinite(t) or (log and t <= 0):
         return None
     return float(np.log10(t)) if log else t
+
+
+def ties_at_cut(scores: np.ndarray, layers: np.ndarray, sparsity: float, per_layer: bool = False) -> dict:
+    """How much of a pruned set the row order chose: among neurons whose score equals the cut, some are pruned
+    and others kept, by position alone (scoring.lowest breaks ties by row order, layer 0 first).
+
+    -> {"tied": neurons sharing the cut's score, "by_order": pruned ones among them that a kept neuron ties
+    with, "pruned": the set's size}. α = β = γ = 0 ties every score: then by_order is the whole pruned set."""
+    s = np.asarray(scores, dtype=np.float64)
+    groups = [s] if not per_layer else [s[layer_slice(layers, g)] for g in np.unique(layers)]
+    tied = by_order = pruned = 0
+    for g in groups:
+        k = int(round(float(sparsity) * g.size))
+        pruned += k
+        if k <= 0:
+            continue
+        t = np.partition(g, k - 1)[k - 1]
+        below, equal = int(np.count_nonzero(g < t)), int(np.count_nonzero(g == t))
+        if equal > k - below:  # some neurons at the cut's score are kept: the order decided
+            tied += equal
+            by_order += k - below
+    return {"tied": tied, "by_order": by_order, "pruned": pruned}
 
 
 def pruned_fraction(scores: np.ndarray, layers: np.ndarray, sparsity: float) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """What the Roles page shows, computed: the component interpretation matrix per layer and in all, the
-critical share against chance, dead and first-position neurons, the TF vs IDF scatter sample, and one
-neuron's top-activating contexts. numpy and pandas only.
+critical share against chance, the pattern across layers in words, dead and first-position neurons, and one
+neuron's top-activating contexts. numpy and pandas only. (The TF vs IDF scatter draws every neuron in the
+browser: components/scatter.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pandas as pd
 from neuronrank.analysis import scoring
 from neuronrank.views.entries import EntryData
 
-SCATTER_MAX = 20_000
 CONTEXT_RADIUS = 12
 
 
@@ -68,6 +68,67 @@ def role_tables(frame, tf_threshold: float | None = None, idf_threshold: float |
     return RoleTables(labels, per_layer, percent, overall, pd.DataFrame(rows), dead)
 
 
+def column_colours(values: pd.DataFrame) -> pd.DataFrame:
+    """Heatmap colours, each column (role) on its own scale: 0 = its fewest, 1 = its most. One scale for all
+    would be decided by prune-first (~80 % of every layer) and hide the pattern of a small class."""
+    lo, hi = values.min(), values.max()
+    return ((values - lo) / (hi - lo).where(hi > lo, 1.0)).fillna(0.0)
+
+
+def layer_ranges(layers) -> str:
+    """Layer numbers as ranges: [2, 3, 4, 7, 14, 15] -> "2–4, 7, 14–15"."""
+    layers = sorted(int(x) for x in layers)
+    out, start = [], None
+    for i, x in enumerate(layers):
+        if start is None:
+            start = x
+        if i + 1 == len(layers) or layers[i + 1] != x + 1:
+            out.append(f"{start}" if start == x else f"{start}–{x}")
+            start = None
+    return ", ".join(out)
+
+
+def pattern_notes(rt: RoleTables, quantile: float | None = None) -> list[str]:
+    """One line per role whose count changes across layers — what the heatmap shows, in words: the layer with
+    the most (with quantile thresholds, critical against chance: (1 - q)² of a layer), and the layers with none
+    or the fewest. The most striking first: the longest run of layers a role is absent from; dead last."""
+    notes = []
+    for role in rt.counts.columns:
+        c, pct = rt.counts[role], rt.percent[role]
+        if c.max() == c.min():
+            continue
+        peak = int(c.idxmax())
+        if role == scoring.DEAD:
+            notes.append((1, 0, f"dead: {int(c.sum()):,} in all, most in layer {peak} ({int(c[peak]):,})"))
+            continue
+        text = f"most in layer {peak} ({int(c[peak]):,} neurons, {pct[peak]:.1f} % of the layer"
+        if quantile is not None and role == "critical":
+            text += f"; chance would give {100 * (1 - quantile) ** 2:.1f} %"
+        text += ")"
+        zeros = c.index[c == 0]
+        if len(zeros):
+            text += f"; none in layer{'s' if len(zeros) > 1 else ''} {layer_ranges(zeros)}"
+        else:
+            low = int(c.idxmin())
+            text += f"; fewest in layer {low} ({int(c[low]):,})"
+        run = longest = 0
+        for x in c.to_numpy():
+            run = run + 1 if x == 0 else 0
+            longest = max(longest, run)
+        notes.append((0, -longest - float(c.max()) / max(float(c.min()), 1.0) / 1e6, f"{role}: {text}"))
+    return [t for *_, t in sorted(notes)]
+
+
+def contexts_heading(contexts: list, n_active: int) -> str:
+    """What the recorded contexts of a neuron are: its top activations — or, for a neuron never positive on
+    them (a dead one: SiLU's negative tail), its least negative values."""
+    if contexts and max(c.value for c in contexts) <= 0:
+        never = "is never positive" if n_active == 0 else "is not positive on these windows"
+        return (f"**Its least negative activations** — this neuron {never}, so these are the values closest to 0 "
+                "(one per calibration window, ±12 tokens, the token marked)")
+    return "**Top-activating contexts** (one per calibration window, ±12 tokens, firing token marked)"
+
+
 def first_position_only(data: EntryData, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     """Row mask of neurons that fire only at the first position of a window (attention-sink neurons):
     active on at most one token per window, and every recorded top activation above 0 is at position 0."""
@@ -83,13 +144,6 @@ def first_position_only(data: EntryData, arrays: Mapping[str, np.ndarray]) -> np
 def global_medians(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
     """Whole-model medians: the starting values of the global thresholds."""
     return {c: float(np.median(arrays[c])) for c in ("tf", "idf", "w_norm")}
-
-
-def scatter_sample(n: int, max_points: int = SCATTER_MAX, seed: int = 0) -> np.ndarray:
-    """Sorted row indices: all rows, or a fixed random sample of `max_points` of them."""
-    if n <= max_points:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,24 +193,6 @@ def context_html(tokenizer, ctx: ActivationContext) -> str:
 def ids_html(ctx: ActivationContext) -> str:
     """A context as token ids (when no tokenizer can be loaded), the firing one marked."""
     return " ".join(f"<mark>{t}</mark>" if i == ctx.at else str(t) for i, t in enumerate(ctx.ids))
-
-
-def picked_neuron(point: Mapping, shown: np.ndarray, arrays: Mapping[str, np.ndarray]) -> tuple[int, int] | None:
-    """(layer, neuron) of a point clicked in the TF-vs-IDF scatter.
-
-    A browser sends a point's customdata as an object keyed "0", "1", ... (AppTest and older clients as
-    a list); without customdata, its point_index into the plotted rows `shown` is used.
-    """
-    cd = point.get("customdata")
-    if isinstance(cd, Mapping):
-        cd = [cd[k] for k in sorted(cd, key=lambda k: int(k))] if all(str(k).isdigit() for k in cd) else None
-    if isinstance(cd, (list, tuple)) and len(cd) >= 2:
-        return int(cd[0]), int(cd[1])
-    idx = point.get("point_index", point.get("pointIndex"))
-    if idx is None or not 0 <= int(idx) < len(shown):
-        return None
-    row = int(shown[int(idx)])
-    return int(arrays["layer"][row]), int(arrays["neuron"][row])
 
 
 def critical_vs_chance(rt: RoleTables, quantile: float) -> pd.DataFrame:

@@ -95,7 +95,7 @@ def test_every_page_renders_with_the_entry_loaded(app, entry):
     assert any("loaded:" in s.value and entry[0][:8] in s.value for s in app.success)
     for page in PAGES:
         goto(app, page)
-        assert app.get("plotly_chart"), page
+        assert app.get("plotly_chart") or app.get("bidi_component"), page  # the explorer's charts are the browser's
 
 
 def test_pages_without_any_entry_explain_instead_of_failing(tmp_path, monkeypatch):
@@ -111,9 +111,11 @@ def test_pages_without_any_entry_explain_instead_of_failing(tmp_path, monkeypatc
 def test_statistics_page_numbers(app, entry):
     _, stats, frame = entry
     text = " ".join(m.value for m in app.markdown)
-    if (stats.n_active == 0).any():
+    dead = scoring.dead_mask(stats.n_active, stats.tokens[:, None])  # the one definition (< 0.1 % of the tokens)
+    if dead.any():
         spec = chart(app, "Dead neurons per layer")
-        np.testing.assert_array_equal(arr(spec["data"][0]["y"]), (stats.n_active == 0).sum(axis=1))
+        np.testing.assert_array_equal(arr(spec["data"][0]["y"]), dead.sum(axis=1))
+        np.testing.assert_array_equal(arr(spec["data"][1]["y"]), (stats.n_active == 0).sum(axis=1))
     else:
         assert "No neuron is dead" in text
     # every layer sees the same tokens: said in a sentence, not drawn as a constant bar chart
@@ -125,150 +127,171 @@ def test_statistics_page_numbers(app, entry):
     assert entry[0] in set(cache["key"])
 
 
-def _overall_hist(at):
-    bar = chart(at, "Scores, all")["data"][0]
-    return arr(bar["x"]), arr(bar["y"]), arr(bar["width"])
+def component_data(at, name: str) -> dict:
+    """What a browser component (components/) was sent on the last run: its JSON, Arrow tables decoded."""
+    import pyarrow as pa
+
+    proto = next(c.proto for c in at.get("bidi_component") if c.proto.component_name.endswith(name))
+    which = proto.WhichOneof("data")
+    if which == "json":
+        return json.loads(proto.json)
+    data = json.loads(proto.mixed.json)
+    blobs = {k: pa.ipc.open_stream(v.data).read_all() for k, v in proto.mixed.arrow_blobs.items()}
+    return {k: blobs[v["__streamlit_arrow_ref__"]] if isinstance(v, dict) and "__streamlit_arrow_ref__" in v else v
+            for k, v in data.items()}
 
 
-def test_alpha_moves_the_histogram_as_recomputed(app, entry):
+def test_explorer_gets_the_entry_once_and_the_view_from_the_session(app, entry):
+    from plotly.offline import get_plotlyjs
+
+    from neuronrank.views import explorer
+
     _, stats, frame = entry
-    # the tiny model's gate rows all have norm > 1, so a larger α raises every score
-    assert (frame["w_norm"] > 1).all()
     goto(app, "app_pages/2_exponents.py")
-    app.checkbox(key="hist_log").uncheck().run()
-    assert_clean(app)
-    x1, y1, w1 = _overall_hist(app)
-    counts, edges = np.histogram(scoring.score(frame, 1.0, 1.0, 1.0), bins=100)
-    np.testing.assert_array_equal(y1, counts)
-    np.testing.assert_allclose(x1, (edges[:-1] + edges[1:]) / 2)
-
-    app.slider(key="_alpha").set_value(2.0).run()
-    assert_clean(app)
-    x2, y2, w2 = _overall_hist(app)
-    s2 = scoring.score(frame, 2.0, 1.0, 1.0)
-    counts, edges = np.histogram(s2, bins=100)
-    np.testing.assert_array_equal(y2, counts)
-    np.testing.assert_allclose(x2, (edges[:-1] + edges[1:]) / 2)
-    # the expected direction: the range's top and the (binned) mean score both move up
-    assert x2[-1] + w2[-1] / 2 > x1[-1] + w1[-1] / 2
-    assert (x2 * y2).sum() / y2.sum() > (x1 * y1).sum() / y1.sum()
-    assert app.session_state["alpha"] == 2.0
-
-    # log x: log10 of the non-zero scores, the zero count reported
-    app.checkbox(key="hist_log").check().run()
-    x3, y3, _ = _overall_hist(app)
-    np.testing.assert_array_equal(y3, np.histogram(np.log10(s2[s2 > 0]), bins=100)[0])
-    zeros = int((s2 == 0).sum())
-    assert y3.sum() + zeros == len(frame)
-    if zeros:
-        assert f"{zeros:,} zero scores not shown" in _title(chart(app, "Scores, all"))
-
-    # one layer's histogram
-    app.selectbox(key="hist_layer").set_value(1).run()
-    bar = chart(app, "Scores, layer 1")["data"][0]
-    s_layer = s2[frame["layer"].to_numpy() == 1]
-    np.testing.assert_array_equal(arr(bar["y"]), np.histogram(np.log10(s_layer[s_layer > 0]), bins=100)[0])
+    data = component_data(app, "nr_explorer")
+    assert data["entry"] == entry[0] and (data["n_layers"], data["width"]) == (stats.n_layers, stats.width)
+    assert data["view"] == {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "sparsity": 0.5, "layer": 0, "log": True,
+                            "grouping": "per layer"}
+    # the arrays the browser scores from: the library's columns, float64, bit for bit; Plotly from the package
+    table = data["arrays"]
+    want = explorer.browser_columns(explorer.neuron_arrays(frame))
+    assert table.column_names == list(want) and all(table[c].num_chunks == 1 for c in want)
+    for name, column in want.items():
+        np.testing.assert_array_equal(table[name].to_numpy(), column)
+    assert data["plotly_js"] == get_plotlyjs()
+    # once per session: the next run sends neither
+    app.run()
+    again = component_data(app, "nr_explorer")
+    assert "arrays" not in again and "plotly_js" not in again and again["rev"] == data["rev"]
+    # the page's own view lives in the URL
+    assert (app.query_params["layer"], app.query_params["logx"], app.query_params["overlap"]) == ("0", "1", "per-layer")
 
 
-def test_presets_set_the_sliders_and_the_shared_state(app):
+def test_presets_reach_the_browser_and_the_shared_state(app):
     goto(app, "app_pages/2_exponents.py")
+    rev = component_data(app, "nr_explorer")["rev"]
     app.button(key="preset_high sparsity").click().run()
     assert_clean(app)
-    assert [app.slider(key=k).value for k in ("_alpha", "_beta", "_gamma")] == [1.5, 1.0, 1.5]
+    data = component_data(app, "nr_explorer")
+    assert (data["view"]["alpha"], data["view"]["beta"], data["view"]["gamma"], data["view"]["sparsity"]) == \
+        (1.5, 1.0, 1.5, 0.7)
+    assert data["rev"] == rev + 1  # a view from Python: the browser applies it
     assert (app.session_state["alpha"], app.session_state["beta"], app.session_state["gamma"]) == (1.5, 1.0, 1.5)
-    # the choice outlives a page switch (for the Prune page)
+    assert app.query_params["alpha"] == "1.5" and app.query_params["sparsity"] == "0.7"
+    # the choice outlives a page switch (for the Prune page), and comes back to the explorer
     goto(app, "app_pages/1_statistics.py")
     assert app.session_state["gamma"] == 1.5
     goto(app, "app_pages/2_exponents.py")
-    assert app.slider(key="_gamma").value == 1.5
+    assert component_data(app, "nr_explorer")["view"]["gamma"] == 1.5
 
 
-def test_lowest_table_overlap_and_pruned_fraction(app, entry):
-    _, stats, frame = entry
-    goto(app, "app_pages/2_exponents.py")
-    app.slider(key="_beta").set_value(0.5).run()
-    app.slider(key="_sparsity").set_value(0.3).run()
-    assert_clean(app)
-    s = scoring.score(frame, 1.0, 0.5, 1.0)
-    layers = frame["layer"].to_numpy()
+def test_explorer_view_from_a_link(entry):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry[0]
+    for k, v in dict(entry=entry[0], alpha="2", beta="0.5", gamma="0.6", sparsity="0.3", layer="1", logx="0",
+                     overlap="global").items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page("app_pages/2_exponents.py").run()
+    assert_clean(at)
+    assert not at.warning
+    assert component_data(at, "nr_explorer")["view"] == {"alpha": 2.0, "beta": 0.5, "gamma": 0.6, "sparsity": 0.3,
+                                                         "layer": 1, "log": False, "grouping": "globally"}
 
-    table = table_with(app, "score")
-    idx = np.argsort(s, kind="stable")[:50]
-    np.testing.assert_array_equal(table["layer"], layers[idx])
-    np.testing.assert_array_equal(table["neuron"], frame["neuron"].to_numpy()[idx])
-    np.testing.assert_allclose(table["score"], s[idx])
 
-    wanda = (frame["down_abs_mean"] * frame["x_norm_down"]).to_numpy()
-    for baseline, other in (("magnitude", frame["w_norm"].to_numpy()), ("Wanda", wanda)):
-        o = scoring.overlap(s, other, 0.3, layers=layers, per_layer=True)
-        metric = [m for m in app.metric if m.label.startswith(f"Jaccard with {baseline}")][0]
-        assert metric.value == f"{o['jaccard']:.3f}"
+def heatmap(at) -> dict:
+    """The Roles page's heatmap trace (its heading is the page's: a chart title collided with the top labels)."""
+    found = [t for spec in charts(at) for t in spec["data"] if t["type"] == "heatmap"]
+    assert len(found) == 1
+    return found[0]
 
-    bars = chart(app, "Pruned fraction per layer")["data"]
-    glob = scoring.lowest(s, layers, 0.3, per_layer=False)
-    np.testing.assert_allclose(arr(bars[0]["y"]), [glob[layers == g].mean() for g in range(stats.n_layers)])
-    per = scoring.lowest(s, layers, 0.3, per_layer=True)
-    np.testing.assert_allclose(arr(bars[1]["y"]), [per[layers == g].mean() for g in range(stats.n_layers)])
+
+def static_table(at, column: str):
+    """An st.table holding `column` (numbers shown with thousands separators), as numbers where they are."""
+    import pandas as pd
+
+    found = [t.value for t in at.table if column in t.value.columns]
+    assert found, [list(t.value.columns) for t in at.table]
+    def number(v):
+        try:
+            return int(str(v).replace(",", ""))
+        except ValueError:
+            return v
+
+    return found[0].map(number)
 
 
 def test_roles_counts_equal_scoring_roles(app, entry):
+    from neuronrank.views import roles
+
     _, stats, frame = entry
     goto(app, "app_pages/3_roles.py")
-    # the default: 'high' = the layer's top 10 %, (nearly) never-active neurons in their own class
+    # the default: 'high' = the layer's top 10 %, dead neurons (active on < 0.1 % of the tokens) in their own class
     _, counts = scoring.roles(frame, quantile=0.9, dead_below=scoring.DEAD_BELOW)
-    per_layer = table_with(app, "critical")
-    np.testing.assert_array_equal(per_layer[list(counts.columns)].to_numpy(), counts.drop(index="all").to_numpy())
-    heat = chart(app, "Roles per layer")["data"][0]
+    heat = heatmap(app)
     np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
+    # colour: each column on its own scale (prune-first's ~80 % would otherwise decide it)
+    np.testing.assert_allclose(arr(heat["z"]), roles.column_colours(roles.role_tables(
+        frame, quantile=0.9, dead_below=scoring.DEAD_BELOW).percent).to_numpy())
+    assert any("What the matrix shows" in m.value for m in app.markdown)
+    assert app.query_params["thresholds"] == "quantile" and app.query_params["q"] == "0.9"
     # the median: the redundancy is said, and the cells equal scoring.roles' median split
-    app.select_slider(key="role_quantile").set_value(0.5).run()
-    app.checkbox(key="role_dead").uncheck().run()
+    app.select_slider(key="_role_quantile").set_value(0.5).run()
+    app.checkbox(key="_role_dead").uncheck().run()
     assert_clean(app)
     assert any("one degree of freedom" in c.value and "critical* = *prune-first*" in c.value for c in app.caption)
     _, counts = scoring.roles(frame)
-    per_layer = table_with(app, "critical")
-    np.testing.assert_array_equal(per_layer[list(scoring.ROLES)].to_numpy(), counts.drop(index="all").to_numpy())
-    overall = table_with(app, "IDF high")
+    overall = static_table(app, "IDF high")
     total = counts.loc["all"]
     assert list(overall["IDF high"]) == [total["critical"], total["moderate"]]
     assert list(overall["IDF low"]) == [total["important"], total["prune-first"]]
-    heat = chart(app, "Roles per layer")["data"][0]
+    heat = heatmap(app)
     np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
+    assert app.query_params["q"] == "0.5" and app.query_params["dead"] == "0"
 
     # split by |W| with global thresholds typed in
-    app.checkbox(key="role_split").check().run()
-    app.radio(key="role_mode").set_value("global value").run()
+    app.checkbox(key="_role_split").check().run()
+    app.radio(key="_role_mode").set_value("global value").run()
     assert_clean(app)
     key = entry[0]
-    app.number_input(key=f"thr_tf_{key}").set_value(0.05).run()
-    app.number_input(key=f"thr_idf_{key}").set_value(1.5).run()
-    app.number_input(key=f"thr_w_{key}").set_value(2.0).run()
+    app.number_input(key=f"_thr_tf_{key}").set_value(0.05).run()
+    app.number_input(key=f"_thr_idf_{key}").set_value(1.5).run()
+    app.number_input(key=f"_thr_w_{key}").set_value(2.0).run()
     assert_clean(app)
     _, counts = scoring.roles(frame, 0.05, 1.5, 2.0, split_w=True)
-    heat = chart(app, "Roles per layer")["data"][0]
+    heat = heatmap(app)
     np.testing.assert_array_equal(arr(heat["text"]), counts.drop(index="all").to_numpy())
-    assert list(arr(heat["x"])) == list(counts.columns) and len(counts.columns) == 8
-    overall = table_with(app, "IDF high, |W| high")
-    assert overall.drop(columns="TF").to_numpy().sum() == len(frame)
+    # two label rows, never one long colliding line: the role over its pair, then "high<br>|W|" / "low<br>|W|"
+    assert len(counts.columns) == 8 and [list(r) for r in heat["x"]] == [
+        [c.split(" / ")[0] for c in counts.columns], [c.split(" / ")[1].replace(" ", "<br>") for c in counts.columns]]
+    assert [c[0] for c in heat["customdata"][0]] == list(counts.columns)  # the hover names the whole column
+    overall = static_table(app, "IDF high, |W| high")
+    assert overall.to_numpy().sum() == len(frame)
     assert overall["IDF low, |W| low"].iloc[1] == counts.loc["all", "prune-first / low |W|"]
+    # every control is in the URL, the thresholds exactly (repr: a link restores the same cells)
+    qp = app.query_params
+    assert (qp["thresholds"], qp["tf"], qp["idf"], qp["w"], qp["split"]) == ("value", "0.05", "1.5", "2.0", "1")
+    assert "q" not in qp
 
 
-def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir):
+def test_roles_scatter_draws_every_neuron_and_neuron_shows_contexts(app, entry, tiny_dir):
     from transformers import AutoTokenizer
 
     _, stats, frame = entry
     goto(app, "app_pages/3_roles.py")
-    app.checkbox(key="scatter_log").uncheck().run()
-    scatter = chart(app, "TF vs IDF")["data"][0]
-    assert scatter["type"] == "scattergl" and len(arr(scatter["x"])) == len(frame)  # small: not sampled
-    np.testing.assert_allclose(arr(scatter["x"]), frame["tf"])
-    np.testing.assert_array_equal(arr(scatter["customdata"])[:, :2].astype(int),
-                                  frame[["layer", "neuron"]].to_numpy())
+    data = component_data(app, "nr_scatter")  # every neuron is drawn in the browser from the entry's arrays
+    assert data["width"] == stats.width and data["arrays"].num_rows == len(frame)
+    np.testing.assert_array_equal(data["arrays"]["tf"].to_numpy(), frame["tf"])
+    app.checkbox(key="_scatter_log").uncheck().run()
+    data = component_data(app, "nr_scatter")
+    assert data["entry"] == entry[0] and data["log"] is False and data["picked"] == [0, 0] and "arrays" not in data
 
     layer, neuron = 1, 5
     app.number_input(key="_pick_layer").set_value(layer).run()
     app.number_input(key="_pick_neuron").set_value(neuron).run()
     assert_clean(app)
+    assert component_data(app, "nr_scatter")["picked"] == [layer, neuron]
+    assert app.query_params["neuron"] == f"{layer}:{neuron}" and app.query_params["logtf"] == "0"
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["TF"] == f"{stats.tf[layer, neuron]:.4g}" and metrics["IDF"] == f"{stats.idf[layer, neuron]:.4g}"
     # beside the contexts: the tokens it promotes and suppresses (unembed.py, checked against torch there)
@@ -281,7 +304,6 @@ def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir
     # top context: the firing token is the one recorded for the neuron, marked (HTML, escaped)
     import html as _html
 
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
     w, p = stats.top_window[layer, neuron, 0], stats.top_pos[layer, neuron, 0]
     firing = tok.decode([int(stats.windows[w][p])])
     body = [h.proto.body for h in app.get("html") if "nr-ctx" in h.proto.body][0]
@@ -290,6 +312,26 @@ def test_roles_scatter_is_sampled_and_neuron_shows_contexts(app, entry, tiny_dir
     assert len(lines) == valid > 0
     assert lines[0].startswith(f"<code>{stats.top_vals[layer, neuron, 0]:+.3f}</code> · window {w}, position {p}")
     assert not firing.strip() or f"<mark>{_html.escape(firing)}</mark>" in lines[0]
+
+
+def test_roles_view_from_a_link(entry):
+    _, stats, frame = entry
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry[0]
+    at.run()
+    for k, v in dict(thresholds="value", tf="0.05", idf="1.5", w="2.0", split="1", dead="0", cells="percent",
+                     logtf="0", neuron=f"1:7").items():
+        at.query_params[k] = v
+    at.switch_page("app_pages/3_roles.py").run()
+    assert_clean(at)
+    assert not at.warning
+    assert at.radio(key="_role_mode").value == "global value" and at.checkbox(key="_role_split").value
+    assert at.number_input(key=f"_thr_tf_{entry[0]}").value == 0.05 and not at.checkbox(key="_role_dead").value
+    assert (at.number_input(key="_pick_layer").value, at.number_input(key="_pick_neuron").value) == (1, 7)
+    _, counts = scoring.roles(frame, 0.05, 1.5, 2.0, split_w=True)
+    heat = heatmap(at)
+    percent = counts.drop(index="all").div(counts.drop(index="all").sum(axis=1), axis=0) * 100
+    np.testing.assert_allclose(arr(heat["text"]).astype(float), percent.round(1).to_numpy())
 
 
 def test_compute_statistics_runs_in_a_worker_and_loads_the_result(app, tiny_dir, text_file):
@@ -399,6 +441,15 @@ def shown_text(body: str) -> str:
     ("app_pages/5_search.py", "study", IMAGE),
     ("app_pages/5_search.py", "search_run", "99999999999999999999999999"),
     ("app_pages/5_search.py", "search_run", LINK),
+    ("app_pages/2_exponents.py", "layer", LINK),
+    ("app_pages/2_exponents.py", "layer", "99"),
+    ("app_pages/2_exponents.py", "overlap", IMAGE),
+    ("app_pages/2_exponents.py", "logx", "2"),
+    ("app_pages/3_roles.py", "neuron", LINK),
+    ("app_pages/3_roles.py", "neuron", "99:0"),
+    ("app_pages/3_roles.py", "q", "0.3"),
+    ("app_pages/3_roles.py", "tf", "nan"),
+    ("app_pages/3_roles.py", "split", IMAGE),
 ])
 def test_query_parameters_are_checked_and_shown_as_text(entry, page, param, value):
     at = AppTest.from_file(APP, default_timeout=60)

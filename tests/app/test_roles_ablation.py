@@ -78,7 +78,7 @@ def hf_ppl(tiny_dir, text_file, neurons: np.ndarray) -> float:
 def test_a_class_ablation_from_the_roles_page_matches_an_independent_recomputation(entry, text_file, tiny_dir):
     entry, frame = entry
     at = open_roles(entry, text_file)
-    at.select_slider(key="role_quantile").set_value(0.5)  # the tiny model's top 10 % hold no critical neuron
+    at.select_slider(key="_role_quantile").set_value(0.5)  # the tiny model's top 10 % hold no critical neuron
     at.multiselect(key="abl_classes").set_value(["critical"])
     at.number_input(key="abl_controls").set_value(1).run()
     # the cost is said before the run: one class, one control -> two evaluations
@@ -112,9 +112,9 @@ def test_a_class_ablation_from_the_roles_page_matches_an_independent_recomputati
 def test_global_thresholds_and_one_neuron_go_to_the_run(entry, text_file, tiny_dir):
     entry, frame = entry
     at = open_roles(entry, text_file)
-    at.radio(key="role_mode").set_value("global value").run()
-    at.number_input(key=f"thr_tf_{entry.key}").set_value(0.05)
-    at.number_input(key=f"thr_idf_{entry.key}").set_value(1.5)
+    at.radio(key="_role_mode").set_value("global value").run()
+    at.number_input(key=f"_thr_tf_{entry.key}").set_value(0.05)
+    at.number_input(key=f"_thr_idf_{entry.key}").set_value(1.5)
     at.multiselect(key="abl_classes").set_value(["prune-first"])
     at.number_input(key="abl_controls").set_value(0).run()
     at.button(key="abl_start").click().run()

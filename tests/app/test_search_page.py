@@ -92,7 +92,9 @@ def test_search_from_the_page_fills_the_plots_and_applies_best(entry, text_file)
     assert at.session_state["sparsity"] == 0.5
     at.switch_page("app_pages/2_exponents.py").run()
     assert not at.exception
-    assert at.slider[0].value == pytest.approx(round(min(best["alpha"], 3.0), 3))
+    explorer = next(c.proto for c in at.get("bidi_component") if c.proto.component_name.endswith("nr_explorer"))
+    view = json.loads(explorer.json if explorer.WhichOneof("data") == "json" else explorer.mixed.json)["view"]
+    assert view["alpha"] == pytest.approx(round(min(best["alpha"], 3.0), 3))  # the browser's sliders get it
     # past studies: listed; reopening from the table
     at.switch_page(PAGE).run()
     past = next(d.value for d in at.dataframe if "best_ppl" in d.value.columns)

@@ -38,9 +38,10 @@ def _settled(page, timeout=60_000):
 
 
 def _histogram_y(page):
-    return page.evaluate("""() => {
-        const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
-            .find(p => p.data && p.data.length && p.data[0].type === 'bar');
+    """The score histogram's counts (the explorer draws inside a shadow root: walk them)."""
+    return page.evaluate("""() => { let p = null; const walk = (r) => { for (const e of r.querySelectorAll('*')) {
+        if (!p && e.classList && e.classList.contains('js-plotly-plot') && e.data && e.data.length
+            && e.data[0].type === 'bar') p = e; if (e.shadowRoot) walk(e.shadowRoot); } }; walk(document);
         return p ? Array.from(p.data[0].y) : null; }""")
 
 
@@ -55,7 +56,8 @@ def test_browser_slider_and_prune_run_survive_reload(server):
             page.goto(server)
             _settled(page)
             page.get_by_role("link", name="Exponents").click()
-            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0", timeout=60_000)
+            page.wait_for_function("() => window.__nr && window.__nr.explorer && window.__nr.explorer.result",
+                                   timeout=60_000)
             _settled(page)
             before = _histogram_y(page)
             assert before and sum(before) > 0

@@ -109,8 +109,10 @@ def test_shared_link_restores_page_entry_and_exponents(server, browser, page, en
         values = [float(p2.locator(f'input[type=range][aria-label="{n}"]').input_value()) for n in labels]
         assert values == [shared[k] for k in ("alpha", "beta", "gamma", "sparsity")] and shared["gamma"] == 0.5
         # the histogram is the one for γ = 0.5 on that entry (its title names all neurons of the entry)
-        p2.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(p => p.layout && "
-                             "p.layout.title && String(p.layout.title.text).includes('Scores, all 46,080 neurons'))",
+        p2.wait_for_function("() => { let ok = false; const walk = (r) => { for (const e of r.querySelectorAll('*')) {"
+                             " if (e.classList && e.classList.contains('js-plotly-plot') && e.layout && e.layout.title &&"
+                             " String(e.layout.title.text).includes('Scores, all 46,080 neurons')) ok = true;"
+                             " if (e.shadowRoot) walk(e.shadowRoot); } }; walk(document); return ok; }",
                              timeout=60_000)
     finally:
         other.close()
@@ -119,26 +121,29 @@ def test_shared_link_restores_page_entry_and_exponents(server, browser, page, en
 def test_clicking_a_scatter_point_shows_that_neuron(server, page, entry_key):
     page.goto(f"{server}/roles?entry={entry_key}")
     settled(page)
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
-                           ".some(p => p.data && p.data[0] && p.data[0].type === 'scattergl')", timeout=60_000)
+    # the scatter draws inside a shadow root (components/scatter): walk them to find it
+    find = "(() => { let out = null; const walk = (r) => { for (const e of r.querySelectorAll('*')) {" \
+           " if (!out && e.classList && e.classList.contains('js-plotly-plot') && e.data && e.data[0] &&" \
+           " e.data[0].type === 'scattergl') out = e; if (e.shadowRoot) walk(e.shadowRoot); } }; walk(document);" \
+           " return out; })()"
+    page.wait_for_function(f"() => {{ const gd = {find}; return gd && gd._fullData; }}", timeout=60_000)
     page.wait_for_selector(".nr-ctx", timeout=120_000)  # the whole page drawn (the tokenizer loads last)
     settled(page)
-    find = "Array.from(document.querySelectorAll('.js-plotly-plot')).find(p => p.data && p.data[0] && " \
-           "p.data[0].type === 'scattergl')"
     # the browser's own coordinates of the right-most plotted point (isolated: nothing drawn over it)
-    target = page.evaluate("""() => {
+    where = """() => {
         const gd = %s; gd.scrollIntoView({block: 'center'});
-        const d = gd._fullData[0], L = gd._fullLayout;  // decoded arrays
+        const d = gd._fullData[0], L = gd._fullLayout;
         let i = 0; for (let j = 0; j < d.x.length; j++) if (d.x[j] > d.x[i]) i = j;
         const x = L.xaxis.type === 'log' ? Math.log10(d.x[i]) : d.x[i];
-        return {x: L.xaxis.l2p(x), y: L.yaxis.l2p(d.y[i])}; }""" % find)
+        const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return {x: r.left + L.xaxis.l2p(x), y: r.top + L.yaxis.l2p(d.y[i])}; }""" % find
+    page.evaluate(where)
     page.wait_for_timeout(800)
-    box = page.evaluate("() => { const r = (%s).querySelector('.nsewdrag').getBoundingClientRect();"
-                        " return {left: r.left, top: r.top}; }" % find)
-    x, y = box["left"] + target["x"], box["top"] + target["y"]
+    target = page.evaluate(where)
+    x, y = target["x"], target["y"]
     page.mouse.move(x, y)  # the tooltip names the neuron under the mouse, as the user sees it
     page.wait_for_function("() => (%s)._hoverdata && (%s)._hoverdata.length > 0" % (find, find), timeout=10_000)
-    hovered = page.evaluate("() => Array.from((%s)._hoverdata[0].customdata)" % find)
+    hovered = page.evaluate("() => { const h = (%s)._hoverdata[0]; return [h.customdata, h.text]; }" % find)
     page.wait_for_timeout(500)
     page.mouse.click(x, y)
     page.wait_for_timeout(1500)
@@ -156,6 +161,7 @@ def test_clicking_a_scatter_point_shows_that_neuron(server, page, entry_key):
     page.get_by_text("split by |W|").click()
     settled(page)
     assert "KeyError" not in body(page)
+    assert int(neuron.input_value()) == target["neuron"]
     # contexts: the firing token is marked, punctuation never shows as literal asterisks
     marks = page.locator("mark")
     assert marks.count() > 0

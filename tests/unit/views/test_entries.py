@@ -26,6 +26,10 @@ def test_layer_quantiles(frame):
 def test_layer_summary(frame):
     s = views.layer_summary(frame)
     assert list(s["dead"]) == [2, 2, 2] and list(s["tokens"]) == [64] * 3 and list(s["neurons"]) == [40] * 3
+    assert list(s["never_active"]) == [2, 2, 2]
+    # dead = scoring.dead_mask (active on < 0.1 % of the tokens), not only never active
+    rare = frame.assign(tokens=100_000)  # now 1..63 active tokens of 100,000 is < 0.1 %
+    assert list(views.layer_summary(rare)["dead"]) == [40] * 3 and list(views.layer_summary(rare)["never_active"]) == [2] * 3
 
 
 def test_grid_refuses_unequal_layers():

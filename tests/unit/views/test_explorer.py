@@ -99,3 +99,41 @@ def test_lowest_neurons_is_stable_argsort(arrays, n):
 
 
 # --- roles ----------------------------------------------------------------------------------
+
+
+# --- what the browser gets, and ties at the cut ---------------------------------------------------
+
+
+def test_browser_columns_are_the_scored_columns(frame, arrays):
+    cols = views.browser_columns(arrays)
+    assert list(cols) == ["w", "tf", "idf", "wanda"]
+    assert all(c.dtype == np.float64 and c.flags.c_contiguous and len(c) == len(frame) for c in cols.values())
+    np.testing.assert_array_equal(cols["w"], frame["w_norm"])
+    np.testing.assert_array_equal(cols["wanda"], arrays["wanda"])
+    # the browser derives layer and neuron from the order: another order is refused
+    shuffled = {k: v[::-1].copy() for k, v in arrays.items()}
+    with pytest.raises(ValueError):
+        views.browser_columns(shuffled)
+
+
+def test_ties_at_cut_counts_what_the_row_order_chose(arrays):
+    layers = arrays["layer"]
+    n = len(layers)
+    # every score equal (α = β = γ = 0): the whole pruned set is chosen by position
+    flat = scoring.score(arrays, 0, 0, 0)
+    assert views.ties_at_cut(flat, layers, 0.5) == {"tied": n, "by_order": n // 2, "pruned": n // 2}
+    per = views.ties_at_cut(flat, layers, 0.5, per_layer=True)
+    assert per == {"tied": n, "by_order": n // 2, "pruned": n // 2}
+    # distinct scores (β = 0: the fixture's dead neurons have TF = 0): nothing chosen by order
+    s = scoring.score(arrays, 1, 0, 1)
+    assert len(np.unique(s)) == n
+    assert views.ties_at_cut(s, layers, 0.3)["by_order"] == 0
+    # 10 zeros in a layer of 40 and a cut inside them: 6 of the 10 are pruned by position
+    s = s.copy()
+    s[:10] = 0.0
+    t = views.ties_at_cut(s, layers, 0.15, per_layer=True)  # k = 6 per layer
+    assert t["by_order"] >= 6 and t["tied"] >= 10
+    mask = scoring.lowest(s, layers, 0.15, per_layer=True)
+    assert mask[:6].all() and not mask[6:10].any()  # the earliest rows among the tied zeros
+    # a cut just past the ties: they are all pruned, the order decided nothing
+    assert views.ties_at_cut(s[:40], layers[:40], 0.3)["by_order"] == 0

@@ -40,28 +40,11 @@ def test_role_tables_global_thresholds(frame, arrays):
     assert rt4.counts.shape == (3, 4)
 
 
-def test_scatter_sample():
-    assert (views.scatter_sample(100, 1000) == np.arange(100)).all()
-    a, b = views.scatter_sample(50_000, 1000), views.scatter_sample(50_000, 1000)
-    assert len(a) == 1000 and (a == b).all() and (np.diff(a) > 0).all()
-
-
 def test_roles_accepts_the_full_stats_frame(frame):
     # to_frame() has a sum_abs column, which pandas exposes as an attribute: it is still a frame
     full = frame.assign(sum_abs=frame["tf"] * 64)
     labels, counts = scoring.roles(full)
     np.testing.assert_array_equal(counts.to_numpy(), scoring.roles(frame)[1].to_numpy())
-
-
-def test_picked_neuron_reads_what_a_browser_sends():
-    """Chromium sends a scatter point's customdata as an object {"0": layer, "1": neuron, ...}; AppTest a
-    list; without customdata the point_index indexes the plotted rows."""
-    arrays = {"layer": np.array([0, 0, 1, 1]), "neuron": np.array([0, 1, 0, 1])}
-    shown = np.array([1, 3])
-    assert views.picked_neuron({"customdata": {"0": 27, "1": 1195, "2": 0.5}}, shown, arrays) == (27, 1195)
-    assert views.picked_neuron({"customdata": [3, 4, 0.1]}, shown, arrays) == (3, 4)
-    assert views.picked_neuron({"point_index": 1}, shown, arrays) == (1, 1)
-    assert views.picked_neuron({"point_index": 7}, shown, arrays) is None
 
 
 def test_critical_vs_chance_is_the_critical_share(frame):
@@ -128,3 +111,36 @@ class _Tok:
 
     def decode(self, ids):
         return "".join(self.pieces[i] for i in ids)
+
+
+def test_column_colours_scale_each_role_on_its_own():
+    counts = pd.DataFrame({"critical": [0, 48, 96], "prune-first": [1200, 1300, 1250], "dead": [0, 0, 0]})
+    c = views.column_colours(counts)
+    np.testing.assert_allclose(c["critical"], [0, 0.5, 1])
+    np.testing.assert_allclose(c["prune-first"], [0, 1, 0.5])  # its own range, not the largest column's
+    np.testing.assert_array_equal(c["dead"], [0, 0, 0])  # a constant column: no division by zero
+
+
+def test_pattern_notes_say_where_a_role_vanishes(frame, arrays):
+    assert views.layer_ranges([14, 2, 3, 4, 7, 15]) == "2–4, 7, 14–15" and views.layer_ranges([5]) == "5"
+    rt = views.role_tables(frame, quantile=0.9, dead_below=scoring.DEAD_BELOW)
+    crit = rt.counts["critical"]
+    rt.counts.loc[1:, "critical"] = 0  # critical only in layer 0
+    rt.counts.loc[0, "critical"] = max(int(crit[0]), 3)
+    assert not any(n.startswith("dead") for n in views.pattern_notes(rt, 0.9))  # 2 a layer everywhere: nothing to say
+    rt.counts.loc[0, "dead"] = 3
+    notes = views.pattern_notes(rt, quantile=0.9)
+    first = notes[0]
+    assert first.startswith("critical: most in layer 0 (") and first.endswith("none in layers 1–2")
+    assert "chance would give 1.0 %" in first
+    assert notes[-1] == "dead: 7 in all, most in layer 0 (3)"  # the sparse class last
+    assert all(len(rt.counts[r.split(":")[0]].unique()) > 1 for r in notes)
+
+
+def test_contexts_heading_says_least_negative_for_never_positive_neurons():
+    ctx = lambda v: views.ActivationContext(v, 0, 0, [1], 0)  # noqa: E731
+    assert views.contexts_heading([ctx(-0.18), ctx(-0.2)], n_active=0).startswith("**Its least negative")
+    assert "never positive" in views.contexts_heading([ctx(-0.18)], n_active=0)
+    assert "not positive on these windows" in views.contexts_heading([ctx(-0.18)], n_active=3)
+    assert views.contexts_heading([ctx(2.5), ctx(-0.1)], n_active=40).startswith("**Top-activating")
+    assert views.contexts_heading([], n_active=0).startswith("**Top-activating")
