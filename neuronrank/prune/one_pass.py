@@ -9,8 +9,9 @@ from neuronrank.prune.context import MetricInputs, Target
 from neuronrank.prune.masks import lowest_mask
 
 
-def prune_targets(ts: list[Target], req, stats=None) -> None:
-    """Zero the lowest-metric weights of each target (t.layer indexes `stats`)."""
+def prune_targets(ts: list[Target], req, stats=None, ratios: dict[int, float] | None = None) -> None:
+    """Zero the lowest-metric weights of each target (t.layer indexes `stats`); `ratios` {t.layer: sparsity}
+    (OWL's layer sparsities), else the request's ratio everywhere."""
     method = req.method
     if method.metric is None:
         raise UserError(f"{req.prune_method} has no per-weight metric: it prunes layer by layer")
@@ -18,4 +19,5 @@ def prune_targets(ts: list[Target], req, stats=None) -> None:
     for t in ts:
         w = t.module.weight
         metric = method.metric(w.detach(), t, ctx)
-        w.masked_fill_(lowest_mask(metric, req.sparsity_ratio, req.sparsity_type, req.comparison_group), 0)
+        ratio = req.sparsity_ratio if ratios is None else ratios[t.layer]
+        w.masked_fill_(lowest_mask(metric, ratio, req.sparsity_type, req.comparison_group, req.tie_rule), 0)
