@@ -53,23 +53,22 @@ def layer_outlier_ratios(model: nn.Module, req, stats, layers: list[int]) -> lis
     return out
 
 
-def owl_sparsities(d: list[float], sparsity: float, lam: float) -> np.ndarray:
-    """OWL's layer sparsities from the outlier ratios D (float64, in OWL's order of operations)."""
+def owl_keep_ratios(d: list[float], sparsity: float, lam: float) -> np.ndarray:
+    """OWL's layer keep ratios from the outlier ratios D (float64, in OWL's order of operations)."""
     d = np.array(d, dtype=np.float64)
-    if d.size == 0:
-        return d
-    if d.max() == d.min():  # OWL divides by max - min: equal ratios get the uniform sparsity
-        return np.full(d.shape, float(sparsity))
+    if d.size == 0 or d.max() == d.min():  # OWL divides by max - min: equal ratios keep the uniform sparsity
+        return np.full(d.shape, 1 - float(sparsity))
     keep = (d - d.min()) * (1 / (d.max() - d.min()) * lam * 2)
-    keep = keep - np.mean(keep) + (1 - sparsity)
-    s = 1 - keep
-    return np.where(s <= 0, MIN_SPARSITY, s)
+    return keep - np.mean(keep) + (1 - sparsity)
 
 
 def owl_layer_sparsity(model: nn.Module, req, stats, layers: list[int]) -> dict:
-    """{"outlier_percent": [D_l], "sparsity": [s_l]} for `layers` (in order), from dense one-pass statistics."""
+    """{"layers", "outlier_percent": [D_l], "keep": [keep_l], "sparsity": [s_l]} for `layers` (in order),
+    from dense one-pass statistics."""
     if stats is None:
         raise UserError("--layer-sparsity owl needs one-pass calibration statistics of the dense model")
     d = layer_outlier_ratios(model, req, stats, layers)
-    return {"layers": list(layers), "outlier_percent": d,
-            "sparsity": owl_sparsities(d, req.sparsity_ratio, req.owl_lam).tolist()}
+    keep = owl_keep_ratios(d, req.sparsity_ratio, req.owl_lam)
+    s = 1 - keep
+    return {"layers": list(layers), "outlier_percent": d, "keep": keep.tolist(),
+            "sparsity": np.where(s <= 0, MIN_SPARSITY, s).tolist()}
