@@ -324,3 +324,26 @@ def test_a_compensated_model_of_a_family_without_mlp_bias_is_not_saved(windows, 
     info = prune(model, req, collect(model, [windows]))
     with pytest.raises(UserError, match="cannot be saved: its config has no MLP bias"):
         export.save_model(model, None, str(tmp_path / "m"), info, req)
+
+
+def test_a_cache_entry_without_the_down_moments_loads_and_is_recomputed_only_when_needed(tiny_dir, text_file):
+    """Entries written before the down_proj moments were collected still load and serve every other run; a
+    run that needs them (flap, --compensate mean) computes the entry again and replaces it."""
+    from dataclasses import replace
+
+    from neuronrank.config.requests import StatsRequest
+    from neuronrank.data import stats_cache as store
+    from neuronrank.engine.statistics import get_stats
+
+    req = StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=3, seqlen=16, seed=11)
+    first = get_stats(req)
+    old = replace(first.stats, input_sum={}, fluct={})
+    store.delete_entry(first.entry.key)
+    store.save_stats(first.entry.params, old)  # what an entry of the earlier format holds
+    loaded = get_stats(req)
+    assert loaded.cached and not loaded.stats.has_down_moments
+    np.testing.assert_array_equal(loaded.stats.sum_abs, first.stats.sum_abs)
+    again = get_stats(req, need_moments=True)
+    assert not again.cached and again.stats.has_down_moments and again.entry.key == first.entry.key
+    assert get_stats(req, need_moments=True).cached  # replaced in place
+    np.testing.assert_allclose(again.stats.flap_fluctuation(), first.stats.flap_fluctuation())
