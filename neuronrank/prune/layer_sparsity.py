@@ -17,6 +17,8 @@ the sparsity is uniform.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch import nn
@@ -41,6 +43,12 @@ def layer_outlier_ratios(model: nn.Module, req, stats, layers: list[int]) -> lis
     method = req.method
     own = method.outlier_metric == "own"
     metric = method if own else METHODS["wanda"]
+    if not own and stats.has_down_moments:
+        # Wanda's ‖X‖² as OWL holds it (WrappedGPT's scaler_row): the mean over windows of each window's Σx².
+        # The scale cancels in "> M × mean", but float32 rounds the metric differently at another scale,
+        # which moved a D_l by one entry (and the ratios in the 6th digit) against OWL's code
+        n = stats.fluct["n"].astype(np.float64)
+        stats = replace(stats, input_sq={k: v / n[:, None] for k, v in stats.input_sq.items()})
     ctx = MetricInputs(stats=stats, seed=req.seed, method=method, exponents=(req.alpha, req.beta, req.gamma))
     blocks = {b.layer: b for b in mlp_blocks(model)}
     out = []
