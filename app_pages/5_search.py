@@ -12,7 +12,7 @@ import streamlit as st
 import ui
 from neuronrank import UserError
 from neuronrank.config.fields import spec
-from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchRequest
+from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, OWL_LAMBDA, SearchRequest
 from neuronrank.data.inputs import check_inputs
 from neuronrank.queue import jobs
 from neuronrank.search import study as search
@@ -39,6 +39,12 @@ with st.form("search"):
     cols = st.columns(3)
     ranges = {name: col.slider(f(f"{name}_range").label, 0.0, 10.0, (0.0, 3.0), 0.1, key=f"range_{name}")
               for col, name in zip(cols, PARAMS)}
+    c1, c2 = st.columns(2)
+    layer_sparsity = c1.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices),
+                                  format_func={"uniform": "uniform", "owl": "OWL (outlier-weighed)"}.get,
+                                  help=f("layer_sparsity").help + " (unstructured)")
+    lam = c2.slider(f("owl_lambda_range").label, 0.0, 0.3, (OWL_LAMBDA, OWL_LAMBDA), 0.01,
+                    help="With OWL: one value fixes λ, a range searches it beside the exponents")
     c1, c2, c3, c4 = st.columns(4)
     eval_src = c1.text_input(f("eval").label, f("eval").default, help=f("eval").help)
     eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN,
@@ -57,7 +63,9 @@ if start:
     with ui.user_errors():
         req = replace(base, sparsity_type=stype, sparsity_ratio=float(ratio), trials=int(trials), rungs=int(rungs),
                       eval=eval_src.strip(), eval_seqlen=int(eval_seqlen), eval_windows=int(eval_windows),
-                      study=study_in.strip() or None,
+                      study=study_in.strip() or None, layer_sparsity=layer_sparsity,
+                      owl_lambda=float(lam[0]) if layer_sparsity == "owl" and lam[0] == lam[1] else None,
+                      owl_lambda_range=tuple(map(float, lam)) if layer_sparsity == "owl" and lam[0] < lam[1] else None,
                       **{f"{n}_range": tuple(float(v) for v in ranges[n]) for n in PARAMS})
         req.validate()  # refuse bad input here, not in the worker
         check_inputs(req)

@@ -494,6 +494,11 @@ class SearchRequest(PruneRequest):
                 raise UserError(f"owl_lambda range {lo:g},{hi:g}: write LO,HI with 0 <= LO <= HI <= 1",
                                 field="owl_lambda_range")
 
+    def normalized(self) -> "SearchRequest":
+        """As a prune run records itself, but a searched λ stays unset (each trial has its own)."""
+        req = super().normalized()
+        return replace(req, owl_lambda=None) if self.owl_lambda_range is not None else req
+
     def protocol(self) -> dict:
         """The fields that define what a trial's number means (a joined study must agree on them); the
         calibration order and structured scope as used, and fields added later left out at their
