@@ -150,6 +150,7 @@ def pages() -> list:
         st.Page("app_pages/3_roles.py", title="Roles", icon=":material/grid_view:"),
         st.Page("app_pages/4_prune.py", title="Prune & evaluate", icon=":material/content_cut:"),
         st.Page("app_pages/5_search.py", title="Search", icon=":material/travel_explore:"),
+        st.Page("app_pages/6_compare.py", title="Compare", icon=":material/compare_arrows:"),
     ]
 
 

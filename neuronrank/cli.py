@@ -256,6 +256,58 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    req = from_args(requests.AblateRequest, args)
+    _preflight(req)
+    req.validate(models.layer_count(req.model), models.mlp_width(req.model))  # bands, neurons: before loading
+    n = req.evaluation_count()
+    bands = req.bands()
+    print(f"ablate: up to {n} perplexity evaluations ({len(req.class_list)} classes"
+          + (f" x {len(bands)} layer bands" if bands else "") + f" x (1 + {req.controls} random controls)"
+          + (f" + {len(req.neuron_list())} single neurons" if req.neurons else "")
+          + "), plus the dense one (cached per model and protocol); each as long as one prune's evaluation",
+          flush=True)
+    bar = _stage_printer()
+    said = []
+
+    def progress(fraction, message, force=False):
+        if message.startswith("ablation plan:") and not said:  # the measured estimate, once
+            said.append(message)
+            print(message.replace("ablation plan:", "ablate:", 1), flush=True)
+        bar(fraction, message, force)
+
+    from neuronrank.queue import jobs
+
+    try:
+        run_id, res = jobs.run_here("ablate", req, progress=progress)
+    finally:
+        bar.close()
+    ev, roles = res["eval"], res["roles"]
+    how = (f"per-layer quantile {roles['quantile']:g}" if roles["quantile"] is not None else
+           f"TF > {roles['tf_threshold']:g}, IDF > {roles['idf_threshold']:g}")
+    print(f"run {run_id}: role ablation ({how}; dead = active on < {roles['dead_below']:.1%} of the tokens), "
+          f"statistics {res['stats_key']}")
+    print(f"perplexity ({ev['source']}, seqlen {ev['seqlen']}, {ev['windows']} windows, {ev['tokens']:,} tokens): "
+          f"dense {ppl_text(res['dense_ppl'])}")
+    if res["classes"]:
+        print(f"{'class':<12} {'layers':>7} {'neurons':>8} {'ppl':>10} {'Δppl':>9} {'random mean':>12} "
+              f"{'± sd':>8} {'n':>3}")
+        for c in res["classes"]:
+            delta = "–" if c["ppl"] is None else f"{c['delta_ppl']:+.3f}"
+            sd = "–" if c["random_std"] is None else f"{c['random_std']:.3f}"
+            print(f"{c['class']:<12} {c['layers']:>7} {c['neurons']:>8,} {ppl_text(c['ppl']):>10} {delta:>9} "
+                  f"{ppl_text(c['random_mean']) if c['random_ppl'] else '–':>12} {sd:>8} {len(c['random_ppl']):>3}")
+    for nrow in res["neurons"]:
+        print(f"neuron {nrow['layer']}:{nrow['neuron']}: ppl {ppl_text(nrow['ppl'])} "
+              f"({'–' if nrow['ppl'] is None else format(nrow['delta_ppl'], '+.4f')})")
+    s = res["seconds"]
+    print(f"{res['evaluations']} evaluations" + (f", {s['per_evaluation']:.3g} s each (median)"
+                                                  if s["per_evaluation"] is not None else "")
+          + f"; {s['total']:.0f} s in all")
+    _emit(args, {"command": "ablate", "run_id": run_id, **res})
+    return 0
+
+
 def _quiet_transformers(verbose: bool) -> None:
     """transformers draws its own loading bars and warnings on stderr; ours is the only bar."""
     if not verbose:
@@ -303,6 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, requests.SweepRequest, skip=requests.SWEPT + ("save", "save_model"))
     _add_run_flags(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("ablate", help="zero each role class (and random sets like it) and measure perplexity")
+    add_arguments(p, requests.AblateRequest)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("search", help="an Optuna study over the NeuronRank-OLD exponents (baselines included)")
     add_arguments(p, requests.SearchRequest, skip=("alpha", "beta", "gamma", "save", "save_model"))

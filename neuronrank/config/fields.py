@@ -23,15 +23,16 @@ PATH_KINDS = ("model", "source", "dir", "storage")
 
 
 def param(default: Any, *flags: str, help: str = "", lo=None, hi=None, choices=None, type=None,
-          label: str | None = None, noun: str | None = None, path: str | None = None):
+          label: str | None = None, noun: str | None = None, path: str | None = None, repeat: bool = False):
     """A request field: its default and what the CLI, the app and validate() need to know of it.
     `flags` empty: not a command-line flag; `label` names the app's widget (a trailing "(...)" is a hint,
     not part of the name); `noun` names the field in messages ("unknown <noun> ..."); `path`: the field
-    names something on disk (one of PATH_KINDS) and a queued run confines it."""
+    names something on disk (one of PATH_KINDS) and a queued run confines it; `repeat`: a comma-separated
+    list whose flag may also be given several times (the values are joined with commas)."""
     if path is not None and path not in PATH_KINDS:
         raise ValueError(f"unknown path kind {path!r}")
     meta = dict(flags=flags, help=help, lo=lo, hi=hi, choices=choices, label=label, noun=noun, path=path,
-                type=type or (builtins.type(default) if isinstance(default, (int, float)) else str))
+                repeat=repeat, type=type or (builtins.type(default) if isinstance(default, (int, float)) else str))
     return field(default=default, metadata=meta)
 
 
@@ -143,7 +144,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> Non
         t = m["type"]
         if t is not str:
             kwargs["type"] = t
+        if m.get("repeat"):
+            kwargs["action"] = _JoinAction
         parser.add_argument(*m["flags"], **kwargs)
+
+
+class _JoinAction(argparse.Action):
+    """A repeatable flag of a comma-separated field: `--layers 0-9 --layers 10-19` = `--layers 0-9,10-19`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, None)
+        fresh = f"_{self.dest}_given"
+        joined = values if before is None or not getattr(namespace, fresh, False) else f"{before},{values}"
+        setattr(namespace, fresh, True)  # the first use replaces the default, later ones add to it
+        setattr(namespace, self.dest, joined)
 
 
 def from_args(cls, args: argparse.Namespace, **over):

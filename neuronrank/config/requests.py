@@ -22,6 +22,7 @@ import re
 import uuid
 from dataclasses import asdict, dataclass, fields, replace
 
+from neuronrank.analysis import ablation
 from neuronrank.analysis.neuron_stats import DEFAULT_TOPK, SITES
 from neuronrank.analysis.scoring import check_exponent
 from neuronrank.config.fields import check_bounds, param, parse_floats, parse_range, spec
@@ -521,6 +522,93 @@ class SearchRequest(PruneRequest):
                                "save_model": None, **over})
 
 
+@dataclass(frozen=True)
+class AblateRequest(EvalFields, CalibrationFields):
+    """Role ablation: zero every neuron of a role class (the Roles page's classes and thresholds, from the
+    cached statistics of the calibration fields), measure perplexity under the prune protocol, against
+    random sets with the same number of neurons per layer; per layer band and single neurons too. One
+    ablation is one evaluation of the dense model with the neurons zeroed and restored afterwards."""
+
+    classes: str = param(",".join(ablation.CLASSES), "--classes",
+                         help="comma-separated role classes to ablate: " + ", ".join(ablation.CLASSES)
+                              + " (none: only --neurons)", label="Role classes")
+    quantile: float | None = param(None, "--quantile", type=float,
+                                   help=f"'high' = above this per-layer quantile of TF and of IDF (default "
+                                        f"{ablation.DEFAULT_QUANTILE:g}, the Roles page's); or use --tf-threshold "
+                                        "and --idf-threshold", label="Quantile")
+    tf_threshold: float | None = param(None, "--tf-threshold", "--tf_threshold", type=float,
+                                       help="one TF threshold for every layer (with --idf-threshold)",
+                                       label="TF threshold")
+    idf_threshold: float | None = param(None, "--idf-threshold", "--idf_threshold", type=float,
+                                        help="one IDF threshold for every layer (with --tf-threshold)",
+                                        label="IDF threshold")
+    layers: str | None = param(None, "--layers", type=str, repeat=True,
+                               help="ablate each class within layer bands A-B (comma-separated or repeated, "
+                                    "e.g. 0-9,10-19); default: all layers at once", label="Layer bands")
+    controls: int = param(3, "--controls", lo=0, hi=100,
+                          help="random sets per class (and band), each with the class's neuron count in every "
+                               "layer, seeded by --seed; each costs one evaluation", label="Random controls")
+    neurons: str | None = param(None, "--neurons", type=str,
+                                help="single neurons to ablate one at a time, LAYER:NEURON,... (e.g. 3:17,10:5)",
+                                label="Single neurons")
+
+    @property
+    def class_list(self) -> tuple[str, ...]:
+        return ablation.parse_classes(self.classes)
+
+    @property
+    def thresholds(self) -> dict:
+        """What `ablation.class_masks` takes: a quantile (default 0.9) or the two global thresholds."""
+        if self.tf_threshold is None and self.idf_threshold is None:
+            q = ablation.DEFAULT_QUANTILE if self.quantile is None else float(self.quantile)
+            return {"quantile": q, "tf_threshold": None, "idf_threshold": None}
+        return {"quantile": None, "tf_threshold": float(self.tf_threshold), "idf_threshold": float(self.idf_threshold)}
+
+    def bands(self, n_layers: int | None = None) -> tuple:
+        return ablation.parse_bands(self.layers, n_layers)
+
+    def neuron_list(self, n_layers: int | None = None, width: int | None = None) -> tuple:
+        return ablation.parse_neurons(self.neurons, n_layers, width)
+
+    def evaluation_count(self) -> int:
+        """Perplexity evaluations beyond the dense one (at most: an empty class costs none):
+        classes × bands × (1 + controls) + neurons."""
+        per_class = max(1, len(self.bands())) * (1 + int(self.controls))
+        return len(self.class_list) * per_class + len(self.neuron_list())
+
+    def validate(self, n_layers: int | None = None, width: int | None = None) -> None:
+        check_bounds(self)
+        self.check_model_fields()
+        self.check_calibration()
+        check_source_name(self.eval, "eval")
+        classes = self.class_list
+        given = [name for name in ("tf_threshold", "idf_threshold") if getattr(self, name) is not None]
+        if given and self.quantile is not None:
+            raise UserError("give either --quantile or --tf-threshold and --idf-threshold, not both",
+                            field="quantile", app="Choose per-layer quantile thresholds or global values, not both")
+        if len(given) == 1:
+            missing = ({"tf_threshold", "idf_threshold"} - set(given)).pop()
+            raise UserError(f"global thresholds come in pairs: --{given[0].replace('_', '-')} needs "
+                            f"--{missing.replace('_', '-')}", field=missing)
+        for name in given:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise UserError(f"{name} must be a finite number (got {v!r})", field=name)
+        q = self.quantile
+        if q is not None and (isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q < 1.0):
+            raise UserError(f"quantile must be between 0 and 1, both excluded (got {q!r})", field="quantile")
+        self.bands(n_layers)
+        neurons = self.neuron_list(n_layers, width)
+        if not classes and not neurons:
+            raise UserError("nothing to ablate: choose at least one role class or give --neurons", field="classes")
+
+    def normalized(self) -> "AblateRequest":
+        """What a run records: the classes in their canonical order and spelling, the thresholds actually
+        used (the default quantile written out)."""
+        t = self.thresholds
+        return replace(self, classes=",".join(self.class_list) or ablation.NO_CLASS, quantile=t["quantile"])
+
+
 def check_storage_url(url: str) -> None:
     """A storage URL SQLAlchemy can parse, with a known backend (whether it answers is checked when the
     study opens)."""
@@ -543,7 +631,7 @@ def check_storage_url(url: str) -> None:
 
 
 REQUESTS: dict[str, type] = {"stats": StatsRequest, "prune": PruneRequest, "ppl": PplRequest,
-                             "search": SearchRequest}
+                             "search": SearchRequest, "ablate": AblateRequest}
 
 
 def from_params(kind: str, params: dict):

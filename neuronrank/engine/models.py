@@ -148,6 +148,11 @@ def layer_count(spec: str) -> int | None:
     return _config_int(spec, "num_hidden_layers")
 
 
+def mlp_width(spec: str) -> int | None:
+    """MLP neurons per layer (intermediate_size) from the config alone; None if unreadable."""
+    return _config_int(spec, "intermediate_size")
+
+
 def config_context(spec: str) -> int | None:
     """The model's context (max_position_embeddings) from the config alone; None if unreadable."""
     return _config_int(spec, "max_position_embeddings")

@@ -4,6 +4,8 @@
     ppl     perplexity of a model                               evaluation/perplexity.py
     prune   load, (calibrate), evaluate dense (cached), prune, report sparsity, evaluate, save
     search  an Optuna study over the exponents                  search/study.py
+    ablate  load, statistics (cached), zero each role class / its random controls / single neurons and
+            measure perplexity, restoring the weights after each   evaluation/ablation.py
 
 The one path the CLI (in process) and the app's workers (queue/jobs.py) share. Each job takes a request
 from `neuronrank.config.requests` and a `report(fraction, message, force=False)` callback. This module
@@ -16,12 +18,13 @@ import logging
 import time
 from dataclasses import asdict
 
-from neuronrank.config.requests import PplRequest, PruneRequest, StatsRequest
+from neuronrank.config.requests import AblateRequest, PplRequest, PruneRequest, StatsRequest
 from neuronrank.data.specs import resolve
 from neuronrank.engine import models
 from neuronrank.engine.statistics import calibration_windows, get_stats
 from neuronrank.errors import UserError
 from neuronrank.evaluation import zeroshot
+from neuronrank.evaluation.ablation import ablate
 from neuronrank.evaluation.perplexity import measure_ppl
 from neuronrank.prune import export, prune, sparsity_report
 from neuronrank.runs.progress import token_progress
@@ -179,6 +182,18 @@ def _not_written(flag: str, path: str, e: BaseException) -> dict:
     return {"target": flag, "path": str(path), "error": str(e) or type(e).__name__}
 
 
+def ablate_job(req: AblateRequest, report) -> dict:
+    """Load once, take the class membership from the cached statistics (computed on a miss), then one
+    evaluation per ablation on the dense weights, each restored afterwards."""
+    identity, model, tok = _load(req, report)
+    blocks = models.mlp_blocks(model)
+    req.validate(len(blocks), blocks[0].width)  # bands and neurons against the model, before calibrating
+    sres = get_stats(req.stats_request(), bundle=(model, tok),
+                     progress=token_progress(report, "calibration statistics", 0.05, 0.15),
+                     stage=lambda name: report(0.05, f"calibration statistics: {name}", True))
+    return {**ablate(model, tok, req, sres.stats, identity, report), "stats_key": sres.entry.key}
+
+
 # kind -> job; the request class of each kind is neuronrank.config.requests.REQUESTS[kind]. A search is an
 # Optuna study over the exponents (search/study.py); its workers load the model once.
-JOB_KINDS = {"stats": stats_job, "prune": prune_job, "ppl": ppl_job, "search": run_search}
+JOB_KINDS = {"stats": stats_job, "prune": prune_job, "ppl": ppl_job, "search": run_search, "ablate": ablate_job}

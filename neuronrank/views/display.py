@@ -56,7 +56,8 @@ def _shown(raw: str, limit: int = 40) -> str:
 
 def url_value(name: str, raw: str):
     """The value of query parameter `name`, checked: a run id (`run`, `search_run`), a study name
-    (`study`), a statistics entry key (`entry`), an exponent or sparsity within its slider's range.
+    (`study`), a statistics entry key (`entry`, and the Compare page's `entry2`), an exponent or sparsity
+    within its slider's range.
     Anything else raises UserError with a short notice (the raw text cut to 40 characters)."""
     text = str(raw).strip()
     if name in ("run", "search_run"):
@@ -67,7 +68,7 @@ def url_value(name: str, raw: str):
         if STUDY_NAME.fullmatch(text):
             return text
         what = "a study name"
-    elif name == "entry":
+    elif name in ("entry", "entry2"):  # entry2: the Compare page's second entry
         if _ENTRY_KEY.fullmatch(text):
             return text
         what = "a statistics entry key"

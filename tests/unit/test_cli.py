@@ -17,7 +17,9 @@ def run_cli(*args, timeout=300):
                           timeout=timeout, env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
-def test_stats_command_writes_the_contract_table(tiny_dir, text_file, tmp_path):
+def test_stats_command_writes_the_contract_table(tiny_dir, text_file, tmp_path, monkeypatch):
+    # its own cache: another test may already have computed these statistics in the session's cache
+    monkeypatch.setenv("NEURONRANK_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "s.parquet"
     r = run_cli("stats", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--nsamples", "4",
                 "--seqlen", "16", "--seed", "1", "--site", "gate", "--out", str(out), "--json")
@@ -122,3 +124,49 @@ def test_prune_bad_input(extra, needle, capsys):
     assert main(["prune", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0]
+
+
+def tiny_ablate_args(tiny_dir, text_file, *extra):
+    return ("ablate", "--model", str(tiny_dir), "--calib", f"file:{text_file}", "--eval", f"file:{text_file}",
+            "--nsamples", "4", "--seqlen", "16", "--eval-seqlen", "16", "--eval-windows", "4", *extra)
+
+
+def test_ablate_command_json_contract(tiny_dir, text_file):
+    r = run_cli(*tiny_ablate_args(tiny_dir, text_file, "--classes", "moderate,important", "--quantile", "0.5",
+                                  "--controls", "2", "--layers", "0", "--layers", "1", "--neurons", "1:7", "--json"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["eval"] == {"source": f"file:{text_file}", "seqlen": 16, "windows": 4, "tokens": 60}
+    assert [(c["class"], c["layers"]) for c in res["classes"]] == [
+        ("important", "0-0"), ("important", "1-1"), ("moderate", "0-0"), ("moderate", "1-1")]
+    for c in res["classes"]:
+        assert c["neurons"] == sum(c["per_layer"]) > 0 and len(c["random_ppl"]) == 2 and c["ppl"] > 0
+    assert res["neurons"] == [{"layer": 1, "neuron": 7, "ppl": res["neurons"][0]["ppl"],
+                               "delta_ppl": pytest.approx(res["neurons"][0]["ppl"] - res["dense_ppl"])}]
+    assert res["evaluations"] == 4 * 3 + 1
+    # the cost is said before the run, the measured estimate once the dense evaluation is known
+    assert "ablate: up to 13 perplexity evaluations (2 classes x 2 layer bands x (1 + 2 random controls) + 1 " \
+           "single neurons)" in r.stdout
+    assert "ablate: 13 evaluations of 4 windows x 16 tokens, about" in r.stdout
+    from neuronrank.runs.store import RunStore
+
+    run = RunStore().get(res["run_id"])
+    assert run["kind"] == "ablate" and run["params"]["layers"] == "0,1" and run["status"] == "done"
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--layers", "5-2"], "layer band 5-2 is reversed"),
+    (["--layers", "0-2"], "the model has layers 0-1"),
+    (["--neurons", "0:48"], "layer 0 has neurons 0-47"),
+    (["--neurons", "0-3"], "write LAYER:NEURON"),
+    (["--quantile", "1.5"], "quantile must be between 0 and 1"),
+    (["--tf-threshold", "0.1"], "--tf-threshold needs --idf-threshold"),
+    (["--quantile", "0.5", "--tf-threshold", "0.1", "--idf-threshold", "2"], "either --quantile"),
+    (["--classes", "vital"], "unknown role class 'vital'"),
+    (["--classes", "none"], "nothing to ablate"),
+    (["--controls", "-1"], "controls must be between 0 and 100"),
+])
+def test_ablate_bad_input(extra, needle, capsys, tiny_dir, text_file):
+    assert main(list(tiny_ablate_args(tiny_dir, text_file, *extra))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
