@@ -19,7 +19,7 @@ Run-time adapters besides parity/originals.py's: down_proj gets a zero bias Para
 float16 mean FLAP hands to compress() is cast to float32 for the bias product (FLAP ran float16 models, where
 the dtypes agreed; the float16 rounding of the mean is kept).
 
-Usage: python parity/flap_original_neurons.py --original PATH [--ratio 0.2]
+Usage: python parity/flap_original_neurons.py --original PATH [--ratio 0.2] [--fluctuation flap|variance]
        [--nsamples 8 --seqlen 128 --calib news --model smollm2-135m]
 """
 
@@ -83,13 +83,15 @@ def main() -> None:
     ap.add_argument("--nsamples", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fluctuation", default="flap", choices=("flap", "variance"),
+                    help="ours with FLAP's estimator (the default) or the textbook variance, to see what it changes")
     args = ap.parse_args()
     root = originals.checkout(args.original, "lib/prune.py", "FLAP")
     torch.set_num_threads(args.threads)
 
     model, tok, windows = originals.load(args.model, args.calib, args.nsamples, args.seqlen)
     req = PruneRequest(model=args.model, prune_method="flap", sparsity_type="structured", sparsity_ratio=args.ratio,
-                       nsamples=args.nsamples, seqlen=args.seqlen, calib=args.calib)
+                       nsamples=args.nsamples, seqlen=args.seqlen, calib=args.calib, fluctuation=args.fluctuation)
     with originals.Timer() as t_ours:
         stats = collect(model, batched(windows, 8))  # the one-pass statistics (batches of the default 8)
         info = prune(model, req, stats)
@@ -126,7 +128,7 @@ def main() -> None:
     bias_orig = torch.stack([ly.mlp.down_proj.bias.detach() for ly in model.model.layers])
     differ = int((keep_ours != keep_orig).sum())
     sets_equal = sum(bool((keep_ours[i] == keep_orig[i]).all()) for i in range(len(keep_orig)))
-    tag = f"flap_{args.ratio:g}"
+    tag = f"flap_{args.ratio:g}" + ("" if args.fluctuation == "flap" else f"_{args.fluctuation}")
     originals.result(f"{tag}_neuron_flags_differ", differ, "==0", f"of {keep_orig.size:,} MLP neurons")
     originals.result(f"{tag}_layers_with_equal_neuron_sets", f"{sets_equal}/{len(keep_orig)}")
     originals.result(f"{tag}_neurons_kept", f"{int(keep_ours.sum())}/{int(keep_orig.sum())}", note="ours/original")
