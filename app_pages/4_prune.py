@@ -39,7 +39,10 @@ def request_now(**over) -> PruneRequest:
                   beta=float(beta), gamma=float(gamma), pruning_last=int(last) or None, eval=eval_src.strip(),
                   eval_seqlen=int(eval_seqlen), eval_windows=None if eval_windows is None else int(eval_windows),
                   calibration=calibration, group=group if stype == "unstructured" and group != "own" else None,
-                  targets=targets,
+                  targets=targets, layer_sparsity=layer_sparsity,
+                  owl_threshold=float(owl_m) if layer_sparsity == "owl" else None,
+                  owl_lambda=float(owl_lam) if layer_sparsity == "owl" else None,
+                  compensate=compensate if stype == "structured" and compensate != "own" else None,
                   eval_tasks=",".join(tasks) or None, eval_tasks_path=tasks_path.strip() or None)
     req = replace(base, **{**values, **over})
     req.validate(entry_layers)  # refuse bad input here, not in the worker
@@ -97,10 +100,13 @@ with st.container(border=True):
         shown, why = locked
         c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key=f"pr_calibration_fixed_{shown}")
         calibration = f("calibration").default
-    else:
-        calibration = c1.selectbox(f("calibration").label, list(f("calibration").choices), help=f("calibration").help,
-                                   key=ui.persisted("pr_calibration", f("calibration").default))
+    else:  # "own", not None: a selectbox shows a None value as "Choose an option"
+        calibration = c1.selectbox(f("calibration").label, ["own", *f("calibration").choices],
+                                   format_func=lambda c: f"the method's own ({info.default_calibration})"
+                                   if c == "own" else c, help=f("calibration").help,
+                                   key=ui.persisted("pr_calibration", "own"))
         ui.keep("pr_calibration")
+        calibration = None if calibration == "own" else calibration
     # "own", not None: a selectbox shows a None value as "Choose an option"
     group = c2.selectbox(f("group").label, ["own", *f("group").choices], disabled=stype != "unstructured",
                          format_func=lambda g: "the method's own" if g == "own" else f"per {g}",
@@ -117,6 +123,24 @@ with st.container(border=True):
                            key=ui.persisted("pr_targets", f("targets").default))
     ui.keep("pr_targets")
     targets = "mlp" if mlp_only else targets
+    # OWL's layer sparsity (unstructured) and bias compensation (structured)
+    c1, c2, c3, c4 = st.columns(4)
+    owl_open = stype == "unstructured" and info.outlier_metric is not None
+    layer_sparsity = c1.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices), disabled=not owl_open,
+                                  format_func={"uniform": "uniform", "owl": "OWL (outlier-weighed)"}.get,
+                                  help=f("layer_sparsity").help, key=ui.persisted("pr_layer_sparsity", "uniform"))
+    ui.keep("pr_layer_sparsity")
+    layer_sparsity = layer_sparsity if owl_open else "uniform"
+    owl_m = c2.number_input(f("owl_threshold").label, None, None, step=0.5, disabled=layer_sparsity != "owl", help=f("owl_threshold").help,
+                            key=ui.persisted("pr_owl_m", requests.OWL_THRESHOLD))
+    ui.keep("pr_owl_m")
+    owl_lam = c3.number_input(f("owl_lambda").label, None, None, step=0.01, disabled=layer_sparsity != "owl", help=f("owl_lambda").help,
+                              key=ui.persisted("pr_owl_lambda", requests.OWL_LAMBDA))
+    ui.keep("pr_owl_lambda")
+    compensate = c4.selectbox(f("compensate").label, ["own", *f("compensate").choices], disabled=stype != "structured",
+                              format_func=lambda c: f"the method's own ({info.compensate})" if c == "own" else c,
+                              help=f("compensate").help, key=ui.persisted("pr_compensate", "own"))
+    ui.keep("pr_compensate")
     tasks = c4.multiselect(f("eval_tasks").label, list(WANDA_TASKS), accept_new_options=True,
                            placeholder="none (perplexity only)", key=ui.persisted("pr_tasks", []),
                            help="lm-eval-harness tasks run on the pruned model, accuracy stored with the run "

@@ -12,7 +12,7 @@ import streamlit as st
 import ui
 from neuronrank import UserError
 from neuronrank.config.fields import spec
-from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, SearchRequest, from_params
+from neuronrank.config.requests import EXPONENT_LABELS, MAX_SEQLEN, OWL_LAMBDA, SearchRequest, from_params
 from neuronrank.data.inputs import check_inputs
 from neuronrank.queue import jobs
 from neuronrank.runs.store import RunStore
@@ -67,7 +67,8 @@ FORM = {  # widget name -> (request field, default)
     "range_alpha": ("alpha_range", (0.0, 3.0)), "range_beta": ("beta_range", (0.0, 3.0)),
     "range_gamma": ("gamma_range", (0.0, 3.0)), "srch_eval": ("eval", f("eval").default),
     "srch_seqlen": ("eval_seqlen", f("eval_seqlen").default), "srch_windows": ("eval_windows", 16),
-    "srch_study": ("study", ""),
+    "srch_study": ("study", ""), "srch_layers": ("layer_sparsity", "uniform"),
+    "srch_lambda": ("owl_lambda_range", (OWL_LAMBDA, OWL_LAMBDA)),
 }
 
 
@@ -76,7 +77,10 @@ def form_from(req: SearchRequest, trials: int | None) -> None:
     run with other settings)."""
     for key, (field, default) in FORM.items():
         v = getattr(req, field)
-        if field.endswith("_range"):
+        if field == "owl_lambda_range":  # a range searches λ, one value fixes it
+            lam = req.owl_lambda if req.owl_lambda is not None else OWL_LAMBDA
+            v = tuple(float(x) for x in v) if v else (float(lam), float(lam))
+        elif field.endswith("_range"):
             v = tuple(float(x) for x in req.range(field[:-len("_range")]))
         elif field == "trials":
             v = int(trials or v)
@@ -131,6 +135,16 @@ with st.container(border=True):
         ranges[name] = col.slider(f(f"{name}_range").label, 0.0, 10.0, step=0.1,
                                   key=ui.persisted(f"range_{name}", FORM[f"range_{name}"][1]))
         ui.keep(f"range_{name}")
+    c1, c2 = st.columns(2)
+    layer_sparsity = c1.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices),
+                                  format_func={"uniform": "uniform", "owl": "OWL (outlier-weighed)"}.get,
+                                  help=f("layer_sparsity").help + " (unstructured)",
+                                  key=ui.persisted("srch_layers", FORM["srch_layers"][1]))
+    ui.keep("srch_layers")
+    lam = c2.slider(f("owl_lambda_range").label, 0.0, 0.3, step=0.01,
+                    help="With OWL: one value fixes λ, a range searches it beside the exponents",
+                    key=ui.persisted("srch_lambda", FORM["srch_lambda"][1]))
+    ui.keep("srch_lambda")
     c1, c2, c3, c4 = st.columns(4)
     eval_src = c1.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("srch_eval", FORM["srch_eval"][1]))
     ui.keep("srch_eval")
@@ -153,7 +167,9 @@ with st.container(border=True):
     def form_request() -> SearchRequest:
         return replace(base, sparsity_type=stype, sparsity_ratio=float(ratio), trials=int(trials), rungs=int(rungs),
                        eval=eval_src.strip(), eval_seqlen=int(eval_seqlen), eval_windows=int(eval_windows),
-                       study=study_in.strip() or None,
+                       study=study_in.strip() or None, layer_sparsity=layer_sparsity,
+                       owl_lambda=float(lam[0]) if layer_sparsity == "owl" and lam[0] == lam[1] else None,
+                       owl_lambda_range=tuple(map(float, lam)) if layer_sparsity == "owl" and lam[0] < lam[1] else None,
                        **{f"{n}_range": tuple(float(v) for v in ranges[n]) for n in PARAMS})
 
     def before_estimate(req: SearchRequest) -> str:

@@ -160,7 +160,12 @@ def cmd_prune(args) -> int:
     proto = res["protocol"]
     print(f"run {run_id}: {req.prune_method} {req.sparsity_type} ratio={req.sparsity_ratio:g}"
           + (f" last={req.pruning_last}" if req.pruning_last else "")
-          + (f" alpha={req.alpha:g} beta={req.beta:g} gamma={req.gamma:g}" if req.method.uses_exponents else ""))
+          + (f" alpha={req.alpha:g} beta={req.beta:g} gamma={req.gamma:g}" if req.method.uses_exponents else "")
+          + (f" owl M={req.owl_m:g} lambda={req.owl_lam:g}" if req.owl else "")
+          + (" compensate=mean" if req.compensation == "mean" else ""))
+    if "owl" in res:
+        sp = res["owl"]["sparsity"]
+        print(f"OWL layer sparsity: {min(sp):.4f} to {max(sp):.4f} (mean {sum(sp) / len(sp):.4f})")
     print(f"perplexity ({proto['source']}, seqlen {proto['seqlen']}, {proto['windows']} windows, "
           f"{proto['tokens']:,} tokens): dense {ppl_text(res['dense_ppl'])} -> pruned {ppl_text(res['pruned_ppl'])}")
     sp = res["sparsity"]
@@ -239,7 +244,8 @@ def cmd_search(args) -> int:
           f"seqlen {ev.get('seqlen')}, {ev.get('windows')} windows (halving after {ev.get('chunks')})")
     if best:
         print(f"best: trial {best['trial']} alpha={best['alpha']:.4f} beta={best['beta']:.4f} "
-              f"gamma={best['gamma']:.4f} ppl {ppl_text(best['ppl'])}")
+              f"gamma={best['gamma']:.4f}" + (f" owl_lambda={best['owl_lambda']:.4f}" if "owl_lambda" in best else "")
+              + f" ppl {ppl_text(best['ppl'])}")
     for name, b in base.items():
         print(f"baseline {name}: ppl {ppl_text(b.get('ppl'))}" + (f" (group {b['group']})" if 'group' in b else ""))
     pt = res.get("per_trial")

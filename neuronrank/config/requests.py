@@ -38,6 +38,10 @@ MAX_SEQLEN = 4096  # never size anything by max_position_embeddings (Llama-3 say
 MAX_SEED = 2**31 - 1
 DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 SCOPES = ("layer", "global")
+LAYER_SPARSITIES = ("uniform", "owl")
+OWL_THRESHOLD, OWL_LAMBDA = 5.0, 0.08  # OWL's M (its README and paper; its argparse says 3) and λ
+COMPENSATIONS = ("none", "mean")
+FLUCTUATIONS = ("flap", "variance")
 EXPONENT_LABELS = {"alpha": "α (|W|)", "beta": "β (TF)", "gamma": "γ (IDF)"}
 
 
@@ -159,16 +163,39 @@ class PruneRequest(EvalFields, CalibrationFields):
                               help="unstructured comparison group: matrix (one threshold per matrix) or row "
                                    "(per output row); default: the method's own (wanda: row; magnitude, "
                                    "neuronrank_old, random: matrix)", label="Comparison group")
-    scope: str = param("layer", "--structured-scope", choices=SCOPES, noun="structured scope",
-                       help="structured: one threshold per layer or one across the pruned layers")
+    scope: str | None = param(None, "--structured-scope", choices=SCOPES, noun="structured scope", type=str,
+                              help="structured: one threshold per layer or one across the pruned layers; "
+                                   "default: the method's own (flap: global, as its AL-AM ranking; the others "
+                                   "per layer)")
     targets: str = param("mlp", "--targets", choices=TARGETS, label="Pruned linears",
                          help="mlp (default) or all: adds attention projections (magnitude/wanda/random)")
-    calibration: str | None = param("one-pass", "--calibration", choices=CALIBRATIONS, type=str,
+    calibration: str | None = param(None, "--calibration", choices=CALIBRATIONS, type=str,
                                     noun="calibration order",
                                     help="one-pass: statistics once on the dense model (fast); sequential: "
                                          "layer by layer from the outputs of the already pruned layers "
-                                         "(upstream Wanda/SparseGPT; sparsegpt always)",
+                                         "(upstream Wanda/SparseGPT; sparsegpt always); default: the "
+                                         "method's own (ria: sequential, as its code; the others one-pass)",
                                     label="Calibration order")
+    # OWL: a sparsity per layer from the layer's outlier ratio (prune/layer_sparsity.py); its M and λ are
+    # None unless given (OWL's own 5 and 0.08), so that giving them without OWL can be refused
+    layer_sparsity: str = param("uniform", "--layer-sparsity", "--layer_sparsity", choices=LAYER_SPARSITIES,
+                                noun="layer sparsity",
+                                help="uniform: every layer at sparsity_ratio; owl: OWL's outlier-weighed ratios "
+                                     "(mean sparsity_ratio; unstructured only)", label="Layer sparsity")
+    owl_threshold: float | None = param(None, "--owl-threshold", "--owl_threshold", lo=0, hi=1000, type=float,
+                                        help=f"OWL's M: an outlier is a metric entry above M × the layer's mean "
+                                             f"(default {OWL_THRESHOLD:g})", label="OWL threshold M")
+    owl_lambda: float | None = param(None, "--owl-lambda", "--owl_lambda", lo=0, hi=1, type=float,
+                                     help=f"OWL's λ: layer sparsities spread over ±λ around sparsity_ratio "
+                                          f"(default {OWL_LAMBDA:g})", label="OWL λ")
+    # structured: add the pruned neurons' mean output back as a down_proj bias (FLAP's compensation)
+    compensate: str | None = param(None, "--compensate", choices=COMPENSATIONS, type=str, noun="compensation",
+                                   help="structured: mean adds W_down[:, pruned] · mean(x_pruned) to the down_proj "
+                                        "bias; default: the method's own (flap: mean, the others none)",
+                                   label="Bias compensation")
+    fluctuation: str | None = param(None, "--fluctuation", choices=FLUCTUATIONS, type=str, noun="fluctuation",
+                                    help="flap: flap (its own running estimator, the default) or variance (the "
+                                         "textbook variance over all calibration tokens)")
     # zero-shot accuracy (lm-eval) beside perplexity
     eval_tasks: str | None = param(None, "--eval-tasks", "--eval_tasks", type=str,
                                    help="comma-separated lm-eval tasks run on the pruned model (wanda = boolq,"
@@ -193,14 +220,65 @@ class PruneRequest(EvalFields, CalibrationFields):
 
     @property
     def sequential(self) -> bool:
-        """Layer-by-layer calibration (only methods that calibrate have any)."""
+        """Layer-by-layer calibration (only methods that calibrate have any): the order a method always
+        uses, else --calibration, else the method's own default."""
         m = self.method
-        return m.needs_stats and (m.calibration == "sequential" or self.calibration == "sequential")
+        if not m.needs_stats:
+            return False
+        if m.calibration is not None:
+            return m.calibration == "sequential"
+        if self.sparsity_type == "structured" and self.calibration is None:
+            return False  # structured pruning ranks neurons from one-pass statistics
+        return (self.calibration or m.default_calibration) == "sequential"
 
     @property
     def comparison_group(self) -> str:
         """The unstructured comparison group actually used: --group, else the method's own."""
         return self.group if self.group is not None else self.method.group
+
+    @property
+    def structured_scope(self) -> str:
+        """The structured scope actually used: --structured-scope, else the method's own."""
+        return self.scope if self.scope is not None else self.method.scope
+
+    @property
+    def compensation(self) -> str:
+        """The bias compensation actually used (structured only): --compensate, else the method's own."""
+        if self.sparsity_type != "structured":
+            return "none"
+        return self.compensate if self.compensate is not None else self.method.compensate
+
+    @property
+    def owl(self) -> bool:
+        return self.layer_sparsity == "owl"
+
+    @property
+    def owl_m(self) -> float:
+        return float(self.owl_threshold) if self.owl_threshold is not None else OWL_THRESHOLD
+
+    @property
+    def owl_lam(self) -> float:
+        return float(self.owl_lambda) if self.owl_lambda is not None else OWL_LAMBDA
+
+    @property
+    def tie_rule(self) -> str:
+        """The mask rule (prune/masks.py): the method's own; with OWL its originals' (int() per row, `<=`
+        per matrix), which its layer ratios are defined with."""
+        return "upstream" if self.owl else self.method.tie_rule
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether the run needs one-pass statistics of the dense model: a method calibrated in one pass,
+        OWL's outlier ratios (always from the dense model, also when the pruning is sequential) and the
+        means of mean compensation."""
+        m = self.method
+        return (m.needs_stats and not self.sequential) or self.owl or self.compensation == "mean"
+
+    @property
+    def needs_down_moments(self) -> bool:
+        """The statistics must hold the down_proj input's mean / fluctuation (entries from before they
+        were collected are computed again)."""
+        return self.method.needs_moments or self.compensation == "mean"
 
     def validate(self, n_layers: int | None = None) -> None:
         check_bounds(self)
@@ -226,6 +304,7 @@ class PruneRequest(EvalFields, CalibrationFields):
                             "NeuronRank scores and structured pruning address MLP neurons only", field="targets",
                             app=f"Pruning attention too is not defined for {self.prune_method} / {stype}: "
                                 "NeuronRank scores and structured pruning address MLP neurons only")
+        self.check_baseline_options()
         if n_layers is not None:
             self.check_layers(n_layers)
         if self.method.uses_exponents:
@@ -234,12 +313,46 @@ class PruneRequest(EvalFields, CalibrationFields):
         self.check_calibration()
         check_source_name(self.eval, "eval")
 
+    def check_baseline_options(self) -> None:
+        """OWL's layer sparsity, bias compensation and FLAP's fluctuation, each refused where it does not
+        apply (one message per rule)."""
+        stype, method = self.sparsity_type, self.method
+        if self.owl:
+            if stype != "unstructured":
+                raise UserError(f"--layer-sparsity owl gives each layer its own unstructured sparsity: not defined "
+                                f"for {stype} sparsity", field="layer_sparsity",
+                                app=f"OWL layer sparsity allocates unstructured sparsity per layer: not defined for "
+                                    f"{stype}")
+            if method.outlier_metric is None:
+                raise UserError(f"--layer-sparsity owl is not defined for {self.prune_method}", field="layer_sparsity")
+        else:
+            for name, flag in (("owl_threshold", "--owl-threshold"), ("owl_lambda", "--owl-lambda")):
+                if getattr(self, name) is not None:
+                    raise UserError(f"{flag} applies with --layer-sparsity owl only", field=name,
+                                    app="{field} applies with OWL layer sparsity only")
+        t = self.owl_threshold
+        if t is not None and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise UserError(f"owl_threshold must be above 0 (got {t})", field="owl_threshold")
+        if self.compensate is not None and stype != "structured":
+            raise UserError(f"--compensate adds the pruned neurons' mean output back as a bias: structured "
+                            f"sparsity only (got {stype})", field="compensate",
+                            app=f"Bias compensation applies to structured sparsity only (got {stype})")
+        if self.fluctuation is not None and self.prune_method != "flap":
+            raise UserError(f"--fluctuation applies to flap only (got {self.prune_method})", field="fluctuation")
+        if method.needs_moments and int(self.nsamples) < 2:
+            raise UserError(f"{self.prune_method}'s fluctuation needs at least 2 calibration windows (nsamples "
+                            f"{self.nsamples})", field="nsamples")
+
     def normalized(self) -> "PruneRequest":
         """What a run records: the exponents only for a method that uses them (None otherwise), so a
-        baseline's run never shows exponents it ignored; the comparison group and the calibration order
-        resolved to the ones used (not "default")."""
+        baseline's run never shows exponents it ignored; the comparison group, the calibration order, the
+        structured scope and the compensation resolved to the ones used (not "default"); OWL's M and λ
+        where OWL runs; FLAP's fluctuation for flap."""
         calibration = None if not self.method.needs_stats else ("sequential" if self.sequential else "one-pass")
-        req = replace(self, group=self.comparison_group, calibration=calibration)
+        req = replace(self, group=self.comparison_group, calibration=calibration, scope=self.structured_scope,
+                      compensate=self.compensation if self.sparsity_type == "structured" else None,
+                      owl_threshold=self.owl_m if self.owl else None, owl_lambda=self.owl_lam if self.owl else None,
+                      fluctuation=(self.fluctuation or "flap") if self.prune_method == "flap" else None)
         if req.method.uses_exponents:
             return req
         return replace(req, alpha=None, beta=None, gamma=None)
@@ -306,6 +419,10 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
 # a study's protocol: every field but these (how many trials, who runs them, where they are stored)
 SEARCH_RUNTIME = ("trials", "workers", "storage", "study", "device", "save", "save_model", "save_masks",
                   "alpha", "beta", "gamma")
+# fields added after studies existed: at their default they stay out of a study's protocol, so the same
+# command resumes (and names) the same study as before
+SEARCH_ADDED_LATER = {"layer_sparsity": "uniform", "owl_threshold": None, "owl_lambda": None, "compensate": None,
+                      "fluctuation": None, "owl_lambda_range": None}
 
 
 @dataclass(frozen=True)
@@ -334,9 +451,17 @@ class SearchRequest(PruneRequest):
                        help="successive-halving rungs: ppl is reported after W/2^(r-1), ..., W/2, W evaluation "
                             "windows and the worse half at each rung stops (1 = no early stopping)",
                        label="Halving rungs")
+    owl_lambda_range: tuple | None = param(None, "--owl-lambda-range", "--owl_lambda_range", type=parse_range,
+                                           help="LO,HI: search OWL's λ too (with --layer-sparsity owl)",
+                                           label="OWL λ range")
 
     def range(self, name: str) -> tuple[float, float]:
         return parse_range(getattr(self, f"{name}_range"))
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The trial parameters: α, β, γ, and OWL's λ when its range is given."""
+        return tuple(EXPONENT_LABELS) + (("owl_lambda",) if self.owl_lambda_range is not None else ())
 
     def validate(self) -> None:
         if self.prune_method != "neuronrank_old":
@@ -361,12 +486,37 @@ class SearchRequest(PruneRequest):
                             field="study")
         if self.storage is not None:
             check_storage_url(self.storage)
+        if self.owl_lambda_range is not None:
+            if not self.owl:
+                raise UserError("--owl-lambda-range searches OWL's λ: it needs --layer-sparsity owl",
+                                field="owl_lambda_range")
+            if self.owl_lambda is not None:
+                raise UserError("give --owl-lambda (fixed) or --owl-lambda-range (searched), not both",
+                                field="owl_lambda_range")
+            lo, hi = self.range("owl_lambda")
+            if not (0 <= lo <= hi <= 1):
+                raise UserError(f"owl_lambda range {lo:g},{hi:g}: write LO,HI with 0 <= LO <= HI <= 1",
+                                field="owl_lambda_range")
+
+    def normalized(self) -> "SearchRequest":
+        """As a prune run records itself, but a searched λ stays unset (each trial has its own)."""
+        req = super().normalized()
+        return replace(req, owl_lambda=None) if self.owl_lambda_range is not None else req
 
     def protocol(self) -> dict:
-        """The fields that define what a trial's number means (a joined study must agree on them)."""
+        """The fields that define what a trial's number means (a joined study must agree on them); the
+        calibration order and structured scope as used, and fields added later left out at their
+        defaults (earlier studies keep their protocol and name)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SEARCH_RUNTIME}
+        out["calibration"] = "sequential" if self.sequential else "one-pass"
+        out["scope"] = self.structured_scope
+        for name, default in SEARCH_ADDED_LATER.items():
+            if out.get(name) == default:
+                out.pop(name)
         for name in EXPONENT_LABELS:
             out[f"{name}_range"] = list(self.range(name))
+        if self.owl_lambda_range is not None:
+            out["owl_lambda_range"] = list(self.range("owl_lambda"))
         return out
 
     def prune_request(self, alpha: float, beta: float, gamma: float, **over) -> PruneRequest:

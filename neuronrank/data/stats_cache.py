@@ -71,6 +71,8 @@ def _write_stats_files(stats: NeuronStats, folder: Path) -> dict:
     frame = stats.to_frame()
     frame.to_parquet(folder / "stats.parquet", index=False)
     arrays = {f"input_sq.{k}": v for k, v in stats.input_sq.items()}
+    arrays.update({f"input_sum.{k}": v for k, v in stats.input_sum.items()})
+    arrays.update({f"fluct.{k}": v for k, v in stats.fluct.items()})
     arrays.update(tokens=stats.tokens, top_vals=stats.top_vals, top_window=stats.top_window,
                   top_pos=stats.top_pos)
     if stats.windows is not None:
@@ -235,6 +237,9 @@ def load_stats(entry: Entry | str) -> NeuronStats:
         top_vals=extra["top_vals"], top_window=extra["top_window"], top_pos=extra["top_pos"],
         windows=extra.get("windows"), first_window=entry.manifest.get("first_window", 0),
         meta=meta, **grid,
+        # absent from entries written before the down_proj input moments were collected
+        input_sum={k.split(".", 1)[1]: v for k, v in extra.items() if k.startswith("input_sum.")},
+        fluct={k.split(".", 1)[1]: v for k, v in extra.items() if k.startswith("fluct.")},
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from neuronrank.analysis.neuron_stats import merge_topk
+from neuronrank.analysis.neuron_stats import fold_fluctuation, merge_topk
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,16 @@ def all_reduce_stats(stats, device: torch.device, all_windows: np.ndarray):
     # ranks hold ascending window ranges: merge_topk keeps the earliest window first among ties
     parts = list(zip(gathered(stats.top_vals), gathered(stats.top_window), gathered(stats.top_pos)))
     top_vals, top_window, top_pos = merge_topk(parts, stats.top_vals.shape[2])
+    # FLAP's fluctuation depends on the window order: each rank's terms, folded in rank (= window) order
+    sums = gathered(stats.input_sum["down_in"])
+    terms = {k: gathered(v) for k, v in sorted(stats.fluct.items())}
+    fluct = fold_fluctuation([({k: terms[k][r] for k in terms}, sums[r]) for r in range(world)])
     return replace(
         stats,
         sum_abs=summed(stats.sum_abs), sum_act=summed(stats.sum_act), sum_sq=summed(stats.sum_sq),
         n_active=summed(stats.n_active), tokens=summed(stats.tokens),
         input_sq={name: summed(v) for name, v in sorted(stats.input_sq.items())},
+        input_sum={"down_in": np.sum(sums, axis=0)}, fluct=fluct,
         top_vals=top_vals, top_window=top_window, top_pos=top_pos,
         windows=all_windows.astype(np.int32), first_window=0,
     )

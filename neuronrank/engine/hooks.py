@@ -6,6 +6,10 @@ NeuronStats. Public: the one-pass statistics (collect.py) and the layer-by-layer
 Activation sites (TransformerLens names in brackets):
 - `gate`    a = act_fn(gate_proj(x))                 [act_fn(blocks.L.mlp.hook_pre)] — the original method
 - `product` a = act_fn(gate_proj(x)) * up_proj(x)    [blocks.L.mlp.hook_post] — the input of down_proj
+
+Whatever the site, the down_proj input's moments are kept too: Σx per neuron (its mean, which mean
+compensation adds back as a bias) and the terms of FLAP's fluctuation, an order-dependent running
+statistic over the windows (`DownMoments`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,46 @@ import torch
 from torch import nn
 
 from neuronrank.analysis.neuron_stats import FORMAT_VERSION, INPUT_NORMS, NeuronStats
-from neuronrank.engine.kernels import activation_sums, sq_sum_rows
+from neuronrank.engine.kernels import activation_sums, sq_sum_rows, window_sums
 from neuronrank.engine.models import GatedMLP
 
 
 # rows of LayerAccumulator.sums: Σa, Σ|a|, Σa², n_active (float64 holds counts exactly up to 2^53)
 _SUM_ACT, _SUM_ABS, _SUM_SQ, _N_ACTIVE = range(4)
+
+
+class DownMoments:
+    """The down_proj input's Σx and the terms of FLAP's fluctuation over the windows k = 1..N seen so far
+    (float64, on the layer's device).
+
+    FLAP's estimator (its BiasGPT, one window per call) is, in closed form, with T tokens per window,
+    μ_k the running mean after k windows, P_k = Σ_t x_kt and Q_k = Σ_t x_kt² of window k:
+
+        fluc = 1/(N-1) · Σ_k (k-1)/k · S_k,   S_k = Σ_t (x_kt - μ_k)² = Q_k - 2 μ_k P_k + T μ_k²
+
+    A shard of windows starting after a prefix whose Σx is C0 (unknown until the shards are combined)
+    has μ_k = u_k (C0 + c_k), u_k = 1/(kT), c_k its own prefix sum, so its part of the sum is
+    a + b·C0 + d·C0² with
+        a = Σ w_k (Q_k - 2 u_k c_k P_k + T u_k² c_k²),  b = Σ w_k (2 T u_k² c_k - 2 u_k P_k),  d = Σ w_k T u_k²
+    (w_k = (k-1)/k, k global). Shards combine exactly (analysis.neuron_stats.fold_fluctuation); one pass
+    is the shard with C0 = 0: fluc = a / (N - 1). `c` is the shard's Σx (the mean's sum)."""
+
+    def __init__(self, n: int, device):
+        f64 = dict(dtype=torch.float64, device=device)
+        self.c, self.a, self.b = (torch.zeros(n, **f64) for _ in range(3))
+        self.d = torch.zeros((), **f64)
+        self.windows = 0
+
+    def add(self, s1: torch.Tensor, s2: torch.Tensor, first: int, T: int) -> None:
+        """Windows first+1 .. first+W (global, 1-based) with per-window sums s1, s2 [W, n]."""
+        k = torch.arange(1, s1.shape[0] + 1, dtype=torch.float64, device=s1.device).add_(first)[:, None]
+        w, u = (k - 1) / k, 1.0 / (k * T)
+        c = self.c + s1.cumsum(0)
+        self.a += (w * (s2 - 2 * u * c * s1 + T * u * u * c * c)).sum(0)
+        self.b += (w * (2 * T * u * u * c - 2 * u * s1)).sum(0)
+        self.d += (w * T * u * u).sum()
+        self.c = c[-1].clone()
+        self.windows += s1.shape[0]
 
 
 class LayerAccumulator:
@@ -37,6 +75,7 @@ class LayerAccumulator:
         self.sums = torch.zeros(4, n, **f64)
         self.tokens = 0
         self.input_sq = {"mlp_in": torch.zeros(h, **f64), "down_in": torch.zeros(n, **f64)}
+        self.down = DownMoments(n, device)
         if "q" in block.attn_projections:
             self.input_sq["attn_in"] = torch.zeros(block.attn_projections["q"].in_features, **f64)
         if "o" in block.attn_projections:
@@ -69,6 +108,18 @@ class LayerAccumulator:
         x = x.reshape(-1, x.shape[-1])
         self.pending[name] = self.fused.sq(x) if self.fused is not None else sq_sum_rows(x)
 
+    def add_down_input(self, x: torch.Tensor) -> None:
+        """The down_proj input: its ‖x‖² (Wanda's, as add_input) and its per-window moments."""
+        x3 = x.reshape(-1, self.seqlen, x.shape[-1])
+        if self.skip_first:
+            x3 = x3[:, self.skip_first:]
+        s1, s2 = self.fused.window_sums(x3) if self.fused is not None else window_sums(x3)
+        self.pending["down_moments"] = (s1, s2, x3.shape[1])
+        if self.running_mean:
+            self.add_input("down_in", x)
+        else:  # the total is the windows' sum: no second pass over the input
+            self.pending["down_in"] = s2.sum(0)
+
     def add_activation(self, a3: torch.Tensor) -> None:
         a3 = a3.reshape(-1, self.seqlen, a3.shape[-1])  # [windows, seqlen, neurons]
         if self.skip_first:
@@ -98,6 +149,9 @@ class LayerAccumulator:
             for name in self.input_sq:
                 if name in p:
                     self.input_sq[name] += p[name]
+        if "down_moments" in p:
+            s1, s2, T = p["down_moments"]
+            self.down.add(s1, s2, self.window_offset, T)
         if "tokens" not in p:
             return
         self.tokens += p["tokens"]
@@ -139,7 +193,7 @@ def install_hooks(acc: LayerAccumulator, shared_act: bool) -> list:
 
 
 def _down_input(acc: LayerAccumulator, p: torch.Tensor) -> None:
-    acc.add_input("down_in", p)
+    acc.add_down_input(p)
     if acc.site == "product":
         acc.add_activation(p)
 
@@ -165,6 +219,10 @@ def finish(accs, blocks, site, windows, first_window, seqlen) -> NeuronStats:
         down_norm=np64([_weight_norm(b.down.weight, 0) for b in blocks]),
         down_abs_mean=np64([_abs_mean(b.down.weight, 0) for b in blocks]),
         input_sq={n: np64([a.input_sq[n] for a in accs]) for n in names},
+        input_sum={"down_in": np64([a.down.c for a in accs])},
+        fluct={"a": np64([a.down.a for a in accs]), "b": np64([a.down.b for a in accs]),
+               "d": np64([a.down.d for a in accs]),
+               "n": np.array([a.down.windows for a in accs], dtype=np.int64)},
         top_vals=_pad_k(host([a.top_vals for a in accs]), k, -np.inf).astype(np.float32),
         top_window=_pad_k(host([a.top_window for a in accs]), k, -1).astype(np.int32),
         top_pos=_pad_k(host([a.top_pos for a in accs]), k, -1).astype(np.int32),

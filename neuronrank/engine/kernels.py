@@ -3,6 +3,8 @@
     activation_sums(a3, want_top)   Σa, Σ|a|, Σa², n_active of a [windows, seqlen, neurons] activation and
                                     each window's maximum with its position (eager kernels, per device)
     sq_sum_rows(x)                  Σ over rows of x² (Wanda's ‖X_k‖²)
+    window_sums(x3)                 per window Σx and Σx² of a [windows, seqlen, features] input (the
+                                    down_proj input's moments: its mean, FLAP's fluctuation)
     fused_kernels(device, n)        the same two as torch.compile'd one-pass kernels, where that pays off
 
 Reusable scratch buffers keep the hooks from allocating anything the size of an activation.
@@ -116,6 +118,29 @@ def sq_sum_rows(x: torch.Tensor) -> torch.Tensor:
     return torch.mul(x, x, out=_scratch(x)).sum(0, dtype=acc).to(torch.float64)
 
 
+def window_sums(x3: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[windows, seqlen, features] -> (Σ_t x, Σ_t x²), float64 [windows, features] each: the sums within each
+    window (float32 accumulation over its tokens, as sq_sum_rows), so that order-dependent statistics
+    (FLAP's running fluctuation) can be built from them and totals are their sums."""
+    acc = torch.float64 if x3.dtype == torch.float64 else torch.float32
+    if x3.is_cuda:
+        s1 = x3.sum(1, dtype=acc)
+        s2 = torch.linalg.vector_norm(x3, 2, dim=1, dtype=acc).square_()
+    else:
+        if x3.dtype not in (torch.float32, torch.float64):
+            x3 = _scratch(x3, torch.float32, tag="upcast").copy_(x3)
+        s1 = x3.sum(1, dtype=acc)
+        s2 = torch.mul(x3, x3, out=_scratch(x3)).sum(1, dtype=acc)
+    return s1.to(torch.float64), s2.to(torch.float64)
+
+
+def _fused_window_sums(x3: torch.Tensor):
+    """window_sums as one kernel for torch.compile: one read of the input."""
+    acc = torch.float64 if x3.dtype == torch.float64 else torch.float32
+    x = x3.to(acc)
+    return x.sum(1).to(torch.float64), (x * x).sum(1).to(torch.float64)
+
+
 _COMPILED: dict = {}
 COMPILE_ENV = "NEURONRANK_COMPILE"  # 1: always, 0: never, auto (default): when it pays off
 
@@ -136,7 +161,8 @@ def fused_kernels(device: torch.device, elements: int):
         return None
     key = device.type
     if key not in _COMPILED:
-        _COMPILED[key] = (torch.compile(_fused_sums, dynamic=False), torch.compile(_fused_sq, dynamic=False))
+        _COMPILED[key] = (torch.compile(_fused_sums, dynamic=False), torch.compile(_fused_sq, dynamic=False),
+                          torch.compile(_fused_window_sums, dynamic=False))
     return _Compiled(key)
 
 
@@ -165,6 +191,9 @@ class _Compiled:
 
     def sq(self, x: torch.Tensor) -> torch.Tensor:
         return self._call(1, sq_sum_rows, x)
+
+    def window_sums(self, x3: torch.Tensor):
+        return self._call(2, window_sums, x3)
 
 
 _SCRATCH: dict = {}

@@ -88,13 +88,15 @@ def _duration(seconds: float) -> str:
 
 
 def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
-              recompute: bool = False, device_map=None, stage=None) -> StatsResult:
+              recompute: bool = False, device_map=None, stage=None, need_moments: bool = False) -> StatsResult:
     """Cached statistics for `req`, computed once. `bundle` is an already loaded (model, tokenizer);
     `stage(name)` is told each step before it starts (reading the text, loading or converting the
     model, tokenizing, the pass itself through `progress`, writing the entry).
 
     The key includes the checksum of the (verified) token stream. When an entry with these
-    parameters may exist, only the tokenizer is loaded to compute it; the model loads on a miss."""
+    parameters may exist, only the tokenizer is loaded to compute it; the model loads on a miss.
+    `need_moments`: the run needs the down_proj input's mean and FLAP's fluctuation; an entry written
+    before they were collected is computed again and replaced (every other run keeps using it)."""
     req.validate()
     stage = stage or (lambda name: None)
     t0 = time.perf_counter()
@@ -114,9 +116,15 @@ def get_stats(req: StatsRequest, progress: Progress | None = None, bundle=None,
         entry = None if recompute else store.find_stats(params)
         if entry is not None:
             try:
-                return StatsResult(store.load_stats(entry), entry, True, time.perf_counter() - t0)
+                stats = store.load_stats(entry)
             except store.CorruptEntry as e:
                 log.warning("%s; recomputing", e)
+                store.delete_entry(entry.key, missing_ok=True)
+            else:
+                if not need_moments or stats.has_down_moments:
+                    return StatsResult(stats, entry, True, time.perf_counter() - t0)
+                log.warning("cache entry %s predates the down_proj input moments (mean, fluctuation); "
+                            "computing it again", entry.key)
                 store.delete_entry(entry.key, missing_ok=True)
     if bundle is None:
         stage(models.loading_step(ref))

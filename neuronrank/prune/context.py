@@ -59,6 +59,7 @@ class MetricInputs:
     method: Method | None = None
     exponents: tuple = (1.0, 1.0, 1.0)  # α, β, γ of NeuronRank-OLD's score
     model: nn.Module | None = None  # for neuron scores of the weights alone (no statistics)
+    fluctuation: str = "flap"  # FLAP's fluctuation: its own estimator, or the textbook "variance"
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -95,6 +96,10 @@ class MetricInputs:
     def noise(self, t: Target, w: torch.Tensor) -> torch.Tensor:
         """Uniform noise of w's shape on w's device, seeded per target."""
         return torch.rand(w.shape, generator=self.generator(t)).to(w.device)
+
+    def down_column_sq(self) -> list[torch.Tensor]:
+        """Σ_i W_down[i, j]² per MLP neuron j of every layer, float32 (on the CPU), as FLAP computes it."""
+        return [b.down.weight.detach().float().pow(2).sum(dim=0).cpu() for b in mlp_blocks(self.model)]
 
     def gate_norms(self) -> np.ndarray:
         """[layers, width] ‖gate_proj row‖₂ from the model's weights (float64)."""

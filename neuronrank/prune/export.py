@@ -9,9 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch import nn
 
 from neuronrank.data.paths import atomic_write_bytes, atomic_write_json, check_model_folder, held, sweep_stale
-from neuronrank.engine.models import decoder_layers
+from neuronrank.engine.models import decoder_layers, mlp_blocks
 from neuronrank.prune.context import targets
 from neuronrank.prune.mask_file import save_masks as write_masks
 from neuronrank.errors import UserError
@@ -20,10 +22,38 @@ from neuronrank.prune.structured import slice_structured
 PARTIAL = ".neuronrank-partial"  # marks a half-written model folder as ours to clean up
 
 
+def check_bias_storable(model) -> None:
+    """A model whose MLP got a bias (mean compensation) saves only where its config can say so: Llama's
+    `mlp_bias` (the other families' MLPs have no bias option)."""
+    if not hasattr(model.config, "mlp_bias"):
+        raise UserError(f"a mean-compensated {type(model).__name__} cannot be saved: its config has no MLP bias "
+                        "(Llama's mlp_bias); run without --save_model or without --compensate mean")
+
+
+@torch.no_grad()
+def carry_mlp_bias(model) -> bool:
+    """Where mean compensation gave down_proj a bias: set the config's `mlp_bias` and give every MLP
+    projection a bias (zero where it has none), so `from_pretrained` builds and loads the same model.
+    -> whether any bias was there."""
+    blocks = mlp_blocks(model)
+    if all(b.down.bias is None for b in blocks):
+        return False
+    check_bias_storable(model)
+    for b in blocks:
+        for lin in (b.gate, b.up, b.down):
+            if lin.bias is None:
+                lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype,
+                                                    device=lin.weight.device), requires_grad=False)
+    model.config.mlp_bias = True
+    return True
+
+
 def save_model(model, tok, folder: str, info: dict, req) -> dict:
-    """Structured with equal counts per layer: a physically smaller model; else the zeroed model."""
+    """Structured with equal counts per layer: a physically smaller model; else the zeroed model. A mean
+    compensation's bias is saved with it (`mlp_bias`)."""
     out = Path(folder).expanduser().resolve()
     check_model_folder(out)
+    biased = carry_mlp_bias(model)
     note = "zeroed weights (same shapes)"
     if req.sparsity_type == "structured":
         kept = set(info["neurons_kept"].values())
@@ -34,6 +64,8 @@ def save_model(model, tok, folder: str, info: dict, req) -> dict:
         else:
             note = ("zeroed weights (same shapes): layers keep different neuron counts"
                     + (" (pruning_last)" if len(info["neurons_kept"]) < n_layers else ""))
+    if biased:
+        note += "; MLP bias (mean compensation)"
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         # what a killed save left beside this one (ours only: marked, old, not locked)

@@ -42,9 +42,9 @@ TYPES = ("unstructured", "2:4")
 
 
 def applies(req, model_device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether `req`'s masks can come from the scaled structure."""
+    """Whether `req`'s masks can come from the scaled structure (one ratio for every layer: not OWL's)."""
     m = req.method
-    return (m.neuron_scaled and not req.sequential and req.targets == "mlp" and req.sparsity_type in TYPES
+    return (m.neuron_scaled and not req.sequential and not req.owl and req.targets == "mlp" and req.sparsity_type in TYPES
             and (req.sparsity_type != "unstructured" or req.comparison_group == "matrix")
             and model_device.type == "cpu" and dtype in (torch.float32, torch.bfloat16, torch.float16))
 

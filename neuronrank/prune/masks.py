@@ -1,8 +1,16 @@
-"""Which weights a metric prunes: exactly round(ratio × group size) lowest entries of each comparison group,
-with the stated tie rules.
+"""Which weights a metric prunes: the lowest entries of each comparison group, by one of two tie rules
+(config/methods.py TIE_RULES; a method names its own, OWL uses "upstream"):
+
+    exact       exactly round(ratio × group size) entries, ties at the threshold broken towards the lowest
+                index (the project's rule)
+    upstream    the originals': per row the first int(ratio × n) of a stable sort (upstream Wanda, OWL,
+                RIA's per_outneuron); per matrix every entry <= the value at index int(ratio × n) of the
+                sorted matrix (Wanda's prune_magnitude, RIA: ties and one more are pruned; at
+                int(ratio × n) = 0 nothing is)
 
 Groups: `matrix` (one threshold per matrix — the original NeuronRank-OLD and magnitude semantics),
-`row` (per output row, Wanda's), or N:M blocks of M consecutive inputs in every row.
+`row` (per output row, Wanda's), or N:M blocks of M consecutive inputs in every row (the N lowest of each,
+either rule).
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from neuronrank.errors import UserError
 
 
 def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstructured",
-                group: str = "matrix") -> torch.Tensor:
-    """Boolean mask (True = prune) of exactly round(ratio × group size) lowest entries of each group."""
+                group: str = "matrix", rule: str = "exact") -> torch.Tensor:
+    """Boolean mask (True = prune) of the lowest entries of each group by `rule` (exact: round(ratio × group
+    size) of them)."""
     mask = torch.zeros(metric.shape, dtype=torch.bool, device=metric.device)
     if (":" in sparsity_type or group == "row") and metric.dtype in (torch.float16, torch.bfloat16):
         metric = metric.float()  # topk's tie order per dtype: keep these paths' masks as they were
@@ -28,10 +37,17 @@ def lowest_mask(metric: torch.Tensor, ratio: float, sparsity_type: str = "unstru
         idx = blocks.topk(n, dim=2, largest=False).indices
         return mask.reshape(rows, cols // m, m).scatter_(2, idx, True).reshape(rows, cols)
     if group == "row":  # upstream Wanda's rule: a stable sort, ties pruned lowest index first
-        k = int(round(ratio * metric.shape[1]))
+        k = int(metric.shape[1] * ratio) if rule == "upstream" else int(round(ratio * metric.shape[1]))
         if k:
             mask.scatter_(1, torch.sort(metric, dim=1, stable=True).indices[:, :k], True)
         return mask
+    if rule == "upstream":
+        k = min(int(metric.numel() * ratio), metric.numel() - 1)
+        if not k:
+            return mask
+        flat = metric.reshape(-1)
+        t = torch.sort(flat).values[k] if flat.is_cuda else torch.kthvalue(flat, k + 1).values
+        return metric <= t
     k = int(round(ratio * metric.numel()))
     if not k:
         return mask

@@ -61,9 +61,10 @@ def first_layer_inputs(model: nn.Module, windows: torch.Tensor):
 
 
 @torch.no_grad()
-def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None) -> dict:
+def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None,
+                     ratios: dict[int, float] | None = None) -> dict:
     """Prune `model` in place as `req` (validated: unstructured or N:M) says, calibrating each layer on the
-    already pruned model."""
+    already pruned model; `ratios` {layer: sparsity} (OWL's), else the request's ratio everywhere."""
     layers = decoder_layers(model)
     blocks = mlp_blocks(model)
     todo = set(req.pruned_layers(len(layers)))
@@ -80,7 +81,7 @@ def prune_sequential(model: nn.Module, req, windows: torch.Tensor, progress=None
                     observe.commit()
             finally:
                 observe.remove()
-            observe.prune()
+            observe.prune(req.sparsity_ratio if ratios is None else ratios[i])
         for j in range(len(inps)):  # pass 2: the (pruned) layer's outputs feed the next layer
             outs[j] = _out(layer(inps[j:j + 1], **kwargs))[0]
         inps, outs = outs, inps
@@ -116,9 +117,9 @@ class _StatsObserver:
             h.remove()
         self.handles = []
 
-    def prune(self):
+    def prune(self, ratio: float):
         stats = finish([self.acc], [self.block], self.req.site, None, 0, self.seqlen)  # one layer: index 0
-        prune_targets([replace(t, layer=0) for t in self.targets], self.req, stats)
+        prune_targets([replace(t, layer=0) for t in self.targets], self.req, stats, ratios={0: ratio})
 
 
 class _HessianObserver:
@@ -143,10 +144,10 @@ class _HessianObserver:
             h.remove()
         self.handles = []
 
-    def prune(self):
+    def prune(self, ratio: float):
         for t, hess in zip(self.targets, self.hessians):
             w = t.module.weight
-            new = prune_weight(w, hess.H, self.req.sparsity_ratio, self.req.sparsity_type)
+            new = prune_weight(w, hess.H, ratio, self.req.sparsity_type)
             w.copy_(new.to(w.dtype))
             hess.H = None
 

@@ -1,6 +1,16 @@
 """Structured pruning: whole neurons (row i of gate/up and column i of down zeroed), ranked by the method's
 neuron score (config/methods.py); the lowest `ratio` per layer, or one threshold across the pruned layers
-with scope="global". `slice_structured` then removes them physically, for a smaller saved model.
+with scope="global", by the method's tie rule; with mean compensation the pruned neurons' mean output is
+added back as a down_proj bias first. `slice_structured` then removes them physically, for a smaller
+saved model.
+
+Tie rules (config/methods.py TIE_RULES):
+    exact      exactly round(ratio × n) neurons per layer (or across the layers), ties to the lowest index
+    upstream   FLAP's: per layer every neuron below the value at index int(ratio × n) of the sorted scores
+               (its UL-UM structure; ties there are kept); across the layers its AL-AM threshold — the scores
+               sorted descending, the position k whose count k + 1 is nearest to n·(1 − ratio) (float32,
+               the first of two equally near), and every neuron strictly above the score at k kept: one
+               fewer than the nearest count
 """
 
 from __future__ import annotations
@@ -22,14 +32,15 @@ def prune_structured(model: nn.Module, req, stats, layers: list[int]) -> dict:
     if method.neuron_score is None:
         raise UserError(f"{req.prune_method} has no neuron score for structured pruning")
     ctx = MetricInputs(stats=stats, seed=req.seed, method=method, exponents=(req.alpha, req.beta, req.gamma),
-                       model=model)
+                       model=model, fluctuation=req.fluctuation or "flap")
     scores = method.neuron_score(ctx)
-    sub = scores[layers]
-    layer_ids = np.repeat(np.arange(len(layers)), sub.shape[1])
-    drop = scoring.lowest(sub.ravel(), layer_ids, req.sparsity_ratio, per_layer=req.scope == "layer")
-    drop = drop.reshape(sub.shape)
+    drop = neurons_to_drop(scores[layers], req.sparsity_ratio, req.structured_scope, req.tie_rule)
     kept = {}
     blocks = {b.layer: b for b in mlp_blocks(model)}
+    if req.compensation == "mean":
+        from neuronrank.prune.compensate import add_mean_bias
+
+        add_mean_bias([blocks[l] for l in layers], drop, stats)  # before the columns of W_down are zeroed
     for row, layer in enumerate(layers):
         b = blocks[layer]
         gone = torch.from_numpy(drop[row]).to(b.gate.weight.device)
@@ -42,6 +53,22 @@ def prune_structured(model: nn.Module, req, stats, layers: list[int]) -> dict:
         kept[layer] = int((~drop[row]).sum())
     return {"layers": layers, "neurons_kept": kept, "dropped": {l: np.flatnonzero(drop[r]).tolist()
                                                                 for r, l in enumerate(layers)}}
+
+
+def neurons_to_drop(scores: np.ndarray, ratio: float, scope: str, rule: str = "exact") -> np.ndarray:
+    """[layers, width] neuron scores -> bool [layers, width], True = removed (the module docstring's rules)."""
+    if rule == "exact":
+        layer_ids = np.repeat(np.arange(scores.shape[0]), scores.shape[1])
+        return scoring.lowest(scores.ravel(), layer_ids, ratio, per_layer=scope == "layer").reshape(scores.shape)
+    s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+    if scope == "layer":
+        k = int(s.shape[1] * ratio)
+        return (s < torch.sort(s, dim=1).values[:, k:k + 1]).numpy()
+    flat = s.reshape(-1)
+    ordered = torch.sort(flat, descending=True).values
+    target = torch.tensor(flat.numel()) * (1 - ratio)  # float32, as FLAP's
+    k = torch.argmin(torch.abs(torch.arange(1, flat.numel() + 1) - target))
+    return (~(s > ordered[k])).numpy()
 
 
 @torch.no_grad()

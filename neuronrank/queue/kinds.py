@@ -105,18 +105,20 @@ def prune_job(req: PruneRequest, report) -> dict:
     with timer.stage("load"):
         identity, model, tok = _load(req, report)
         req.check_layers(len(models.decoder_layers(model)))
+        if req.save_model and req.compensation == "mean":
+            export.check_bias_storable(model)  # before the prune, not after it
         windows = req.eval_window_cap(_on_gpu(model))
 
     stats, stats_key, calib = None, None, None
-    if req.sequential:
-        with timer.stage("stats"):  # the windows only: each layer is calibrated while pruning
+    with timer.stage("stats"):
+        if req.sequential:  # the windows: each layer is calibrated while pruning
             report(0.05, "calibration windows", True)
             calib = calibration_windows(req.stats_request(), model, tok)
-    elif req.method.needs_stats:
-        with timer.stage("stats"):
+        if req.needs_statistics:  # one-pass statistics of the dense model (also OWL's ratios, compensation)
             sres = get_stats(req.stats_request(), bundle=(model, tok),
                              progress=token_progress(report, "calibration statistics", 0.05, 0.3),
-                             stage=lambda name: report(0.05, f"calibration statistics: {name}", True))
+                             stage=lambda name: report(0.05, f"calibration statistics: {name}", True),
+                             need_moments=req.needs_down_moments)
             stats, stats_key = sres.stats, sres.entry.key
 
     with timer.stage("dense_eval"):
@@ -151,6 +153,8 @@ def prune_job(req: PruneRequest, report) -> dict:
     }
     if "neurons_kept" in info:
         result["neurons_kept"] = info["neurons_kept"]
+    if "owl" in info:
+        result["owl"] = info["owl"]
     if zero_shot is not None:
         result["zero_shot"] = zero_shot
     if zero_shot_failed is not None:

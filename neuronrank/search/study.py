@@ -243,6 +243,8 @@ def stored_request(study: optuna.Study) -> SearchRequest:
         raise UserError(f"study {study.study_name!r} was not made by neuronrank search (no request stored)")
     for name in PARAMS:
         params[f"{name}_range"] = tuple(params[f"{name}_range"])
+    if params.get("owl_lambda_range") is not None:
+        params["owl_lambda_range"] = tuple(params["owl_lambda_range"])
     return SearchRequest(**params)
 
 
@@ -410,7 +412,7 @@ def make_objective(req: SearchRequest, evaluator, chunks: list[int], ident: str,
         t0 = time.perf_counter()
         between = None if last["end"] is None else t0 - last["end"]
         trial.set_user_attr("worker", ident)
-        exps = {n: trial.suggest_float(n, *req.range(n)) for n in PARAMS}
+        exps = {n: trial.suggest_float(n, *req.range(n)) for n in req.params}  # α, β, γ (and OWL's λ)
         t1 = time.perf_counter()
         value, upto, stopped, eval_s = math.nan, 0, False, 0.0
         try:
@@ -714,7 +716,9 @@ def summary(study: optuna.Study) -> dict:
     out = {
         "study": study.study_name,
         "best": None if best is None else {"trial": best.number, "ppl": finite(best.value),
-                                           **{n: best.params[n] for n in PARAMS}},
+                                           **{n: best.params[n] for n in PARAMS},
+                                           **({"owl_lambda": best.params["owl_lambda"]}
+                                              if "owl_lambda" in best.params else {})},
         "trials": c["finished"], "complete": c["complete"], "pruned": c["pruned"], "failed": c["fail"],
         "running": c["running"],
         "baselines": attrs.get("baselines"), "evaluation": attrs.get("evaluation"),
@@ -748,11 +752,15 @@ def trials_frame(study: optuna.Study):
         value = t.value if t.state == TrialState.COMPLETE else (
             t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None)
         rows.append({"trial": t.number, "state": t.state.name.lower(),
-                     **{n: t.params.get(n) for n in PARAMS}, "ppl": value, "windows": tm.get("windows"),
+                     **{n: t.params.get(n) for n in PARAMS}, "owl_lambda": t.params.get("owl_lambda"),
+                     "ppl": value, "windows": tm.get("windows"),
                      "seconds": tm.get("total"), "overhead_s": tm.get("overhead"),
                      "worker": t.user_attrs.get("worker")})
-    return pd.DataFrame(rows, columns=["trial", "state", *PARAMS, "ppl", "windows", "seconds", "overhead_s",
-                                       "worker"])
+    frame = pd.DataFrame(rows, columns=["trial", "state", *PARAMS, "owl_lambda", "ppl", "windows", "seconds",
+                                        "overhead_s", "worker"])
+    if frame["owl_lambda"].isna().all():  # λ was not searched
+        frame = frame.drop(columns="owl_lambda")
+    return frame
 
 
 def trial_samples(study: optuna.Study, trials: list | None = None) -> list[dict]:

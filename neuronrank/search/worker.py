@@ -53,9 +53,10 @@ class ModelEvaluator:
         if req.sequential:  # layer by layer in every trial (and baseline): the windows, tokenized once
             report(0.0, "search: calibration windows", True)
             self.calib = calibration_windows(req.stats_request(), self.model, self.tokenizer)
-        elif req.method.needs_stats:
+        if req.needs_statistics:  # one-pass (also OWL's ratios and mean compensation in a sequential study)
             self.stats = get_stats(req.stats_request(), bundle=(self.model, self.tokenizer),
-                                   progress=token_progress(report, "calibration statistics")).stats
+                                   progress=token_progress(report, "calibration statistics"),
+                                   need_moments=req.needs_down_moments).stats
         models.check_seqlen(self.model, req.eval_seqlen)
         cap = req.eval_windows if req.eval_windows else None  # the study stores a number; 0 = all
         self.win, corpus = evaluation_set(self.tokenizer, req.eval, req.eval_seqlen, cap)
@@ -79,6 +80,7 @@ class ModelEvaluator:
         """(parameter, copy) for every tensor pruning may change; the copy stays on the parameter's
         device when it fits (a restore is then a device-local copy), else in CPU memory."""
         out = []
+        self._no_bias = [t.module for t in targets if t.module.bias is None]  # mean compensation adds one
         for t in targets:
             for p in (t.module.weight, t.module.bias):
                 if p is None:
@@ -95,12 +97,15 @@ class ModelEvaluator:
         if self._dirty:
             for p, copy in self._saved:
                 p.copy_(copy, non_blocking=True)
+            for module in self._no_bias:
+                module.bias = None
             if self._saved and self._saved[0][0].device.type == "cuda":
                 torch.cuda.synchronize()
             self._dirty = False
         self._reset_sum()
 
     def prune(self, alpha: float, beta: float, gamma: float, **over) -> dict:
+        """Prune with these exponents (and `over`: other fields, OWL's searched λ) after restoring."""
         self.restore()
         self._dirty = True
         return prune(self.model, self.req.prune_request(alpha, beta, gamma, **over), self.stats, windows=self.calib,

@@ -24,6 +24,8 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "type": p.get("sparsity_type"), "ratio": p.get("sparsity_ratio"), "last": p.get("pruning_last"),
             "alpha": p.get("alpha"), "beta": p.get("beta"), "gamma": p.get("gamma"),
             "calibration": p.get("calibration"), "per": p.get("group"), "targets": p.get("targets"),
+            "layer_sparsity": p.get("layer_sparsity"), "owl_lambda": p.get("owl_lambda"),
+            "compensate": p.get("compensate"),
             "eval_tasks": p.get("eval_tasks"),
             "dense_ppl": res.get("dense_ppl", np.nan), "pruned_ppl": res.get("pruned_ppl", np.nan),
             "mlp_sparsity": res.get("sparsity", {}).get("mlp", np.nan),
@@ -38,21 +40,28 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
 
 
 def series_parts(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,
-                 per=None, targets=None) -> list[str]:
+                 per=None, targets=None, layer_sparsity=None, owl_lambda=None, compensate=None) -> list[str]:
     """What names a compared configuration after its method and type: its exponents where it has any, and
-    whatever departs from the method's own setup (sequential calibration, another comparison group,
-    all linears)."""
+    whatever departs from the method's own setup (another calibration order, another comparison group,
+    all linears, OWL's layer sparsity with its λ, another bias compensation)."""
     info = METHODS.get(method)
-    calibration, per, targets = (v if isinstance(v, str) else None for v in (calibration, per, targets))
+    calibration, per, targets, layer_sparsity, compensate = (
+        v if isinstance(v, str) else None for v in (calibration, per, targets, layer_sparsity, compensate))
     parts = []
     if info and info.uses_exponents and alpha is not None:
         parts.append(f"α={alpha:g} β={beta:g} γ={gamma:g}")
-    if calibration == "sequential" and info and info.needs_stats and info.calibration is None:
-        parts.append("sequential")
+    if calibration and info and info.needs_stats and info.calibration is None \
+            and calibration != info.default_calibration and sparsity_type != "structured":
+        parts.append(calibration)
     if per and sparsity_type == "unstructured" and info and per != info.group:
         parts.append(f"per {per}")
     if targets == "all":
         parts.append("all linears")
+    if layer_sparsity == "owl":
+        parts.append("OWL" + (f" λ={owl_lambda:g}" if isinstance(owl_lambda, (int, float)) and owl_lambda == owl_lambda
+                              else ""))
+    if compensate and sparsity_type == "structured" and info and compensate != info.compensate:
+        parts.append("mean-compensated" if compensate == "mean" else "uncompensated")
     return parts
 
 
@@ -60,11 +69,12 @@ ORIGINAL_EXPONENTS = "α=1 β=1 γ=1"  # NeuronRank-OLD as the original runs it:
 
 
 def series_label(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,
-                 per=None, targets=None) -> str:
+                 per=None, targets=None, layer_sparsity=None, owl_lambda=None, compensate=None) -> str:
     """One name per compared configuration: the method, its type, then series_parts."""
     return " · ".join([f"{method}", f"{sparsity_type}",
                        *series_parts(method, sparsity_type, alpha, beta, gamma, calibration=calibration, per=per,
-                                     targets=targets)])
+                                     targets=targets, layer_sparsity=layer_sparsity, owl_lambda=owl_lambda,
+                                     compensate=compensate)])
 
 
 def series_variant(label: str) -> str:
@@ -83,13 +93,16 @@ def run_label(params: dict) -> str:
     """series_label of a stored run's parameters."""
     return series_label(params.get("prune_method"), params.get("sparsity_type"), params.get("alpha"),
                         params.get("beta"), params.get("gamma"), calibration=params.get("calibration"),
-                        per=params.get("group"), targets=params.get("targets"))
+                        per=params.get("group"), targets=params.get("targets"),
+                        layer_sparsity=params.get("layer_sparsity"), owl_lambda=params.get("owl_lambda"),
+                        compensate=params.get("compensate"))
 
 
 def comparison(frame: pd.DataFrame, sparsity_type: str | None = None) -> pd.DataFrame:
     """Finished runs -> one row per (configuration, protocol, ratio): the pruned perplexity for a
     ppl-vs-sparsity chart. A configuration is the method, the sparsity type, the exponents (for methods
-    that use them), the calibration order, the comparison group and the pruned linears: runs that differ
+    that use them), the calibration order, the comparison group, the pruned linears, OWL and the bias
+    compensation: runs that differ
     in any of these are never averaged together. Repeats of the same configuration are averaged (`runs`
     says how many). `sparsity_type`: only runs of that type (the chart's filter)."""
     cols = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio",
@@ -103,10 +116,12 @@ def comparison(frame: pd.DataFrame, sparsity_type: str | None = None) -> pd.Data
     uses = done["method"].map(lambda m: m in METHODS and METHODS[m].uses_exponents)
     for k in ("alpha", "beta", "gamma"):
         done[k] = done[k].where(uses, np.nan)
-    done["series"] = [series_label(m, t, *((a, b, g) if u else ()), calibration=c, per=p, targets=tg)
-                      for m, t, a, b, g, u, c, p, tg in zip(done["method"], done["type"], done["alpha"],
-                                                            done["beta"], done["gamma"], uses, done["calibration"],
-                                                            done["per"], done["targets"])]
+    extra = [dict(layer_sparsity=ls, owl_lambda=lam, compensate=cp) for ls, lam, cp in
+             zip(done["layer_sparsity"], done["owl_lambda"], done["compensate"])]
+    done["series"] = [series_label(m, t, *((a, b, g) if u else ()), calibration=c, per=p, targets=tg, **x)
+                      for m, t, a, b, g, u, c, p, tg, x in zip(done["method"], done["type"], done["alpha"],
+                                                               done["beta"], done["gamma"], uses, done["calibration"],
+                                                               done["per"], done["targets"], extra)]
     keys = ["series", "method", "type", "alpha", "beta", "gamma", "eval", "eval_seqlen", "eval_windows", "ratio"]
     out = (done.groupby(keys, as_index=False, dropna=False)
            .agg(pruned_ppl=("pruned_ppl", "mean"), dense_ppl=("dense_ppl", "mean"), runs=("run", "count"))
@@ -224,8 +239,10 @@ def reference_ppl(frame: pd.DataFrame, sparsity_type: str, ratio: float, eval_so
     for method in ("wanda", "magnitude"):
         runs = same[same["method"] == method]
         want = series_label(method, sparsity_type, calibration=calibration)
-        label = [series_label(method, sparsity_type, calibration=c, per=p, targets=t)
-                 for c, p, t in zip(runs["calibration"], runs["per"], runs["targets"])]
+        label = [series_label(method, sparsity_type, calibration=c, per=p, targets=t, layer_sparsity=ls,
+                              compensate=cp)
+                 for c, p, t, ls, cp in zip(runs["calibration"], runs["per"], runs["targets"],
+                                            runs["layer_sparsity"], runs["compensate"])]
         v = runs.loc[[lab == want for lab in label], "pruned_ppl"].dropna()
         if len(v):
             out[method] = float(v.mean())

@@ -285,3 +285,34 @@ def test_a_task_folder_outside_the_allowed_folders_is_refused_as_typed(entry, te
     _widget(at.text_input, "Folder of extra lm-eval task YAMLs").set_value(str(text_file)).run()
     assert any("is a file, not a folder" in m for m in said(at)), said(at)
     assert start().disabled
+
+
+def test_owl_and_compensation_widgets_reach_the_run(entry, text_file):
+    """Layer sparsity and OWL's λ for unstructured runs, bias compensation for structured ones (each locked
+    where it does not apply); FLAP is offered from the registry and refused for unstructured sparsity."""
+    at = open_page(entry, text_file)
+    fill_form(at, text_file)
+    _widget(at.selectbox, "Method").set_value("flap").run()
+    assert any("flap prunes structured sparsity only" in m for m in said(at)), said(at)
+    assert _start(at).disabled
+    _widget(at.selectbox, "Sparsity type").set_value("structured").run()
+    assert _widget(at.selectbox, "Layer sparsity").disabled and not _widget(at.selectbox, "Bias compensation").disabled
+    assert not at.error and not _start(at).disabled
+    _start(at).click().run()
+    run = wait_done(int(at.query_params["run"][0] if isinstance(at.query_params["run"], list) else at.query_params["run"]))
+    assert run["status"] == "done", run["error"]
+    assert (run["params"]["compensate"], run["params"]["scope"], run["params"]["layer_sparsity"]) == \
+        ("mean", "global", "uniform")
+    _widget(at.selectbox, "Method").set_value("wanda").run()
+    _widget(at.selectbox, "Sparsity type").set_value("unstructured").run()
+    assert _widget(at.selectbox, "Bias compensation").disabled and _widget(at.number_input, "OWL λ").disabled
+    _widget(at.selectbox, "Layer sparsity").set_value("owl").run()
+    _widget(at.number_input, "OWL λ").set_value(0.1).run()
+    assert not at.error and not _start(at).disabled
+    _start(at).click().run()
+    run = wait_done(int(at.query_params["run"][0] if isinstance(at.query_params["run"], list) else at.query_params["run"]))
+    assert run["status"] == "done", run["error"]
+    p = run["params"]
+    assert (p["layer_sparsity"], p["owl_lambda"], p["owl_threshold"], p["compensate"]) == ("owl", 0.1, 5.0, None)
+    sp = run["result"]["owl"]["sparsity"]
+    assert max(sp) - min(sp) == pytest.approx(0.2)

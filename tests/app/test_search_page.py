@@ -127,3 +127,23 @@ def test_sparsity_zero_is_refused_at_start(entry, text_file):
     assert not at.exception
     assert any("sparsity ratio 0 prunes nothing" in e.value for e in at.error), [e.value for e in at.error]
     assert len(RunStore().list(kind="search")) == before and "search_run" not in at.query_params
+
+
+def test_owl_layer_sparsity_and_its_lambda_range_reach_the_study(entry, text_file):
+    from neuronrank.queue import jobs
+
+    at = open_page(entry, text_file)
+    widget(at.selectbox, "Layer sparsity").set_value("owl")
+    widget(at.selectbox, "Sparsity type").set_value("structured")
+    widget(at.slider, "OWL λ range").set_value((0.0, 0.2))
+    at.button[[b.label for b in at.button].index("Start search")].click().run()
+    assert any("not defined for structured" in e.value for e in at.error), [e.value for e in at.error]
+    widget(at.selectbox, "Sparsity type").set_value("unstructured")
+    widget(at.text_input, "Study name (empty: derived from the settings)").set_value("page-owl")
+    at.button[[b.label for b in at.button].index("Start search")].click().run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    run_id = int(at.query_params["search_run"])
+    run = RunStore().get(run_id)
+    jobs.cancel(run_id)
+    assert (run["params"]["layer_sparsity"], tuple(run["params"]["owl_lambda_range"]), run["params"]["owl_lambda"]) \
+        == ("owl", (0.0, 0.2), None)

@@ -157,3 +157,38 @@ def test_huge_nsamples_is_refused_or_announced(capsys, tiny_dir, text_file, capl
     said = [r.getMessage() for r in caplog.records]
     assert any("40 windows x 16 tokens = 640 tokens" in m for m in said), said
     assert any("windows repeat" in m for m in said), said
+
+
+# --- RIA, OWL, FLAP and compensation: every new flag refused where it does not apply -------------------
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["prune", "--layer-sparsity", "owl", "--sparsity_type", "structured", "--sparsity_ratio", "0.2"],
+     "--layer-sparsity owl gives each layer its own unstructured sparsity: not defined for structured"),
+    (["prune", "--layer-sparsity", "owl", "--sparsity_type", "2:4"], "not defined for 2:4 sparsity"),
+    (["prune", "--owl-lambda", "0.1"], "--owl-lambda applies with --layer-sparsity owl only"),
+    (["prune", "--owl-threshold", "7"], "--owl-threshold applies with --layer-sparsity owl only"),
+    (["prune", "--layer-sparsity", "owl", "--owl-threshold", "0"], "owl_threshold must be above 0"),
+    (["prune", "--layer-sparsity", "owl", "--owl-lambda", "-0.1"], "owl_lambda must be between 0 and 1"),
+    (["prune", "--layer-sparsity", "owl", "--owl-lambda", "nan"], "owl_lambda must be between 0 and 1"),
+    (["prune", "--layer-sparsity", "owls"], "invalid choice: 'owls'"),
+    (["prune", "--compensate", "mean"], "--compensate adds the pruned neurons' mean output back as a bias: "
+                                        "structured sparsity only (got unstructured)"),
+    (["prune", "--compensate", "mean", "--sparsity_type", "4:8"], "structured sparsity only (got 4:8)"),
+    (["prune", "--prune_method", "flap"], "flap prunes structured sparsity only"),
+    (["prune", "--prune_method", "ria", "--sparsity_type", "structured"], "ria prunes unstructured or N:M"),
+    (["prune", "--fluctuation", "variance", "--sparsity_type", "structured"], "--fluctuation applies to flap only"),
+    (["prune", "--prune_method", "flap", "--sparsity_type", "structured", "--nsamples", "1"],
+     "flap's fluctuation needs at least 2 calibration windows"),
+    (["prune", "--prune_method", "flap", "--sparsity_type", "structured", "--calibration", "sequential"],
+     "prunes unstructured or N:M sparsity only"),
+    (["search", "--owl-lambda-range", "0,0.2", "--trials", "1"], "--owl-lambda-range searches OWL's λ: it needs "
+                                                                  "--layer-sparsity owl"),
+    (["search", "--layer-sparsity", "owl", "--owl-lambda-range", "0.2,0.1"], "write LO,HI with 0 <= LO <= HI <= 1"),
+    (["search", "--layer-sparsity", "owl", "--owl-lambda", "0.1", "--owl-lambda-range", "0,0.2"],
+     "not both"),
+    (["sweep", "--compensate", "mean", "--ratios", "0.2"], "structured sparsity only (got unstructured)"),
+])
+def test_baseline_flags_refused_where_they_do_not_apply(capsys, monkeypatch, argv, needle):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    one_error_line(capsys, argv, needle)

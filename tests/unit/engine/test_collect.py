@@ -262,6 +262,8 @@ def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
     assert got.input_sq.keys() == eager.input_sq.keys() and "down_in" in got.input_sq  # compiled too
     for k in got.input_sq:
         np.testing.assert_allclose(got.input_sq[k], eager.input_sq[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.down_input_mean(), eager.down_input_mean(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(got.flap_fluctuation(), eager.flap_fluctuation(), rtol=1e-4)
     np.testing.assert_array_equal(got.top_vals, eager.top_vals)
     np.testing.assert_array_equal(got.top_pos, eager.top_pos)
     np.testing.assert_array_equal(got.top_window, eager.top_window)
@@ -285,6 +287,8 @@ def test_skip_first_drops_the_first_positions_from_every_statistic(tiny_windows)
     np.testing.assert_allclose(st.sum_abs[1], a.abs().sum((0, 1)).numpy(), rtol=1e-5)
     np.testing.assert_allclose(st.n_active[1], (a > 0).sum((0, 1)).numpy())
     np.testing.assert_allclose(st.input_sq["down_in"][1], ins[0][:, 2:].double().pow(2).sum((0, 1)).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(st.down_input_mean()[1], ins[0][:, 2:].double().mean((0, 1)).numpy(), rtol=1e-5,
+                               atol=1e-7)
     assert (st.top_pos[st.top_pos >= 0] >= 2).all()
     with pytest.raises(UserError, match="skip_first"):
         StatsRequest(seqlen=8, skip_first=8).validate()

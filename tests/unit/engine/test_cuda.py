@@ -72,7 +72,7 @@ def _reference(model, batches):
         p = torch.cat([t.reshape(-1, t.shape[-1]) for t in keep[("p", i)]])
         out.append(dict(sum_act=a.sum(0).numpy(), sum_abs=a.abs().sum(0).numpy(), sum_sq=(a * a).sum(0).numpy(),
                         n_active=(a > 0).sum(0).numpy(), mlp_in=(x * x).sum(0).numpy(),
-                        down_in=(p * p).sum(0).numpy(), a=a))
+                        down_in=(p * p).sum(0).numpy(), a=a, p=p))
     return out
 
 
@@ -102,6 +102,7 @@ def _check_against_reference(dtype, compiled: bool):
         np.testing.assert_array_equal(got.n_active[i], r["n_active"])
         np.testing.assert_allclose(got.input_sq["mlp_in"][i], r["mlp_in"], rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(got.input_sq["down_in"][i], r["down_in"], rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(got.input_sum["down_in"][i], r["p"].sum(0).numpy(), rtol=2e-5, atol=1e-5)
         a = r["a"].reshape(6, 16, -1).numpy()
         expect = -np.sort(-a.max(axis=1), axis=0)[:3].T
         np.testing.assert_allclose(got.top_vals[i], expect, rtol=0, atol=0)
@@ -153,6 +154,9 @@ def test_threshold_masks_on_cuda_equal_cpu():
             gpu = lowest_mask(metric.cuda(), ratio).cpu()
             assert torch.equal(cpu, gpu), (metric.dtype, ratio)
             assert int(gpu.sum()) == round(ratio * metric.numel())
+            # RIA's / OWL's `<=` rule: the same threshold value on both devices
+            assert torch.equal(lowest_mask(metric, ratio, rule="upstream"),
+                               lowest_mask(metric.cuda(), ratio, rule="upstream").cpu())
 
 
 @needs_cuda

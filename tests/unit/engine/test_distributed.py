@@ -57,6 +57,10 @@ def test_torchrun_two_cpu_ranks_equal_single_process(tiny_dir, text_file, tmp_pa
     np.testing.assert_allclose(b.idf, a.idf, rtol=1e-12)
     for k in a.input_sq:
         np.testing.assert_allclose(b.input_sq[k], a.input_sq[k], rtol=1e-12)
+    # the down_proj input's mean and FLAP's order-dependent fluctuation, folded in rank order
+    np.testing.assert_allclose(b.down_input_mean(), a.down_input_mean(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(b.flap_fluctuation(), a.flap_fluctuation(), rtol=1e-9)
+    np.testing.assert_array_equal(b.fluct["n"], a.fluct["n"])
     np.testing.assert_array_equal(b.top_vals, a.top_vals)
     np.testing.assert_array_equal(b.top_window, a.top_window)
     np.testing.assert_array_equal(b.top_pos, a.top_pos)

@@ -566,3 +566,41 @@ def test_a_full_disk_mid_study_is_one_error_line_and_the_trial_fails(base, small
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["trials"] == 3 and out["failed"] == 1
+
+
+def test_owl_lambda_is_searched_beside_the_exponents(base):
+    """--layer-sparsity owl --owl-lambda-range: every trial prunes with OWL at the λ it proposes; the best
+    trial names it; without the range the study's name and protocol stay what they were."""
+    seen = []
+
+    class Recording(PlantedEvaluator):
+        def prune(self, alpha, beta, gamma, **over):
+            info = super().prune(alpha, beta, gamma, **over)
+            seen.append((over.get("owl_lambda"), info.get("owl")))
+            return info
+
+    req = replace(base, trials=3, rungs=1, layer_sparsity="owl", owl_lambda_range=(0.0, 0.2), study="owl-lambda")
+    res = search.run_search(req, evaluator_factory=Recording)
+    assert res["trials"] == 3 and 0.0 <= res["best"]["owl_lambda"] <= 0.2
+    trials = [(lam, owl) for lam, owl in seen if lam is not None]
+    assert len(trials) == 3
+    for lam, owl in trials:  # the layer sparsities span 2λ around the ratio
+        assert max(owl["sparsity"]) - min(owl["sparsity"]) == pytest.approx(2 * lam, abs=1e-9)
+    frame = search.trials_frame(search.load_study("owl-lambda", base.storage))
+    assert frame["owl_lambda"].between(0, 0.2).all()
+    assert "owl_lambda" not in search.trials_frame(search.load_study(
+        search.run_search(replace(base, trials=1, rungs=1, study="plain"),
+                          evaluator_factory=PlantedEvaluator)["study"], base.storage)).columns
+    assert "layer_sparsity" not in base.protocol()  # a study made before OWL keeps its protocol and name
+
+
+def test_a_compensated_structured_search_restores_weights_and_removes_the_bias(base):
+    req = search.resolve_request(replace(base, sparsity_type="structured", sparsity_ratio=0.25, compensate="mean"))
+    ev = ModelEvaluator(req)
+    before = [copy.clone() for _, copy in ev._saved]
+    ev.prune(1.0, 1.0, 1.0)
+    downs = [m for m in ev._no_bias if m.bias is not None]
+    assert downs  # the compensation gave down_proj a bias
+    ev.restore()
+    assert all(m.bias is None for m in ev._no_bias)
+    assert all(torch.equal(p, c) for (p, _), c in zip(ev._saved, before))

@@ -74,6 +74,28 @@ def test_comparison_never_averages_calibration_group_or_targets():
     assert history.run_label(run(7, "done", 1, 1, 9.0, "wanda")["params"]) == "wanda · unstructured"
 
 
+
+def test_comparison_never_averages_owl_compensation_or_another_calibration_order():
+    """RIA's own order is sequential (one-pass is the departure), OWL names its λ, compensation names itself
+    where it is not the method's own (flap's is)."""
+    runs = [with_params(run(1, "done", 1, 1, 20.0, "ria"), calibration="sequential"),
+            with_params(run(2, "done", 1, 1, 22.0, "ria"), calibration="one-pass"),
+            with_params(run(3, "done", 1, 1, 25.0, "wanda"), layer_sparsity="owl", owl_lambda=0.08),
+            with_params(run(4, "done", 1, 1, 26.0, "wanda"), layer_sparsity="uniform"),
+            with_params(run(5, "done", 1, 1, 30.0, "flap"), sparsity_type="structured", compensate="mean",
+                        calibration="one-pass"),
+            with_params(run(6, "done", 1, 1, 40.0, "flap"), sparsity_type="structured", compensate="none"),
+            with_params(run(7, "done", 1, 1, 50.0, "magnitude"), sparsity_type="structured", compensate="mean")]
+    comp = history.comparison(history.runs_frame(runs)).set_index("series")
+    assert comp.loc["ria · unstructured", "pruned_ppl"] == 20.0
+    assert comp.loc["ria · unstructured · one-pass", "pruned_ppl"] == 22.0
+    assert comp.loc["wanda · unstructured · OWL λ=0.08", "pruned_ppl"] == 25.0
+    assert comp.loc["wanda · unstructured", "pruned_ppl"] == 26.0
+    assert comp.loc["flap · structured", "pruned_ppl"] == 30.0
+    assert comp.loc["flap · structured · uncompensated", "pruned_ppl"] == 40.0
+    assert comp.loc["magnitude · structured · mean-compensated", "pruned_ppl"] == 50.0
+    assert {history.run_label(r["params"]) for r in runs} == set(comp.index)
+
 def test_sweep_params_grid():
     base = PruneRequest(beta=1.0, nsamples=5)
     group, grid = requests.new_sweep_group(), requests.sweep_axes(base, "alpha", [0, 1], "gamma", [0, 2, 3]).grid()
