@@ -116,6 +116,9 @@ def comparison(frame: pd.DataFrame, sparsity_type: str | None = None) -> pd.Data
     uses = done["method"].map(lambda m: m in METHODS and METHODS[m].uses_exponents)
     for k in ("alpha", "beta", "gamma"):
         done[k] = done[k].where(uses, np.nan)
+    for k in ("layer_sparsity", "owl_lambda", "compensate"):  # absent from frames of older run tables
+        if k not in done:
+            done[k] = None
     extra = [dict(layer_sparsity=ls, owl_lambda=lam, compensate=cp) for ls, lam, cp in
              zip(done["layer_sparsity"], done["owl_lambda"], done["compensate"])]
     done["series"] = [series_label(m, t, *((a, b, g) if u else ()), calibration=c, per=p, targets=tg, **x)
