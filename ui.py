@@ -297,12 +297,7 @@ def write_url() -> None:
     want = {"entry": st.session_state.get("entry_key"), "present": "1" if presentation_mode() else None}
     for name, default in EXPONENT_DEFAULTS.items():
         want[name] = f"{float(st.session_state.get(name, default)):g}"
-    for k, v in want.items():
-        if v is None:
-            if k in st.query_params:
-                del st.query_params[k]
-        elif st.query_params.get(k) != v:
-            st.query_params[k] = v
+    write_page_url(want)
 
 
 # ----------------------------------------------------------------------------------------------

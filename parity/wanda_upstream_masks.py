@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from originals import add_rope  # parity/originals.py: the run-time adapters every parity script shares
 from neuronrank.config.requests import PruneRequest, StatsRequest
 from neuronrank.engine import models
 from neuronrank.engine.statistics import calibration_windows
@@ -32,20 +33,6 @@ from neuronrank.prune import prune
 def masks(model) -> dict[str, torch.Tensor]:
     return {n: (m.weight == 0).clone() for n, m in model.named_modules()
             if isinstance(m, torch.nn.Linear) and ".layers." in n}
-
-
-def add_rope(model) -> None:
-    rot = model.model.rotary_emb
-
-    def hook(module, args, kwargs):
-        if kwargs.get("position_embeddings") is None:
-            h = args[0] if args else kwargs["hidden_states"]
-            pos = kwargs.get("position_ids")
-            kwargs["position_embeddings"] = rot(h, torch.arange(h.shape[1])[None] if pos is None else pos)
-        return args, kwargs
-
-    for layer in model.model.layers:
-        layer.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ worker's numbers — which equal an independent recomputation (the class zeroed 
 the model, perplexity from Hugging Face's own loss); one neuron's button gives its Δppl."""
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from neuronrank.analysis import scoring
 from neuronrank.config.requests import StatsRequest
 from neuronrank.engine.statistics import get_stats
 from neuronrank.engine.windows import evaluation_set
-from neuronrank.runs.store import RunStore
+from tests.app.test_prune_page import wait_done
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "app_pages/3_roles.py"
@@ -44,16 +43,6 @@ def open_roles(entry, text_file):
 def run_id_of(at) -> int:
     value = at.query_params["ablate_run"]
     return int(value[0] if isinstance(value, list) else value)
-
-
-def wait_done(run_id, timeout=120):
-    store, t = RunStore(), time.time()
-    while time.time() - t < timeout:
-        run = store.get(run_id)
-        if run["status"] in ("done", "failed", "cancelled"):
-            return run
-        time.sleep(0.3)
-    raise AssertionError("run did not finish")
 
 
 def hf_ppl(tiny_dir, text_file, neurons: np.ndarray) -> float:
