@@ -104,7 +104,8 @@ def test_shared_link_restores_page_entry_and_exponents(server, browser, page, en
         assert p2.get_by_role("heading", name="Exponents").is_visible()
         from urllib.parse import parse_qs, urlparse
 
-        shared = {k: float(v[0]) for k, v in parse_qs(urlparse(link).query).items() if k != "entry"}
+        query = parse_qs(urlparse(link).query)  # the exponents, and the page's own controls (layer, logx, …)
+        shared = {k: float(query[k][0]) for k in ("alpha", "beta", "gamma", "sparsity")}
         labels = ("α (|W| exponent)", "β (TF exponent)", "γ (IDF exponent)", "sparsity (fraction pruned)")
         values = [float(p2.locator(f'input[type=range][aria-label="{n}"]').input_value()) for n in labels]
         assert values == [shared[k] for k in ("alpha", "beta", "gamma", "sparsity")] and shared["gamma"] == 0.5
@@ -208,7 +209,7 @@ def test_bad_text_source_is_caught_as_typed(server, page, entry_key):
     assert page.locator('input[aria-label="Method"]').input_value() == "wanda"
     assert page.locator('input[aria-label="Calibration order"]').input_value() == "sequential"
     assert page.locator('input[aria-label="Pruned linears"]').input_value() == "all linears (MLP + attention)"
-    assert "boolq" in page.locator('[data-testid="stMultiSelect"]').inner_text()
+    assert "boolq" in page.locator('[data-testid="stMultiSelect"]', has_text="Zero-shot tasks").inner_text()
     # sparsegpt always calibrates layer by layer: shown, locked
     page.get_by_role("combobox", name=re.compile("Method")).click()
     page.get_by_role("option", name="sparsegpt", exact=True).click()
