@@ -78,11 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--original", required=True, help="a checkout of CASIA-IVA-Lab/FLAP")
     ap.add_argument("--ratio", type=float, default=0.2)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--calib", default="news")
-    ap.add_argument("--nsamples", type=int, default=8)
-    ap.add_argument("--seqlen", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1)
+    originals.add_run_args(ap)
     ap.add_argument("--fluctuation", default="flap", choices=("flap", "variance"),
                     help="ours with FLAP's estimator (the default) or the textbook variance, to see what it changes")
     args = ap.parse_args()

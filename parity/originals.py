@@ -28,6 +28,15 @@ from neuronrank.engine.statistics import calibration_windows
 GOAL_FRACTION = 1e-4  # the agreement asked of masks: at most 0.01 % of the weights differ
 
 
+def add_run_args(ap) -> None:
+    """The flags every parity script shares: the model, the calibration windows, the CPU threads."""
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--calib", default="news")
+    ap.add_argument("--nsamples", type=int, default=8)
+    ap.add_argument("--seqlen", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+
+
 def load(model_name: str, calib: str, nsamples: int, seqlen: int):
     """(model float32 on the CPU, tokenizer, windows [nsamples, seqlen]): the project's own windows."""
     model, tok = models.load(model_name, "cpu", "float32")
