@@ -575,7 +575,9 @@ def test_search_estimate_before_and_the_followed_studys_settings_after_a_reload(
     page.keyboard.press("Tab")
     settled(page)
     page.get_by_role("button", name="Start search").click()
-    page.wait_for_url("**search_run=*", timeout=30_000)
+    # the run id and the study name reach the URL one after the other: reload once both are there
+    page.wait_for_function("() => location.search.includes('search_run=') && location.search.includes('study=')",
+                           timeout=30_000)
     page.reload()  # a reload (or a colleague's tab) shows the study's settings, not the defaults
     settled(page)
     values = {label: page.get_by_role("spinbutton", name=label).input_value()
