@@ -151,9 +151,10 @@ def _study_protocol(s: dict) -> Protocol:
 
 
 def _study_own_setup(proto: dict) -> bool:
-    return (proto.get("calibration", "one-pass") == "one-pass" and proto.get("group") is None
-            and proto.get("targets", "mlp") == "mlp" and proto.get("layer_sparsity", "uniform") == "uniform"
-            and not proto.get("pruning_last") and proto.get("compensate") is None)
+    """A study's protocol names its settings as a prune run's parameters do (fields at their default may be
+    left out)."""
+    return _own_setup(EXPONENT_METHOD, {"calibration": "one-pass", "targets": "mlp", "layer_sparsity": "uniform",
+                                        **proto})
 
 
 def gather(runs: list[dict], studies: list[dict], entry_key: str, calib: dict, sparsity: float,
