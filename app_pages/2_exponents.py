@@ -144,6 +144,8 @@ def explore() -> None:
     explorer(entry.key, entry.created, arrays, data.n_layers, data.width, view, _heard,
              present=ui.presentation_mode(), outcomes=outcomes,
              on_measure=lambda raw: _measure(raw, posterior, view["sparsity"]))
+    if st.session_state.pop(outcome_map.QUEUED, False):  # a run was just queued: the whole page follows it
+        st.rerun(scope="app")
     ui.keep_exponents()  # alpha/beta/gamma/sparsity for the other pages, and the URL
     ui.write_page_url({"layer": str(view["layer"]), "logx": "1" if view["log"] else "0",
                        "overlap": OVERLAP_URL[view["grouping"]]})

@@ -72,7 +72,8 @@ class OutcomeMap {
       <div class="om-row">
         <div class="om-box"><div class="om-plot" data-om-plot="gamma"></div><div class="om-cursor" data-om-cursor="gamma" hidden></div></div>
         <div class="om-box"><div class="om-plot" data-om-plot="beta"></div><div class="om-cursor" data-om-cursor="beta" hidden></div></div>
-        <div class="om-box"><div class="om-plot" data-om-plot="ref"></div><div class="om-band" data-om-band hidden></div>
+        <div class="om-box"><div class="om-plot" data-om-plot="ref"></div><div class="om-band wide" data-om-band95 hidden></div>
+          <div class="om-band" data-om-band hidden></div>
           <div class="om-dot" data-om-dot hidden></div></div>
       </div>
       <div class="om-actions"><button type="button" data-om-measure>Measure this point</button>
@@ -237,12 +238,16 @@ class OutcomeMap {
       c.title = `the sliders' point: α ${v.alpha}, ${axis === 'gamma' ? 'γ' : 'β'} ${v[axis]}`;
     }
     const gd = this.q('[data-om-plot="ref"]'), L = gd._fullLayout, dot = this.q('[data-om-dot]'), band = this.q('[data-om-band]');
-    if (!e || !L || !L.xaxis || !L.yaxis) { dot.hidden = band.hidden = true; return; }
+    const band95 = this.q('[data-om-band95]');
+    if (!e || !L || !L.xaxis || !L.yaxis) { dot.hidden = band.hidden = band95.hidden = true; return; }
     const xa = L.xaxis, ya = L.yaxis, left = xa._offset, right = xa._offset + xa._length;
     const px = (p) => Math.min(Math.max(xa._offset + xa.l2p(Math.log10(p)), left), right);
     const y = ya._offset + ya.l2p(ya.d2c(this.refRows[0]));
     const x0 = px(e.low), x1 = px(e.high);
-    band.hidden = dot.hidden = false;
+    band.hidden = dot.hidden = band95.hidden = false;
+    const w0 = px(e.low95), w1 = px(e.high95);
+    band95.style.transform = `translate(${w0}px, ${y}px)`; band95.style.width = `${Math.max(w1 - w0, 2)}px`;
+    band95.title = `95 %: ${omFmt(e.low95)}–${omFmt(e.high95)}`;
     band.style.transform = `translate(${x0}px, ${y}px)`; band.style.width = `${Math.max(x1 - x0, 2)}px`;
     dot.style.transform = `translate(${px(e.ppl)}px, ${y}px)`;
     dot.title = `estimate ${omFmt(e.ppl)} (68 %: ${omFmt(e.low)}–${omFmt(e.high)})`;

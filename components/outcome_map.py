@@ -29,6 +29,7 @@ from neuronrank.views import outcomes as views
 
 log = logging.getLogger(__name__)
 PENDING = "_measure_runs"  # session state: the ids of runs this session queued with "measure this point"
+QUEUED = "_measure_queued"  # session state: a run was queued in this run's callback (the page then reruns whole)
 NOTE = "_measure_note"  # session state: what the last "measure this point" did (or why it did not)
 
 
@@ -135,5 +136,6 @@ def measure(point: dict, calib: dict, entry_layers: int | None, sparsity_type: s
         st.session_state[NOTE] = f"Not queued: {app_message(e)}"
         return
     st.session_state.setdefault(PENDING, []).append(run_id)
+    st.session_state[QUEUED] = True
     st.session_state[NOTE] = (f"Run {run_id} queued at α = {point['alpha']:g}, β = {point['beta']:g}, "
                               f"γ = {point['gamma']:g}" + ("" if est is None else f" ({views.estimate_text(est)})"))

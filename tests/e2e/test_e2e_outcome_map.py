@@ -158,7 +158,8 @@ def test_measure_this_point_shows_the_measured_value_beside_the_estimate(served,
                                "return e !== null; }", timeout=180_000)
     except Exception:
         page.screenshot(path=str(ARTIFACTS / "e2e_outcome_map_failed.png"), full_page=True)
-        raise
+        raise AssertionError("no measured value: " + str([(r["id"], r["status"], r["message"], r["error"])
+                                                           for r in RunStore().list(kind="prune", limit=3)]))
     line = page.evaluate(TEXT, '[data-om-measured] li[data-state="measured"]')
     run = [r for r in RunStore().list(kind="prune") if (r.get("meta") or {}).get("from") == "outcome map"]
     assert len(run) == 1
