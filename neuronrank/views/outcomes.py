@@ -314,9 +314,13 @@ def fit(points: pd.DataFrame) -> Posterior | None:
         return None
     X = pts[["alpha", "beta", "gamma"]].to_numpy(float) / SCALE
     y = np.log(pts["ppl"].to_numpy(float))
+    from threadpoolctl import threadpool_limits
+
     gp = make_gp()
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # a length scale at its bound is not an error: the fit is still the best found
+    # a length scale at its bound is not an error: the fit is still the best found. One BLAS thread: matrices of a
+    # few hundred rows gain nothing from threads, and on a shared machine threads only contend
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         gp.fit(X, y)
     return Posterior(gp, len(pts), time.perf_counter() - t0)
