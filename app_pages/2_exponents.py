@@ -138,6 +138,7 @@ def explore() -> None:
     else:
         outcomes, _, posterior = outcome_map.outcome_data(runs, studies, entry.key, calib, view["sparsity"], map_type,
                                                           map_protocol, left)
+        outcomes = outcome_map.with_once_posterior(outcomes, posterior)
     note = st.session_state.pop(outcome_map.NOTE, None)
     if note:
         st.info(note)

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 import streamlit as st
 
-from components import browser
+from components import browser, outcome_map
 
 KEY = "explorer"
 GROUPINGS = ("per layer", "globally")
@@ -69,5 +69,5 @@ def explorer(entry_key: str, created: float, arrays: Mapping[str, np.ndarray], n
             "rev": st.session_state[rev], "present": bool(present), "outcomes": outcomes}
     browser.with_once_data(data, entry_key, created, arrays)
     return _COMPONENT(key=key, data=data, default={"view": None, "need": None, "measure": None}, width="stretch",
-                      height="content", on_view_change=heard, on_need_change=lambda: browser.on_need(key),
+                      height="content", on_view_change=heard, on_need_change=lambda: (browser.on_need(key), outcome_map.on_need(key)),
                       on_measure_change=measure)

@@ -87,9 +87,25 @@ class OutcomeMap {
 
   setData(d, present, setState, entry) {
     this.setState = setState; this.entry = entry;
-    const sig = JSON.stringify(d) + present;  // a rerun with the same outcomes: nothing to redraw
+    if (d && d.posterior_sig) {  // the posterior comes once per change; later runs name it by its signature
+      NR.posteriors = NR.posteriors || new Map();
+      if (d.posterior) {
+        NR.posteriors.set(d.posterior_sig, d.posterior);
+        while (NR.posteriors.size > 2) NR.posteriors.delete(NR.posteriors.keys().next().value);
+      }
+      const held = NR.posteriors.get(d.posterior_sig) || null;
+      if (!held) {  // lost (a reload, a new instance): ask Python for it (a few times at most)
+        NR.askedPosterior = NR.askedPosterior || {};
+        if ((NR.askedPosterior[d.posterior_sig] = (NR.askedPosterior[d.posterior_sig] || 0) + 1) <= 3) {
+          setState('need', { entry, posterior: true, nonce: Date.now() + Math.random() });
+        }
+      }
+      d = { ...d, posterior: held };
+    }
+    const sig = JSON.stringify({ ...d, posterior: d && d.posterior_sig }) + present;  // same outcomes: no redraw
+    this.data = d;  // (a posterior that arrived later, under the same signature, is taken without a redraw)
     if (sig !== this.sig) {
-      this.sig = sig; this.data = d; this.present = !!present;
+      this.sig = sig; this.present = !!present;
       this.draw();
     }
     this.follow();

@@ -96,9 +96,31 @@ def outcome_data(runs, studies, entry_key: str, calib: dict, sparsity: float, sp
     out.skipped += skipped_studies
     post = _fit(views.points_key(out.points.tail(views.MAX_POINTS)))
     data = {"sparsity": float(sparsity), "type": sparsity_type, "protocol": protocol.label(),
-            "min_points": views.MIN_POINTS, "points": views.browser_points(out),
-            "posterior": None if post is None else post.browser()}
+            "min_points": views.MIN_POINTS, "points": views.browser_points(out), "posterior": None,
+            "posterior_sig": None if post is None else post.sig}
     return data, out, post
+
+
+SENT = "_outcome_posterior_sent"  # session state: the signature of the posterior this session's tab holds
+
+
+def with_once_posterior(data: dict | None, post: views.Posterior | None) -> dict | None:
+    """The posterior goes to the browser once per change: `posterior_sig` always, the posterior itself only when
+    this session's tab does not hold that one (every rerun re-serialises what `data` holds: at 400 points the
+    Cholesky factor alone is 160,000 numbers). A tab that lacks it asks (state `need` with `posterior`)."""
+    if data is None or post is None:
+        return data
+    if st.session_state.get(SENT) != post.sig:
+        data["posterior"] = post.browser()
+        st.session_state[SENT] = post.sig
+    return data
+
+
+def on_need(component_key: str) -> None:
+    """The browser lacks the posterior it was told about (a reload, a new instance): send it with the next run."""
+    need = (st.session_state.get(component_key) or {}).get("need") or {}
+    if need.get("posterior"):
+        st.session_state.pop(SENT, None)
 
 
 def checked_request(raw, entry_key: str) -> dict | None:

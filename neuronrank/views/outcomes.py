@@ -23,6 +23,7 @@ never raised. numpy/pandas/scikit-learn only.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ class Posterior:
     gp: object  # the fitted sklearn GaussianProcessRegressor
     n: int
     seconds: float
+    sig: str = ""  # names the fitted points (what the browser keeps the posterior by)
 
     def predict(self, alpha, beta, gamma) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of log ppl at these exponents (scalars or arrays), from sklearn's predict."""
@@ -292,7 +294,7 @@ class Posterior:
                 "alpha": np.asarray(gp.alpha_, float).ravel().tolist(),
                 "L": np.asarray(gp.L_, float).ravel().tolist(),
                 "y_mean": float(np.ravel(gp._y_train_mean)[0]), "y_std": float(np.ravel(gp._y_train_std)[0]),
-                "kernel": str(k), "fit_seconds": round(self.seconds, 4)}
+                "kernel": str(k), "sig": self.sig}
 
 
 def make_gp():
@@ -323,7 +325,8 @@ def fit(points: pd.DataFrame) -> Posterior | None:
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")
         gp.fit(X, y)
-    return Posterior(gp, len(pts), time.perf_counter() - t0)
+    sig = hashlib.sha1(X.tobytes() + y.tobytes() + repr(gp.kernel_).encode()).hexdigest()[:16]
+    return Posterior(gp, len(pts), time.perf_counter() - t0, sig)
 
 
 def browser_points(out: Outcomes) -> dict:

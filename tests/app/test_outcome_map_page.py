@@ -87,6 +87,11 @@ def test_the_map_gets_the_points_baselines_and_posterior(entry, isolated_cache):
     want = views.fit(o.points).browser()
     for k in ("X", "alpha", "L", "ls", "c", "noise", "y_mean", "y_std"):
         np.testing.assert_allclose(post[k], want[k], rtol=1e-12)
+    assert out["posterior_sig"] == post["sig"] == want["sig"]
+    # once per change: the next run names the posterior the tab holds, without sending it again
+    at.run()
+    again = sent(at)
+    assert again["posterior"] is None and again["posterior_sig"] == post["sig"]
     # the sparsity slider's value decides the map: at 60 % only that run, no estimate
     at.session_state["_sparsity"] = 0.6
     at.run()

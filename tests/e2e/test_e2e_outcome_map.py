@@ -137,8 +137,15 @@ def test_moving_a_slider_moves_the_estimate_and_the_marker(served, page):
     page.mouse.up()
     assert mid["alpha"] > 2.0
     assert mid["log_mean"] == pytest.approx(post.predict(mid["alpha"], mid["beta"], mid["gamma"])[0][0], rel=1e-9)
+    settled(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "e2e_outcome_map.png"), full_page=False)
+    # the posterior came once; a tab that lost it asks, and Python sends it again with the next run
+    sig = page.evaluate("() => Array.from(window.__nr.posteriors.keys()).pop()")
+    assert sig == post.sig
+    page.evaluate("() => window.__nr.posteriors.clear()")
+    page.get_by_role("slider", name="α").press("ArrowLeft")  # Python hears the new view: a rerun, no posterior in it
+    page.wait_for_function(f"() => window.__nr.posteriors.has('{post.sig}')", timeout=20_000)
 
 
 def test_measure_this_point_shows_the_measured_value_beside_the_estimate(served, page):
