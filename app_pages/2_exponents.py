@@ -14,6 +14,7 @@ from neuronrank.config.requests import PruneRequest
 from neuronrank.runs.store import RunStore
 from neuronrank.views import explorer as views
 from neuronrank.views import outcomes as outcome_views
+from neuronrank.views.display import plain
 
 ui.page_setup()
 st.title("Exponents")
@@ -55,10 +56,14 @@ def _from_url(name: str, value) -> str | None:
         st.session_state["hist_log"] = value
     elif name == "overlap":
         st.session_state["overlap_grouping"] = {v: k for k, v in OVERLAP_URL.items()}[value]
+    elif name == "map_type":
+        st.session_state["om_type"] = st.session_state["_om_type"] = value
+    elif name == "map_eval":
+        st.session_state["_om_protocol_url"] = value  # taken below if the entry was measured with it
     return None
 
 
-ui.restore_page_url("exponents", ("layer", "logx", "overlap"), _from_url)
+ui.restore_page_url("exponents", ("layer", "logx", "overlap", "map_type", "map_eval"), _from_url)
 if not 0 <= st.session_state["hist_layer"] < data.n_layers:  # chosen in an entry with more layers
     st.session_state["hist_layer"] = 0
 
@@ -98,6 +103,14 @@ with st.container(horizontal=True, gap="small"):
                             help="The measured runs, sweep cells and search trials shown beside the sliders are "
                                  "of this sparsity type, at the sparsity slider's value")
     ui.keep("om_type")
+    _linked = _ss.pop("_om_protocol_url", None)
+    if _linked is not None:
+        _found = [p for p in _protocols if (p.source, p.seqlen, p.windows) == _linked]
+        if _found:
+            _ss["_om_protocol"] = _found[0]
+        else:
+            st.warning(plain(f"The link's outcome-map protocol ({_linked[0]}, seqlen {_linked[1]}, {_linked[2]} "
+                             "windows) has no measurements on this entry; it was ignored."))
     if _ss.get("_om_protocol") not in _protocols:
         _ss["_om_protocol"] = _protocols[0]
     map_protocol = st.selectbox("Outcome map: evaluation", _protocols, key="_om_protocol",
@@ -149,7 +162,8 @@ def explore() -> None:
         st.rerun(scope="app")
     ui.keep_exponents()  # alpha/beta/gamma/sparsity for the other pages, and the URL
     ui.write_page_url({"layer": str(view["layer"]), "logx": "1" if view["log"] else "0",
-                       "overlap": OVERLAP_URL[view["grouping"]]})
+                       "overlap": OVERLAP_URL[view["grouping"]], "map_type": map_type,
+                       "map_eval": f"{map_protocol.source}@{map_protocol.seqlen}x{map_protocol.windows}"})
     _downloads(view)
 
 

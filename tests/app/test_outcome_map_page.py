@@ -107,3 +107,31 @@ def test_a_measure_request_from_the_browser_is_checked():
     for bad in ({**ok, "entry": "other"}, {**ok, "alpha": "nan"}, {**ok, "gamma": 3.5}, {**ok, "sparsity": 0.99},
                 {**ok, "beta": None}, {"entry": "k"}, None, "x"):
         assert checked_request(bad, "k") is None
+
+
+def test_the_map_s_type_and_protocol_live_in_the_url(entry, isolated_cache):
+    store = RunStore()
+    other = {"source": "wiki", "seqlen": 32, "windows": 3, "tokens": 93}
+    for proto in (PROTO, PROTO, other):  # PROTO has more measurements: the default
+        add_run(entry, store, a=0.3, proto=proto)
+    at = open_page(entry)
+    assert at.query_params["map_eval"] == "wiki@64x2" and at.query_params["map_type"] == "unstructured"
+    # a shared link restores the other protocol and the type in a fresh session
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["entry_key"] = entry.key
+    at.run()
+    at.query_params.update(map_eval="wiki@32x3", map_type="structured")
+    at.switch_page("app_pages/2_exponents.py").run()
+    assert not at.exception
+    out = sent(at)
+    assert out["protocol"] == "wiki, seqlen 32, 3 windows" and out["type"] == "structured"
+    # a protocol the entry was never measured with, and junk: a notice, as text; the page goes on
+    for bad, words in (("news@999x1", "has no measurements on this entry"), ("<b>x</b>", "is not an evaluation protocol")):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["entry_key"] = entry.key
+        at.run()
+        at.query_params.update(map_eval=bad)
+        at.switch_page("app_pages/2_exponents.py").run()
+        assert not at.exception
+        assert any(words in w.value for w in at.warning), [w.value for w in at.warning]
+        assert sent(at)["protocol"] == "wiki, seqlen 64, 2 windows"
