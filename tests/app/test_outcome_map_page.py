@@ -3,6 +3,7 @@ points at the slider's sparsity and the chosen protocol, the baselines there, an
 own fit of those points) once there are enough of them; a damaged run record is skipped and said."""
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,10 +22,19 @@ PROTO = {"source": "wiki", "seqlen": 64, "windows": 2, "tokens": 126}
 
 
 @pytest.fixture(scope="module")
-def entry(tiny_dir, text_file):
-    res = get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=5,
-                                 batch_size=2))
-    return res.entry
+def entry(tiny_dir, text_file, tmp_path_factory, isolated_cache):
+    """An entry in a cache of this module's own: the run records written here (a damaged one among them) stay
+    out of the other app tests' run store."""
+    root = tmp_path_factory.mktemp("outcome_cache")
+    (root / "models").symlink_to(isolated_cache / "models", target_is_directory=True)
+    old = os.environ["NEURONRANK_CACHE"]
+    os.environ["NEURONRANK_CACHE"] = str(root)
+    try:
+        res = get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=5,
+                                     batch_size=2))
+        yield res.entry
+    finally:
+        os.environ["NEURONRANK_CACHE"] = old
 
 
 def add_run(entry, store, method="neuronrank_old", a=1.0, b=1.0, g=1.0, ppl=50.0, ratio=0.5, proto=PROTO):
@@ -50,7 +60,7 @@ def open_page(entry):
     return at
 
 
-def test_the_map_gets_the_points_baselines_and_posterior(entry, isolated_cache):
+def test_the_map_gets_the_points_baselines_and_posterior(entry):
     store = RunStore()
     rng = np.random.default_rng(0)
     pts = [(float(x), float(y), float(z), float(np.exp(3 + 0.3 * x + 0.2 * (y - 1) ** 2 + 0.1 * z)))
@@ -109,7 +119,7 @@ def test_a_measure_request_from_the_browser_is_checked():
         assert checked_request(bad, "k") is None
 
 
-def test_the_map_s_type_and_protocol_live_in_the_url(entry, isolated_cache):
+def test_the_map_s_type_and_protocol_live_in_the_url(entry):
     store = RunStore()
     other = {"source": "wiki", "seqlen": 32, "windows": 3, "tokens": 93}
     for proto in (PROTO, PROTO, other):  # PROTO has more measurements: the default
