@@ -33,9 +33,10 @@ QUEUED = "_measure_queued"  # session state: a run was queued in this run's call
 NOTE = "_measure_note"  # session state: what the last "measure this point" did (or why it did not)
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_resource(max_entries=2, show_spinner=False)
 def _runs(path: str, stamp: tuple) -> list[dict]:
-    """The prune runs of the store (re-read when its stamp moved)."""
+    """The prune runs of the store, re-read when its stamp moved; shared, read-only (a copy per rerun would cost
+    more than the gathering: a prune run's result holds its per-module sparsities)."""
     return RunStore(Path(path)).list(kind="prune", limit=100_000)
 
 
@@ -45,8 +46,8 @@ def _study_file() -> Path:
     return cache_dir() / "search" / "studies.sqlite"
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def _studies(stamp: tuple) -> tuple[list[dict], int]:
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _studies(path: str, stamp: tuple) -> tuple[list[dict], int]:
     if stamp[0] is None:  # no study storage yet: nothing searched
         return [], 0
     from neuronrank.search.outcomes import study_outcomes
@@ -67,7 +68,7 @@ def _fit(key: tuple) -> views.Posterior | None:
 def records() -> tuple[list[dict], list[dict], int]:
     path = run_store.default_path()
     runs = _runs(str(path), run_store.stamp(path)) if path.exists() else []
-    studies, left = _studies(run_store.stamp(_study_file()))
+    studies, left = _studies(str(_study_file()), run_store.stamp(_study_file()))
     return runs, studies, left
 
 

@@ -145,3 +145,28 @@ def test_the_map_s_type_and_protocol_live_in_the_url(entry):
         assert not at.exception
         assert any(words in w.value for w in at.warning), [w.value for w in at.warning]
         assert sent(at)["protocol"] == "wiki, seqlen 64, 2 windows"
+
+
+def test_search_trials_of_the_entry_join_the_map(entry):
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from neuronrank.search.study import default_storage, open_storage
+
+    calib = stats_params_of(entry.params)
+    storage = open_storage(default_storage(), heartbeat=False)
+    s = optuna.create_study(study_name="outcome-map-test", storage=storage)
+    s.set_user_attr("protocol", {**calib, "prune_method": "neuronrank_old", "sparsity_ratio": 0.5,
+                                 "sparsity_type": "unstructured", "calibration": "one-pass", "targets": "mlp",
+                                 "group": None, "eval": "wiki", "eval_seqlen": 64, "eval_windows": 2})
+    s.set_user_attr("evaluation", {**PROTO, "chunks": [2]})
+    s.set_user_attr("baselines", {"dense": {"ppl": 12.5}, "random": {"ppl": 5000.0}})
+    d = {k: FloatDistribution(0, 3) for k in ("alpha", "beta", "gamma")}
+    for a, ppl in ((0.11, 31.0), (0.22, 32.0)):
+        s.add_trial(create_trial(params={"alpha": a, "beta": 1.0, "gamma": 1.0}, distributions=d, value=ppl))
+    at = open_page(entry)
+    pts = sent(at)["points"]
+    got = {(a, p) for a, p, src in zip(pts["alpha"], pts["ppl"], pts["source"]) if src == "trial"}
+    assert got == {(0.11, 31.0), (0.22, 32.0)}
+    assert pts["baselines"]["random"] == 5000.0
