@@ -126,7 +126,8 @@ class OutcomeMap {
     if (this.crange[1] - this.crange[0] < 1e-6) this.crange = [this.crange[0] - 0.1, this.crange[1] + 0.1];
     const ticks = omNice(this.crange);
     const measuredRuns = new Set(pts.measured.map(m => m.run));
-    const hover = pts.ref.map((r, i) => `${r} (${pts.source[i]})<br>α ${pts.alpha[i]} · β ${pts.beta[i]} · γ ${pts.gamma[i]}` +
+    // Plotly reads hover text as its pseudo-HTML: a stored name is shown without markup characters
+    const hover = pts.ref.map((r, i) => `${String(r).replace(/[<>&"]/g, '')} (${pts.source[i]})<br>α ${pts.alpha[i]} · β ${pts.beta[i]} · γ ${pts.gamma[i]}` +
                                        `<br>ppl ${omFmt(pts.ppl[i])}`);
     const height = this.present ? 380 : 320;
     for (const [axis, label] of [['gamma', 'γ'], ['beta', 'β']]) {

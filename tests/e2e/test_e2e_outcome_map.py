@@ -146,6 +146,15 @@ def test_moving_a_slider_moves_the_estimate_and_the_marker(served, page):
     page.evaluate("() => window.__nr.posteriors.clear()")
     page.get_by_role("slider", name="α").press("ArrowLeft")  # Python hears the new view: a rerun, no posterior in it
     page.wait_for_function(f"() => window.__nr.posteriors.has('{post.sig}')", timeout=20_000)
+    # presentation mode: the map's charts read from the back of the room (tick labels >= 16 px), like the others
+    page.goto(f"{url}/exponents?entry={entry.key}&alpha=1&beta=1&gamma=1&sparsity=0.5&present=1")
+    page.wait_for_function(READY, timeout=90_000)
+    settled(page)
+    ticks = page.evaluate(f"""() => ['gamma', 'beta', 'ref'].map(k => {{
+        const gd = ({IN_SHADOW})(`[data-om-plot="${{k}}"]`);
+        return [gd._fullLayout.xaxis.tickfont.size, gd._fullLayout.yaxis.tickfont.size]; }})""")
+    assert all(size >= 16 for pair in ticks for size in pair), ticks
+    page.screenshot(path=str(ARTIFACTS / "e2e_outcome_map_present.png"), full_page=False)
 
 
 def test_measure_this_point_shows_the_measured_value_beside_the_estimate(served, page):
