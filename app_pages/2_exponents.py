@@ -5,9 +5,16 @@ session (the Prune and Search pages read it) and in the URL."""
 import streamlit as st
 
 import ui
+from components import outcome_map
 from components.explorer import explorer
 from neuronrank.analysis import scoring
+from neuronrank.config.fields import spec
+from neuronrank.config.methods import SPARSITY_TYPES
+from neuronrank.config.requests import PruneRequest
+from neuronrank.runs.store import RunStore
 from neuronrank.views import explorer as views
+from neuronrank.views import outcomes as outcome_views
+from neuronrank.views.display import plain
 
 ui.page_setup()
 st.title("Exponents")
@@ -49,10 +56,14 @@ def _from_url(name: str, value) -> str | None:
         st.session_state["hist_log"] = value
     elif name == "overlap":
         st.session_state["overlap_grouping"] = {v: k for k, v in OVERLAP_URL.items()}[value]
+    elif name == "map_type":
+        st.session_state["om_type"] = st.session_state["_om_type"] = value
+    elif name == "map_eval":
+        st.session_state["_om_protocol_url"] = value  # taken below if the entry was measured with it
     return None
 
 
-ui.restore_page_url("exponents", ("layer", "logx", "overlap"), _from_url)
+ui.restore_page_url("exponents", ("layer", "logx", "overlap", "map_type", "map_eval"), _from_url)
 if not 0 <= st.session_state["hist_layer"] < data.n_layers:  # chosen in an entry with more layers
     st.session_state["hist_layer"] = 0
 
@@ -75,15 +86,84 @@ def _view() -> dict:
             "layer": int(ss["hist_layer"]), "log": bool(ss["hist_log"]), "grouping": ss["overlap_grouping"]}
 
 
+# ----------------------------------------------------------------------------------------------
+# the outcome map beside the sliders: which measurements it shows (the sparsity follows the slider)
+
+calib, entry_layers = ui.calibration()
+_runs, _studies, _left = outcome_map.records()
+_f = lambda name: spec(PruneRequest, name)  # noqa: E731
+_ss = st.session_state
+_wanted = outcome_views.Protocol(str(_ss.get("pr_eval", _f("eval").default)),
+                                 int(_ss.get("pr_eval_seqlen", _f("eval_seqlen").default)),
+                                 int(_ss.get("pr_eval_windows") or 16))  # the Prune page's (16: a CPU's default)
+_protocols = outcome_map.protocol_choices(_runs, _studies, entry.key, calib, _wanted)
+with st.container(horizontal=True, gap="small"):
+    map_type = st.selectbox("Outcome map: sparsity type", list(SPARSITY_TYPES),
+                            key=ui.persisted("om_type", _ss.get("pr_type", "unstructured")),
+                            help="The measured runs, sweep cells and search trials shown beside the sliders are "
+                                 "of this sparsity type, at the sparsity slider's value")
+    ui.keep("om_type")
+    _linked = _ss.pop("_om_protocol_url", None)
+    if _linked is not None:
+        _found = [p for p in _protocols if (p.source, p.seqlen, p.windows) == _linked]
+        if _found:
+            _ss["_om_protocol"] = _found[0]
+        else:
+            st.warning(plain(f"The link's outcome-map protocol ({_linked[0]}, seqlen {_linked[1]}, {_linked[2]} "
+                             "windows) has no measurements on this entry; it was ignored."))
+    if _ss.get("_om_protocol") not in _protocols:
+        _ss["_om_protocol"] = _protocols[0]
+    map_protocol = st.selectbox("Outcome map: evaluation", _protocols, key="_om_protocol",
+                                format_func=outcome_views.Protocol.label,
+                                help="Perplexities are comparable only under one protocol (text, seqlen, windows); "
+                                     "the protocols this entry was measured with, most measurements first")
+
+
+def _measure(raw, posterior, map_sparsity: float) -> None:
+    """"Measure this point" (a callback, before the rerun): the same queue as the Prune page."""
+    point = outcome_map.checked_request(raw, entry.key)
+    if point is not None:
+        outcome_map.measure(point, calib, entry_layers, map_type, map_protocol, posterior, map_sparsity)
+
+
+@st.fragment(run_every=ui.POLL_SECONDS if st.session_state.get(outcome_map.PENDING) else None)
+def measuring() -> None:
+    """The runs "measure this point" queued, while they run; when the last ends the page reruns (the map shows
+    the measured value beside its estimate)."""
+    ids = st.session_state.get(outcome_map.PENDING) or []
+    active = [r for r in RunStore().get_many(ids) if r["status"] in ui.ACTIVE]
+    for r in active:
+        ui.run_progress_bars(r)
+    if ids and not active:
+        st.session_state[outcome_map.PENDING] = []
+        st.rerun(scope="app")
+
+
 # A fragment: a view heard from the browser reruns only this part, not the page around it nor the sidebar.
 @st.fragment
 def explore() -> None:
     view = _view()
+    runs, studies, left = outcome_map.records()
+    notice = outcome_map.nm_mismatch(view["sparsity"], map_type)
+    outcomes = posterior = None
+    if notice:
+        st.info(notice)
+    else:
+        outcomes, _, posterior = outcome_map.outcome_data(runs, studies, entry.key, calib, view["sparsity"], map_type,
+                                                          map_protocol, left)
+        outcomes = outcome_map.with_once_posterior(outcomes, posterior)
+    note = st.session_state.pop(outcome_map.NOTE, None)
+    if note:
+        st.info(note)
     explorer(entry.key, entry.created, arrays, data.n_layers, data.width, view, _heard,
-             present=ui.presentation_mode())
+             present=ui.presentation_mode(), outcomes=outcomes,
+             on_measure=lambda raw: _measure(raw, posterior, view["sparsity"]))
+    if st.session_state.pop(outcome_map.QUEUED, False):  # a run was just queued: the whole page follows it
+        st.rerun(scope="app")
     ui.keep_exponents()  # alpha/beta/gamma/sparsity for the other pages, and the URL
     ui.write_page_url({"layer": str(view["layer"]), "logx": "1" if view["log"] else "0",
-                       "overlap": OVERLAP_URL[view["grouping"]]})
+                       "overlap": OVERLAP_URL[view["grouping"]], "map_type": map_type,
+                       "map_eval": f"{map_protocol.source}@{map_protocol.seqlen}x{map_protocol.windows}"})
     _downloads(view)
 
 
@@ -112,4 +192,5 @@ def _downloads(view: dict) -> None:
                                key=f"csv_{name}")
 
 
+measuring()
 explore()

@@ -25,6 +25,7 @@ BENCHES = [
     ("idle_cpu.py", ["--seconds", "20"], ["--seconds", "5"]),
     ("app_vs_cli_stats.py", ["--reps", "2"], ["--reps", "1", "--nsamples", "4"]),
     ("structured_speed.py", ["--reps", "5"], ["--reps", "2", "--new", "16", "--prefill", "128"]),
+    ("outcome_map.py", ["--reps", "5"], ["--reps", "2", "--sizes", "10,100"]),
 ]
 
 

@@ -25,6 +25,7 @@ function buildDom(parent) {
       <label class="ctl"><span class="lbl">${label} <output data-out="${k}"></output></span>
         <input type="range" data-k="${k}" aria-label="${label}" min="${lo}" max="${hi}" step="${step}"></label>`).join('')}
     </div>
+    <div data-outcome-map></div>
     <div class="options">
       <label><input type="checkbox" data-k="log"> log x (log₁₀ score)</label>
       <label>Layer (right chart) <select data-k="layer" aria-label="Layer"></select></label>
@@ -149,6 +150,8 @@ class Instance {
     this.onPointerUp = () => { this.dragging = false; };
     this.open();
     this.root.addEventListener('input', (e) => { if (e.target.matches('input[type=range]')) showValues(this.root); this.kick(); });
+    this.map = new OutcomeMap(q(this.root, '[data-outcome-map]'), () => readView(this.root));  // outcome_map.js
+    this.root.addEventListener('input', () => this.map.follow());
     this.root.addEventListener('change', () => { this.kick(); this.sendLater(); });
   }
 
@@ -336,6 +339,7 @@ export default function (component) {
   inst.ex = ent.shared.explorer;
   inst.setPresent(data.present);
   if (data.rev !== inst.appliedRev) { writeView(inst.root, data.view, data.n_layers); inst.appliedRev = data.rev; changed = true; }
+  inst.map.setData(data.outcomes || null, data.present, setStateValue, data.entry);
   // an echo of the browser's own view (same rev) changes nothing: no recomputation
   if (changed) {
     adoptPlotlyCss(parentElement);

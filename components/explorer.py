@@ -18,12 +18,13 @@ from typing import Callable, Mapping
 import numpy as np
 import streamlit as st
 
-from components import browser
+from components import browser, outcome_map
 
 KEY = "explorer"
 GROUPINGS = ("per layer", "globally")
 LIMITS = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0), "gamma": (0.0, 3.0), "sparsity": (0.0, 0.95)}
-_COMPONENT = st.components.v2.component("nr_explorer", js=browser.module("explorer_core.js", "explorer.js"),
+_COMPONENT = st.components.v2.component("nr_explorer", js=browser.module("explorer_core.js", "outcome_map.js",
+                                                                         "explorer.js"),
                                         css=browser.css("explorer.css"))
 
 
@@ -42,8 +43,10 @@ def checked_view(raw, n_layers: int) -> dict | None:
 
 
 def explorer(entry_key: str, created: float, arrays: Mapping[str, np.ndarray], n_layers: int, width: int,
-             view: dict, on_view: Callable[[dict], None], present: bool = False, key: str = KEY):
-    """Mount the explorer (inside the page's fragment: a view heard reruns only the fragment)."""
+             view: dict, on_view: Callable[[dict], None], present: bool = False, key: str = KEY,
+             outcomes: dict | None = None, on_measure: Callable[[dict], None] | None = None):
+    """Mount the explorer (inside the page's fragment: a view heard reruns only the fragment). `outcomes`: the
+    outcome map's data (components/outcome_map.py); `on_measure(raw)`: its "measure this point" (unchecked)."""
     known, rev = f"{key}__known", f"{key}__rev"
     if st.session_state.get(known) != (entry_key, view):  # Python changed the view: the browser must take it
         st.session_state[rev] = st.session_state.get(rev, 0) + 1
@@ -58,8 +61,13 @@ def explorer(entry_key: str, created: float, arrays: Mapping[str, np.ndarray], n
         st.session_state[known] = (entry_key, got)  # the browser has it: no new revision for it
         on_view(got)
 
+    def measure() -> None:
+        if on_measure is not None:
+            on_measure((st.session_state.get(key) or {}).get("measure") or {})
+
     data = {"entry": entry_key, "n_layers": int(n_layers), "width": int(width), "view": view,
-            "rev": st.session_state[rev], "present": bool(present)}
+            "rev": st.session_state[rev], "present": bool(present), "outcomes": outcomes}
     browser.with_once_data(data, entry_key, created, arrays)
-    return _COMPONENT(key=key, data=data, default={"view": None, "need": None}, width="stretch", height="content",
-                      on_view_change=heard, on_need_change=lambda: browser.on_need(key))
+    return _COMPONENT(key=key, data=data, default={"view": None, "need": None, "measure": None}, width="stretch",
+                      height="content", on_view_change=heard, on_need_change=lambda: (browser.on_need(key), outcome_map.on_need(key)),
+                      on_measure_change=measure)

@@ -86,14 +86,14 @@ class Reporter:
 
 
 def submit(kind: str, req, group: str | None = None, store: RunStore | None = None,
-           start_dispatcher: bool = True) -> int:
+           start_dispatcher: bool = True, meta: dict | None = None) -> int:
     """Queue a run of a validated request. Every path it names (its request's path fields) must lie
     inside the allowed folders (data.inputs.confine_params): this is how the app starts runs, and a browser
     user must not reach arbitrary files of the server — nor run code from them (lm-eval task YAMLs import
-    the .py files beside them)."""
+    the .py files beside them). `meta`: a note stored beside the run (RunStore.create)."""
     params = confine_params(_stored(kind, req), path_fields(REQUESTS[kind]))
     store = store or RunStore()
-    run_id = store.create(kind, params, group=group)
+    run_id = store.create(kind, params, group=group, meta=meta)
     if start_dispatcher:
         ensure_dispatcher()
     return run_id

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
 """
 # added later; an older store gains them on open
 _COLUMNS = {"pid_start": "INTEGER", "host": "TEXT", "slot": "INTEGER", "owner": "INTEGER",
-            "owner_start": "INTEGER"}
+            "owner_start": "INTEGER", "meta": "TEXT"}
 CLAIM_GRACE = 120.0  # a claimed run of an older store (no owner recorded) gets this long to start
 _HOST = socket.gethostname()
 
@@ -142,17 +142,23 @@ class RunStore:
         d = dict(r)
         d["params"] = json.loads(d["params"])
         d["result"] = json.loads(d["result"]) if d["result"] else None
+        try:  # what the app noted beside the request (e.g. the estimate shown when "measure this point" queued it)
+            d["meta"] = json.loads(d["meta"]) if d.get("meta") else None
+        except ValueError:
+            d["meta"] = None
         return d
 
     def create(self, kind: str, params: dict, status: str = "queued", group: str | None = None,
-               origin: str = "app", pid: int | None = None) -> int:
+               origin: str = "app", pid: int | None = None, meta: dict | None = None) -> int:
+        """`meta`: a note kept beside the request, not part of it (the worker never reads it)."""
         now = time.time()
         with self._connect() as db:
             cur = db.execute(
-                "INSERT INTO runs(kind, params, status, grp, origin, pid, pid_start, host, created, started) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs(kind, params, status, grp, origin, pid, pid_start, host, created, started, meta) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (kind, json.dumps(params, sort_keys=True, default=str), status, group, origin, pid,
-                 process_start(pid), _HOST, now, now if status == "running" else None))
+                 process_start(pid), _HOST, now, now if status == "running" else None,
+                 None if meta is None else json.dumps(meta, sort_keys=True)))
             return int(cur.lastrowid)
 
     def reap(self) -> int:

@@ -52,6 +52,7 @@ URL_CHOICES = {
     "thresholds": ("quantile", "value"),  # Roles: per-layer quantile or one value for every layer
     "cells": ("counts", "percent"),  # Roles: what the heatmap's cells say
     "cmp_type": ("all", *SPARSITY_TYPES),  # Prune: the comparison chart by sparsity type
+    "map_type": SPARSITY_TYPES,  # Exponents: the outcome map's sparsity type
 }
 # on/off controls, written 1/0 (read as True/False): the presentation mode, the Prune page's log axis;
 # Exponents: log10 score axis; Roles: split every role by |W|, a class for dead neurons, log TF axis
@@ -65,6 +66,8 @@ _SWEEP = re.compile(r"sweep-[0-9a-f]{8}")
 URL_RUN_LISTS = {"cmp_runs": 50}  # comma-separated run ids (at most this many)
 _INDEX = re.compile(r"[0-9]{1,7}")
 _NEURON = re.compile(r"([0-9]{1,7}):([0-9]{1,7})")
+# Exponents: the outcome map's evaluation protocol, SOURCE@SEQLENxWINDOWS (the page accepts only one it offers)
+_PROTOCOL = re.compile(r"([^@\x00-\x1f]{1,500})@([0-9]{1,6})x([0-9]{1,7})")
 
 
 def _shown(raw: str, limit: int = 40) -> str:
@@ -130,6 +133,11 @@ def url_value(name: str, raw: str):
         if m and max(int(m[1]), int(m[2])) <= URL_INDEX_MAX:
             return int(m[1]), int(m[2])
         what = "a neuron written layer:neuron (e.g. 11:1072)"
+    elif name == "map_eval":
+        m = _PROTOCOL.fullmatch(text)
+        if m:
+            return m[1], int(m[2]), int(m[3])
+        what = "an evaluation protocol written source@seqlenxwindows (e.g. wiki@512x16)"
     elif name == "q":
         try:
             value = float(text)
