@@ -34,6 +34,9 @@ from neuronrank.data.paths import cache_dir, check_sqlite_once, open_sqlite
 
 log = logging.getLogger(__name__)
 
+DAMAGED_RECORD = "damaged record: its stored request or result is unreadable"
+_damaged_seen: set[int] = set()
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -140,8 +143,16 @@ class RunStore:
         if r is None:
             return None
         d = dict(r)
-        d["params"] = json.loads(d["params"])
-        d["result"] = json.loads(d["result"]) if d["result"] else None
+        try:
+            d["params"] = json.loads(d["params"])
+            d["result"] = json.loads(d["result"]) if d["result"] else None
+            if not isinstance(d["params"], dict) or not isinstance(d["result"], (dict, type(None))):
+                raise ValueError("not an object")
+        except (ValueError, TypeError):  # a record damaged in the file: shown as a failed run, said once
+            if d["id"] not in _damaged_seen:
+                _damaged_seen.add(d["id"])
+                log.warning("run %s: its stored request or result is unreadable; shown as failed", d["id"])
+            d.update(params={}, result=None, status="failed", error=DAMAGED_RECORD)
         try:  # what the app noted beside the request (e.g. the estimate shown when "measure this point" queued it)
             d["meta"] = json.loads(d["meta"]) if d.get("meta") else None
         except ValueError:

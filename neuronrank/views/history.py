@@ -27,8 +27,8 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "layer_sparsity": p.get("layer_sparsity"), "owl_lambda": p.get("owl_lambda"),
             "compensate": p.get("compensate"),
             "eval_tasks": p.get("eval_tasks"),
-            "dense_ppl": res.get("dense_ppl", np.nan), "pruned_ppl": res.get("pruned_ppl", np.nan),
-            "mlp_sparsity": res.get("sparsity", {}).get("mlp", np.nan),
+            "dense_ppl": _number(res.get("dense_ppl")), "pruned_ppl": _number(res.get("pruned_ppl")),
+            "mlp_sparsity": _number(res["sparsity"].get("mlp") if isinstance(res.get("sparsity"), dict) else None),
             "eval": proto.get("source"), "eval_seqlen": proto.get("seqlen"), "eval_windows": proto.get("windows"),
             "model": p.get("model"), "calib": p.get("calib"), "nsamples": p.get("nsamples"),
             "seqlen": p.get("seqlen"), "seed": p.get("seed"), "group": r.get("grp"), "origin": r.get("origin"),
@@ -37,6 +37,11 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
             "error": r.get("error"),
         })
     return pd.DataFrame(rows)
+
+
+def _number(x) -> float:
+    """A stored result number, NaN where it is missing or not a number (a damaged record: shown as –)."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else np.nan
 
 
 def series_parts(method: str, sparsity_type: str, alpha=None, beta=None, gamma=None, *, calibration=None,

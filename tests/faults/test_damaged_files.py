@@ -240,3 +240,46 @@ def test_a_token_sidecar_that_is_not_an_object_is_re_tokenized(own_cache, req, c
     again = store.load_stats(json.loads(captured.out.strip().splitlines()[-1])["cache_key"])
     np.testing.assert_array_equal(again.tf, clean.stats.tf)
     assert json.loads(path.with_suffix(".json").read_text())["sha256"] == tokens.token_checksum(ids)
+
+
+def test_a_damaged_run_record_is_a_failed_row_and_the_prune_page_still_draws(own_cache, tiny_dir, text_file,
+                                                                             caplog):
+    """A record whose result holds junk numbers shows them as missing; one whose stored JSON is unreadable is
+    listed as failed with one warning; the Prune page's history and comparison draw around both."""
+    import sqlite3
+
+    from streamlit.testing.v1 import AppTest
+
+    from neuronrank.config.requests import StatsRequest
+    from neuronrank.views.history import runs_frame
+
+    entry = get_stats(StatsRequest(model=str(tiny_dir), calib=f"file:{text_file}", nsamples=4, seqlen=16, seed=0,
+                                   batch_size=2)).entry
+    runs = RunStore()
+    params = {"prune_method": "magnitude", "sparsity_type": "unstructured", "sparsity_ratio": 0.5,
+              "model": str(tiny_dir)}
+    good = runs.create("prune", params, status="running")
+    runs.finish(good, "done", {"dense_ppl": 10.0, "pruned_ppl": 12.5, "sparsity": {"mlp": 0.5},
+                               "protocol": {"source": "wiki", "seqlen": 16, "windows": 4}})
+    junk = runs.create("prune", params, status="running")
+    runs.finish(junk, "done", {"dense_ppl": 10.0, "pruned_ppl": "junk", "sparsity": "junk",
+                               "protocol": {"source": "wiki", "seqlen": 16, "windows": 4}})
+    broken = runs.create("prune", params, status="running")
+    runs.finish(broken, "done", {"pruned_ppl": 3.0})
+    with sqlite3.connect(own_cache / "runs.sqlite") as db:
+        db.execute("UPDATE runs SET params=?, result=? WHERE id=?", ("{not json", "[1, 2", broken))
+
+    with caplog.at_level("WARNING"):
+        listed = {r["id"]: r for r in RunStore().list(kind="prune")}
+        RunStore().list(kind="prune")
+    assert listed[broken]["status"] == "failed" and listed[broken]["result"] is None
+    assert sum(f"run {broken}:" in m for m in caplog.messages) == 1  # said once
+    frame = runs_frame(list(listed.values())).set_index("run")
+    assert frame.loc[good, "pruned_ppl"] == 12.5
+    assert np.isnan(frame.loc[junk, "pruned_ppl"]) and np.isnan(frame.loc[junk, "mlp_sparsity"])
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["entry_key"] = entry.key
+    at.run()
+    at.switch_page("app_pages/4_prune.py").run()
+    assert not at.exception, [e.value for e in at.exception]
