@@ -119,7 +119,15 @@ def library():
         return None
     if "lib" not in _LIB:
         try:
-            _LIB["lib"] = _load(build())
+            path = build()
+            try:
+                _LIB["lib"] = _load(path)
+            except OSError as e:  # a damaged file in the cache: set it aside, build again
+                aside = path.with_suffix(".damaged")
+                os.replace(path, aside)
+                log.warning("native statistics kernels in %s could not be loaded (%s); set aside as %s, "
+                            "building again", path.parent, str(e).splitlines()[0] if str(e) else "?", aside.name)
+                _LIB["lib"] = _load(build())
         except (OSError, subprocess.SubprocessError) as e:
             detail = getattr(e, "stderr", None) or str(e) or type(e).__name__
             log.warning("native statistics kernels unavailable (%s); using the eager kernels",
