@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 BENCHES = [
-    ("stats_overhead.py", ["--nsamples", "32", "--seqlen", "256", "--reps", "3"], ["--nsamples", "16", "--reps", "2"]),
+    ("stats_overhead.py", ["--sizes", "2x128,8x256,32x256", "--reps", "3"], ["--sizes", "2x128,16x256", "--reps", "2"]),
     ("app_latency.py", ["--no-rest"], ["--no-rest", "--reps", "5"]),
     ("ppl_throughput.py", ["--windows", "8", "--reps", "3"], ["--windows", "4", "--reps", "2"]),
     ("stats_memory.py", ["--sizes", "8,32,128"], ["--sizes", "8,32"]),

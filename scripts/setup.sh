@@ -19,3 +19,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi
+# the native statistics kernels, once per machine (about a second; without a compiler the statistics
+# use the eager kernels, and this says so in one line)
+.venv/bin/python -m neuronrank.engine.native || true

@@ -5,7 +5,8 @@
     sq_sum_rows(x)                  Σ over rows of x² (Wanda's ‖X_k‖²)
     window_sums(x3)                 per window Σx and Σx² of a [windows, seqlen, features] input (the
                                     down_proj input's moments: its mean, FLAP's fluctuation)
-    fused_kernels(device, n)        the same two as torch.compile'd one-pass kernels, where that pays off
+    fused_kernels(device, n)        the same as one-read kernels: native (native.py) on a CPU, else
+                                    torch.compile'd where that pays off
 
 Reusable scratch buffers keep the hooks from allocating anything the size of an activation.
 """
@@ -16,6 +17,8 @@ import logging
 import os
 
 import torch
+
+from neuronrank.engine import native
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +149,20 @@ COMPILE_ENV = "NEURONRANK_COMPILE"  # 1: always, 0: never, auto (default): when 
 
 
 def fused_kernels(device: torch.device, elements: int):
-    """torch.compile'd activation_sums and input square sums when it pays: their one-pass kernels are
-    several times faster than the eager passes on a CPU, but compiling costs ~3-6 s (warm on-disk
-    cache) to ~20 s (cold) on this 2-core machine, and on a GPU the eager kernels are already
-    memory-bound single reads. `auto` compiles on a CPU for runs of >= 5e9 activation values (the
-    embedded model: ~110k tokens, minutes of forward).
+    """One-read kernels for this pass, or None for the eager kernels above.
+
+    On a CPU: the native kernels (native.py: built once per machine, a single read of each activation,
+    no compile cost per process) at every run size, unless NEURONRANK_NATIVE=0 or no compiler could build
+    them. torch.compile'd kernels read once too, but compiling costs ~1-4 s per process (warm on-disk
+    cache) to ~20 s (cold) on this 2-core machine; `NEURONRANK_COMPILE=1` forces them, and without the
+    native kernels `auto` compiles on a CPU for runs of >= 5e9 activation values (the embedded model:
+    ~110k tokens, minutes of forward). On a GPU the eager kernels are already memory-bound single reads.
     Any compile failure falls back to the eager kernels."""
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
+    if mode not in ("1", "on", "true", "yes") and device.type == "cpu":
+        lib = native.library()
+        if lib is not None:
+            return NativeKernels(lib)
     if mode in ("0", "off", "false", "no"):
         return None
     if mode == "auto" and not (device.type == "cpu" and elements >= 5e9):
@@ -194,6 +204,45 @@ class _Compiled:
 
     def window_sums(self, x3: torch.Tensor):
         return self._call(2, window_sums, x3)
+
+
+class NativeKernels:
+    """The native one-read kernels (native.py) where a tensor is one they read (float32, CPU, contiguous),
+    the eager kernels for anything else; also the weight norms of `finish`."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def __call__(self, a3: torch.Tensor, want_top: bool):
+        if native.usable(a3):
+            return native.act_stats(self.lib, a3, want_top)
+        return activation_sums(a3, want_top)
+
+    def sq(self, x: torch.Tensor) -> torch.Tensor:
+        return native.col_sq(self.lib, x) if x.dim() == 2 and native.usable(x) else sq_sum_rows(x)
+
+    def window_sums(self, x3: torch.Tensor):
+        return native.window_sums(self.lib, x3) if native.usable(x3) else window_sums(x3)
+
+    def weight_sq(self, w: torch.Tensor, dim: int):
+        """Σ w² along `dim` (1: per row, 0: per column) of a 2-D weight, float64; None where not readable."""
+        if w.dim() != 2 or not native.usable(w):
+            return None
+        return native.row_sq(self.lib, w) if dim == 1 else native.col_abs_sq(self.lib, w)[1]
+
+    def down_moments(self, dm, s1: torch.Tensor, s2: torch.Tensor, first: int, T: int) -> bool:
+        """hooks.DownMoments.add's update in one native call; False (nothing done) where it does not apply."""
+        ts = (s1, s2, dm.c, dm.a, dm.b, dm.d)
+        if not all(t.dtype == torch.float64 and t.device.type == "cpu" and t.is_contiguous() for t in ts):
+            return False
+        native.down_moments(self.lib, s1, s2, first, T, dm.c, dm.a, dm.b, dm.d)
+        return True
+
+    def weight_abs_sq_cols(self, w: torch.Tensor):
+        """(Σ|w|, Σw²) per column of a 2-D weight in one read, float64; None where not readable."""
+        if w.dim() != 2 or not native.usable(w):
+            return None
+        return native.col_abs_sq(self.lib, w)
 
 
 _SCRATCH: dict = {}

@@ -219,12 +219,14 @@ def test_window_max_cpu_equals_max_with_indices():
 def test_compile_failure_falls_back_to_eager(tiny, tiny_windows, monkeypatch):
     """NEURONRANK_COMPILE=1 with a broken compiler: same numbers as the eager pass, no error."""
     import neuronrank.engine.kernels as st
+    from neuronrank.engine import native
 
     def broken(fn, **kw):
         def run(*a, **k):
             raise RuntimeError("no compiler here")
         return run
 
+    monkeypatch.setenv(native.NATIVE_ENV, "0")
     eager = collect(tiny, batched(tiny_windows, 4), topk=3)
     monkeypatch.setenv(st.COMPILE_ENV, "1")
     monkeypatch.setattr(st.torch, "compile", broken)
@@ -238,11 +240,15 @@ def test_compile_failure_falls_back_to_eager(tiny, tiny_windows, monkeypatch):
 def test_compile_auto_policy(monkeypatch):
     import neuronrank.engine.kernels as st
 
+    from neuronrank.engine import native
+
     monkeypatch.setattr(st, "_COMPILED", {})
     monkeypatch.delenv(st.COMPILE_ENV, raising=False)
+    monkeypatch.setenv(native.NATIVE_ENV, "0")
     assert st.fused_kernels(torch.device("cpu"), 10**6) is None  # small runs never pay for a compile
     monkeypatch.setenv(st.COMPILE_ENV, "0")
     assert st.fused_kernels(torch.device("cpu"), 10**12) is None
+    assert not st._COMPILED
 
 
 @pytest.mark.slow
@@ -251,7 +257,9 @@ def test_compiled_pass_matches_eager(tiny_windows, monkeypatch):
     import neuronrank.engine.kernels as st
 
     model = make_tiny()
+    monkeypatch.setenv("NEURONRANK_NATIVE", "0")
     eager = collect(model, batched(tiny_windows, 3), topk=3)
+    monkeypatch.delenv("NEURONRANK_NATIVE")
     monkeypatch.setenv(st.COMPILE_ENV, "1")
     monkeypatch.setattr(st, "_COMPILED", {})
     got = collect(model, batched(tiny_windows, 3), topk=3)
