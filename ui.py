@@ -399,11 +399,14 @@ def _entry_picker(cached: list[store.Entry]) -> None:
     # set before the widget is drawn, which Streamlit allows
     if st.session_state.get("_entry_select") != key:
         st.session_state["_entry_select"] = key
+    labels = entries.entry_labels(cached)  # what tells the entries apart first: the sidebar is narrow
     st.selectbox("Cached statistics", list(by_key), key="_entry_select", on_change=_on_pick,
-                 format_func=lambda k: entries.entry_label(by_key[k]), placeholder="none yet",
-                 help="model · calibration text · nsamples×seqlen · activation site · key")
+                 format_func=labels.get, placeholder="none yet",
+                 help="Each entry is named by what differs between the cached entries (model, calibration "
+                      "text, nsamples×seqlen windows, activation site, seed, …); the loaded one is described "
+                      "in full below.")
     if key:
-        st.success(f"loaded: {plain(entries.entry_label(by_key[key]))}")
+        st.success(f"loaded: {plain(entries.entry_description(by_key[key]))}")
     else:
         st.info("No statistics cached yet: compute them on the Statistics page.")
 
