@@ -558,9 +558,13 @@ def chart(fig: go.Figure, name: str, **kwargs):
     return st.plotly_chart(fig, config=config, **kwargs)
 
 
+MISSING = "–"  # what a table shows for a missing value (st.dataframe's own default reads "None")
+
+
 def table(df: pd.DataFrame, name: str, **kwargs):
-    """A dataframe plus a CSV download button (the dataframe's own toolbar downloads too)."""
-    out = st.dataframe(df, **kwargs)
+    """A dataframe plus a CSV download button (the dataframe's own toolbar downloads too); a missing value
+    reads "–"."""
+    out = st.dataframe(df, **{"placeholder": MISSING, **kwargs})
     st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
                        key=f"csv_{name}", on_click="ignore")
     return out

@@ -313,7 +313,10 @@ def run_history() -> None:
     config = {c: (st.column_config.NumberColumn(c, format=number[c], width=w) if c in number
                   else st.column_config.Column(c, width=w)) for c, w in history.HISTORY_WIDTHS.items()}
     config["mlp_sparsity"] = st.column_config.NumberColumn("mlp_sparsity", format="%.4f")
-    st.dataframe(shown, hide_index=True, key="history", height=min(38 + 35 * len(shown), 400), column_config=config)
+    # a run's missing values (no exponents for magnitude, wanda, ...; no result yet) read "–", not "None"; the
+    # columns stay numbers, so a click on α sorts 0.5 < 2 < 10
+    st.dataframe(shown, hide_index=True, key="history", height=min(38 + 35 * len(shown), 400), column_config=config,
+                 placeholder=ui.MISSING)
     st.download_button("Download CSV", frame.to_csv(index=False).encode(), "runs.csv", "text/csv",
                        on_click="ignore")
     finished = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()]

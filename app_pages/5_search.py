@@ -476,7 +476,7 @@ with ui.user_errors():
         past.insert(len(past.columns) - 1, "age", past["created"].map(lambda t: human_age(now - t) if t else ""))
         past = past.drop(columns="created")
         picked = st.dataframe(past, hide_index=True, on_select="rerun", selection_mode="single-row",
-                              key="past_studies")
+                              key="past_studies", placeholder=ui.MISSING)
         rows = picked.selection.rows if picked and picked.selection else []
         if rows and st.button(f"Open study {plain(past.iloc[rows[0]]['study'])}", key="open_study"):
             st.query_params["study"] = str(past.iloc[rows[0]]["study"])
