@@ -485,6 +485,14 @@ def persisted(name: str, default):
     return f"_{name}"
 
 
+def relabel(widget_key: str) -> str:
+    """The key of a selectbox whose option labels follow another widget ("own: sequential" once the method is
+    ria): Streamlit keeps showing a keyed selectbox's old label ("own: one-pass") unless its value is set from
+    Python in the run that changes the labels — so it is set, unchanged, on every run."""
+    st.session_state[widget_key] = st.session_state.get(widget_key)
+    return widget_key
+
+
 def keep(name: str):
     st.session_state[name] = st.session_state.get(f"_{name}")
     return st.session_state[name]
@@ -556,6 +564,20 @@ def chart(fig: go.Figure, name: str, **kwargs):
     config = {**PLOTLY_CONFIG, "toImageButtonOptions": {"format": fmt, "filename": name,
                                                         **({"scale": 3} if fmt == "png" else {})}}
     return st.plotly_chart(fig, config=config, **kwargs)
+
+
+# form fields in rows that wrap (ui.form_row): each FIELD_PX wide, so a row holds four at 1440 px and two at a
+# 1280 px projector at 150 % (853 px, the sidebar open); a value as long as "own: per matrix" reads whole
+FIELD_PX = 230
+AUTO_WINDOWS = "auto"  # the evaluation windows' placeholder: the field is empty
+AUTO_WINDOWS_HELP = "Empty = auto: 16 windows on a CPU, all on a GPU; 0 = all windows."
+
+
+def form_row():
+    """A row of form fields (each `width=FIELD_PX`) that wraps onto the next line where the screen is narrow:
+    columns of fixed count cut the values at 150 % zoom. Inputs line up at the bottom (some labels take two
+    lines)."""
+    return st.container(horizontal=True, vertical_alignment="bottom")
 
 
 MISSING = "–"  # what a table shows for a missing value (st.dataframe's own default reads "None")
