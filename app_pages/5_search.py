@@ -91,6 +91,24 @@ def form_from(req: SearchRequest, trials: int | None) -> None:
         st.session_state[key] = st.session_state[f"_{key}"] = v
 
 
+def _study_of_followed_run() -> None:
+    """A link with the run but not its study (Start writes the run id, then the study name: a reload between
+    the two, or a link copied then, has only `search_run`) opens the run's study — its settings fill the form."""
+    if ui.url_param("study") is not None:
+        return
+    followed = ui.url_param("search_run")
+    if followed is None:
+        return
+    try:
+        run = store.get(int(followed))
+    except UserError:
+        return  # the run follower says that it does not exist
+    name = run_study(run) if run["kind"] == "search" else None
+    if name:
+        st.query_params["study"] = name
+
+
+_study_of_followed_run()
 open_name = ui.url_param("study")
 if open_name and st.session_state.get("_form_study") != open_name:
     st.session_state["_form_study"] = open_name
