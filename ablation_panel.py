@@ -36,17 +36,19 @@ def _request(entry, **values) -> AblateRequest:
     return req
 
 
-def _eval_fields() -> dict:
+def _eval_fields(row) -> dict:
     """The evaluation protocol, starting from the Prune page's (the same keys), so an ablation is measured
-    like the prune runs it is compared with."""
-    c1, c2, c3 = st.columns(3)
-    src = c1.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("pr_eval", f("eval").default))
+    like the prune runs it is compared with; fields of `row` (ui.form_row)."""
+    src = row.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("pr_eval", f("eval").default),
+                         width=ui.FIELD_PX)
     ui.keep("pr_eval")
-    seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN, step=64,
-                             key=ui.persisted("pr_eval_seqlen", f("eval_seqlen").default), help=f("eval_seqlen").help)
+    seqlen = row.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN, step=64,
+                              key=ui.persisted("pr_eval_seqlen", f("eval_seqlen").default), help=f("eval_seqlen").help,
+                              width=ui.FIELD_PX)
     ui.keep("pr_eval_seqlen")
-    windows = c3.number_input(f("eval_windows").label, 0, 100_000, placeholder="auto: 16 on a CPU, all on a GPU",
-                              key=ui.persisted("pr_eval_windows", f("eval_windows").default), help=f("eval_windows").help)
+    windows = row.number_input(f("eval_windows").label, 0, 100_000, placeholder=ui.AUTO_WINDOWS,
+                               key=ui.persisted("pr_eval_windows", f("eval_windows").default),
+                               help=ui.AUTO_WINDOWS_HELP, width=ui.FIELD_PX)
     ui.keep("pr_eval_windows")
     return dict(eval=str(src).strip(), eval_seqlen=int(seqlen), eval_windows=None if windows is None else int(windows))
 
@@ -61,14 +63,16 @@ def panel(entry, quantile: float | None, tf_threshold: float | None, idf_thresho
                + ".")
     with st.container(border=True):
         choices = [c for c in ablation.CLASSES if dead or c != ablation.CLASSES[-1]]
-        c1, c2, c3 = st.columns([3, 1, 2])
-        classes = c1.multiselect(f("classes").label, choices, default=choices, key="abl_classes")
-        controls = c2.number_input(f("controls").label, f("controls").lo, f("controls").hi, f("controls").default,
-                                   key="abl_controls", help=f("controls").help)
-        bands = c3.text_input(f("layers").label, key="abl_layers", placeholder="all layers at once, or 0-9,10-19",
-                              help=f("layers").help)
+        # the classes on a row of their own, their chips wrapping: in a column of [3, 1, 2] the five chips
+        # scrolled sideways and "dead" was cut at 1440 px
+        classes = st.multiselect(f("classes").label, choices, default=choices, key="abl_classes", wrap=True)
+        row = ui.form_row()
+        controls = row.number_input(f("controls").label, f("controls").lo, f("controls").hi, f("controls").default,
+                                    key="abl_controls", help=f("controls").help, width=ui.FIELD_PX)
+        bands = row.text_input(f("layers").label, key="abl_layers", placeholder="all, or 0-9,10-19",
+                               help=f("layers").help, width=ui.FIELD_PX)
         values = dict(classes=",".join(classes) or ablation.NO_CLASS, controls=int(controls),
-                      layers=bands.strip() or None, **_eval_fields())
+                      layers=bands.strip() or None, **_eval_fields(row))
         if quantile is not None:
             values["quantile"] = float(quantile)
         else:

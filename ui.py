@@ -399,11 +399,14 @@ def _entry_picker(cached: list[store.Entry]) -> None:
     # set before the widget is drawn, which Streamlit allows
     if st.session_state.get("_entry_select") != key:
         st.session_state["_entry_select"] = key
+    labels = entries.entry_labels(cached)  # what tells the entries apart first: the sidebar is narrow
     st.selectbox("Cached statistics", list(by_key), key="_entry_select", on_change=_on_pick,
-                 format_func=lambda k: entries.entry_label(by_key[k]), placeholder="none yet",
-                 help="model · calibration text · nsamples×seqlen · activation site · key")
+                 format_func=labels.get, placeholder="none yet",
+                 help="Each entry is named by what differs between the cached entries (model, calibration "
+                      "text, nsamples×seqlen windows, activation site, seed, …); the loaded one is described "
+                      "in full below.")
     if key:
-        st.success(f"loaded: {plain(entries.entry_label(by_key[key]))}")
+        st.success(f"loaded: {plain(entries.entry_description(by_key[key]))}")
     else:
         st.info("No statistics cached yet: compute them on the Statistics page.")
 
@@ -482,6 +485,14 @@ def persisted(name: str, default):
     return f"_{name}"
 
 
+def relabel(widget_key: str) -> str:
+    """The key of a selectbox whose option labels follow another widget ("own: sequential" once the method is
+    ria): Streamlit keeps showing a keyed selectbox's old label ("own: one-pass") unless its value is set from
+    Python in the run that changes the labels — so it is set, unchanged, on every run."""
+    st.session_state[widget_key] = st.session_state.get(widget_key)
+    return widget_key
+
+
 def keep(name: str):
     st.session_state[name] = st.session_state.get(f"_{name}")
     return st.session_state[name]
@@ -555,9 +566,27 @@ def chart(fig: go.Figure, name: str, **kwargs):
     return st.plotly_chart(fig, config=config, **kwargs)
 
 
+# form fields in rows that wrap (ui.form_row): each FIELD_PX wide, so a row holds four at 1440 px and two at a
+# 1280 px projector at 150 % (853 px, the sidebar open); a value as long as "own: per matrix" reads whole
+FIELD_PX = 230
+AUTO_WINDOWS = "auto"  # the evaluation windows' placeholder: the field is empty
+AUTO_WINDOWS_HELP = "Empty = auto: 16 windows on a CPU, all on a GPU; 0 = all windows."
+
+
+def form_row():
+    """A row of form fields (each `width=FIELD_PX`) that wraps onto the next line where the screen is narrow:
+    columns of fixed count cut the values at 150 % zoom. Inputs line up at the bottom (some labels take two
+    lines)."""
+    return st.container(horizontal=True, vertical_alignment="bottom")
+
+
+MISSING = "–"  # what a table shows for a missing value (st.dataframe's own default reads "None")
+
+
 def table(df: pd.DataFrame, name: str, **kwargs):
-    """A dataframe plus a CSV download button (the dataframe's own toolbar downloads too)."""
-    out = st.dataframe(df, **kwargs)
+    """A dataframe plus a CSV download button (the dataframe's own toolbar downloads too); a missing value
+    reads "–"."""
+    out = st.dataframe(df, **{"placeholder": MISSING, **kwargs})
     st.download_button("Download CSV", df.to_csv(index=False).encode(), file_name=f"{name}.csv", mime="text/csv",
                        key=f"csv_{name}", on_click="ignore")
     return out

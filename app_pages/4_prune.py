@@ -53,105 +53,114 @@ def request_now(**over) -> PruneRequest:
 # plain widgets, not a form: the sweep below reuses these settings, and a form would only commit them
 # on its own submit. Every setting persists across visits (ui.persisted).
 with st.container(border=True):
-    c1, c2, c3 = st.columns(3)
+    # rows that wrap: at 1280 px / 150 % a row of four cut every chosen value ("the metho…", "auto: 16 on…");
+    # each field keeps a width its values fit and a row holds as many as the screen has room for
+    row = ui.form_row()
     methods = list(f("prune_method").choices)
-    method = c1.selectbox(f("prune_method").label, methods, key=ui.persisted("pr_method", f("prune_method").default),
-                          help="\n\n".join(f"**{m}** — {METHODS[m].summary}" for m in methods))
+    method = row.selectbox(f("prune_method").label, methods, key=ui.persisted("pr_method", f("prune_method").default),
+                           help="\n\n".join(f"**{m}** — {METHODS[m].summary}" for m in methods), width=ui.FIELD_PX)
     ui.keep("pr_method")
-    stype = c2.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
-                         key=ui.persisted("pr_type", f("sparsity_type").default))
+    stype = row.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
+                          key=ui.persisted("pr_type", f("sparsity_type").default), width=ui.FIELD_PX)
     ui.keep("pr_type")
     if ":" in stype:  # N:M fixes the ratio: shown, set and locked
         n, m = nm(stype)
-        ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, n / m, 0.05, disabled=True,
-                          help=f"{stype} prunes {n} of every {m} weights: the ratio is {n / m:.0%}")
+        ratio = row.slider(f("sparsity_ratio").label, 0.0, 0.95, n / m, 0.05, disabled=True,
+                           help=f"{stype} prunes {n} of every {m} weights: the ratio is {n / m:.0%}", width=ui.FIELD_PX)
     else:
-        ratio = c3.slider(f("sparsity_ratio").label, 0.0, 0.95, float(chosen["sparsity"]), 0.05,
-                          help="Starts at the Exponents page's sparsity")
+        ratio = row.slider(f("sparsity_ratio").label, 0.0, 0.95, float(chosen["sparsity"]), 0.05,
+                           help="Starts at the Exponents page's sparsity", width=ui.FIELD_PX)
     info = METHODS[method]
     uses_exponents = info.uses_exponents
-    c1, c2, c3, c4 = st.columns(4)
+    last = row.number_input(f("pruning_last").label, 0, 1000, key=ui.persisted("pr_last", 0), width=ui.FIELD_PX)
+    ui.keep("pr_last")
+    row = ui.form_row()
     exp_help = None if uses_exponents else f"{method} does not use the exponents"
     # no min/max on the widgets: a value typed out of range would be kept out of Python (the field turns red,
     # the old value stays and Start would run it); validation below says what is wrong and disables Start
-    alpha = c1.number_input(f("alpha").label, None, None, chosen["alpha"], 0.1, disabled=not uses_exponents,
-                            help=exp_help)
-    beta = c2.number_input(f("beta").label, None, None, chosen["beta"], 0.1, disabled=not uses_exponents,
-                           help=exp_help)
-    gamma = c3.number_input(f("gamma").label, None, None, chosen["gamma"], 0.1, disabled=not uses_exponents,
-                            help=exp_help)
-    last = c4.number_input(f("pruning_last").label, 0, 1000, key=ui.persisted("pr_last", 0))
-    ui.keep("pr_last")
-    c1, c2, c3 = st.columns(3)
-    eval_src = c1.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("pr_eval", f("eval").default))
+    alpha = row.number_input(f("alpha").label, None, None, chosen["alpha"], 0.1, disabled=not uses_exponents,
+                             help=exp_help, width=ui.FIELD_PX)
+    beta = row.number_input(f("beta").label, None, None, chosen["beta"], 0.1, disabled=not uses_exponents,
+                            help=exp_help, width=ui.FIELD_PX)
+    gamma = row.number_input(f("gamma").label, None, None, chosen["gamma"], 0.1, disabled=not uses_exponents,
+                             help=exp_help, width=ui.FIELD_PX)
+    row = ui.form_row()
+    eval_src = row.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("pr_eval", f("eval").default),
+                              width=ui.FIELD_PX)
     ui.keep("pr_eval")
-    eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, requests.MAX_SEQLEN,
-                                  key=ui.persisted("pr_eval_seqlen", f("eval_seqlen").default))
+    eval_seqlen = row.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, requests.MAX_SEQLEN,
+                                   key=ui.persisted("pr_eval_seqlen", f("eval_seqlen").default), width=ui.FIELD_PX)
     ui.keep("pr_eval_seqlen")
-    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000, placeholder="auto: 16 on a CPU, all on a GPU",
-                                   key=ui.persisted("pr_eval_windows", f("eval_windows").default),
-                                   help="Empty = automatic (16 windows on a CPU, all on a GPU); 0 = all windows. "
-                                        "The protocol is shown with every result.")
+    eval_windows = row.number_input(f("eval_windows").label, 0, 100_000, placeholder=ui.AUTO_WINDOWS,
+                                    key=ui.persisted("pr_eval_windows", f("eval_windows").default),
+                                    help=ui.AUTO_WINDOWS_HELP + " The protocol is shown with every result.",
+                                    width=ui.FIELD_PX)
     ui.keep("pr_eval_windows")
-    # how the method calibrates and what it prunes: each method's own setup unless changed here
-    c1, c2, c3, c4 = st.columns(4)
-    locked = info.locked_calibration(stype)
-    if locked:
-        shown, why = locked
-        c1.selectbox(f("calibration").label, [shown], disabled=True, help=why, key=f"pr_calibration_fixed_{shown}")
-        calibration = f("calibration").default
-    else:  # "own", not None: a selectbox shows a None value as "Choose an option"
-        calibration = c1.selectbox(f("calibration").label, ["own", *f("calibration").choices],
-                                   format_func=lambda c: f"the method's own ({info.default_calibration})"
-                                   if c == "own" else c, help=f("calibration").help,
-                                   key=ui.persisted("pr_calibration", "own"))
-        ui.keep("pr_calibration")
-        calibration = None if calibration == "own" else calibration
-    # "own", not None: a selectbox shows a None value as "Choose an option"
-    group = c2.selectbox(f("group").label, ["own", *f("group").choices], disabled=stype != "unstructured",
-                         format_func=lambda g: "the method's own" if g == "own" else f"per {g}",
-                         help="Unstructured: which weights compete for pruning — one threshold per matrix or per "
-                              "output row. Default: the method's own (Wanda: per row, as upstream Wanda; "
-                              "magnitude: per matrix, as Wanda's prune_magnitude).",
-                         key=ui.persisted("pr_group", "own"))
-    ui.keep("pr_group")
-    mlp_only = info.prunes_mlp_only(stype)
-    targets = c3.selectbox(f("targets").label, list(f("targets").choices), disabled=mlp_only,
-                           format_func={"mlp": "MLP only", "all": "all linears (MLP + attention)"}.get,
-                           help=("NeuronRank scores and structured pruning address MLP neurons only" if mlp_only
-                                 else "Upstream Wanda and SparseGPT prune every linear of each decoder layer"),
-                           key=ui.persisted("pr_targets", f("targets").default))
-    ui.keep("pr_targets")
-    targets = "mlp" if mlp_only else targets
-    # OWL's layer sparsity (unstructured) and bias compensation (structured)
-    c1, c2, c3, c4 = st.columns(4)
-    owl_open = stype == "unstructured" and info.outlier_metric is not None
-    layer_sparsity = c1.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices), disabled=not owl_open,
-                                  format_func={"uniform": "uniform", "owl": "OWL (outlier-weighed)"}.get,
-                                  help=f("layer_sparsity").help, key=ui.persisted("pr_layer_sparsity", "uniform"))
-    ui.keep("pr_layer_sparsity")
-    layer_sparsity = layer_sparsity if owl_open else "uniform"
-    owl_m = c2.number_input(f("owl_threshold").label, None, None, step=0.5, disabled=layer_sparsity != "owl", help=f("owl_threshold").help,
-                            key=ui.persisted("pr_owl_m", requests.OWL_THRESHOLD))
-    ui.keep("pr_owl_m")
-    owl_lam = c3.number_input(f("owl_lambda").label, None, None, step=0.01, disabled=layer_sparsity != "owl", help=f("owl_lambda").help,
-                              key=ui.persisted("pr_owl_lambda", requests.OWL_LAMBDA))
-    ui.keep("pr_owl_lambda")
-    compensate = c4.selectbox(f("compensate").label, ["own", *f("compensate").choices], disabled=stype != "structured",
-                              format_func=lambda c: f"the method's own ({info.compensate})" if c == "own" else c,
-                              help=f("compensate").help, key=ui.persisted("pr_compensate", "own"))
-    ui.keep("pr_compensate")
-    tasks = c4.multiselect(f("eval_tasks").label, list(WANDA_TASKS), accept_new_options=True,
-                           placeholder="none (perplexity only)", key=ui.persisted("pr_tasks", []),
-                           help="lm-eval-harness tasks run on the pruned model, accuracy stored with the run "
-                                "(Wanda's seven are listed; type another task's name to add it). Offline, a "
-                                "task whose data is not cached fails the run with the task's name.")
+    tasks = row.multiselect(f("eval_tasks").label, list(WANDA_TASKS), accept_new_options=True, wrap=True,
+                            placeholder="none", key=ui.persisted("pr_tasks", []), width=ui.FIELD_PX,
+                            help="lm-eval-harness tasks run on the pruned model, accuracy stored with the run "
+                                 "(Wanda's seven are listed; type another task's name to add it). None: perplexity "
+                                 "only. Offline, a task whose data is not cached fails the run with the task's name.")
     ui.keep("pr_tasks")
     tasks_path = ""
     if tasks:
-        tasks_path = c4.text_input(f("eval_tasks_path").label, key=ui.persisted("pr_tasks_path", ""),
-                                   help="Optional: a local task (YAML + JSONL), as --eval-tasks-path")
+        tasks_path = row.text_input(f("eval_tasks_path").label, key=ui.persisted("pr_tasks_path", ""),
+                                    help="Optional: a local task (YAML + JSONL), as --eval-tasks-path", width=ui.FIELD_PX)
         ui.keep("pr_tasks_path")
+    # how the method calibrates and what it prunes: each method's own setup unless changed here ("own: …"
+    # names it; "own", not None: a selectbox shows a None value as "Choose an option")
+    row = ui.form_row()
+    locked = info.locked_calibration(stype)
+    if locked:
+        shown, why = locked
+        row.selectbox(f("calibration").label, [shown], disabled=True, help=why, key=f"pr_calibration_fixed_{shown}",
+                      width=ui.FIELD_PX)
+        calibration = f("calibration").default
+    else:
+        calibration = row.selectbox(f("calibration").label, ["own", *f("calibration").choices],
+                                    format_func=lambda c: f"own: {info.default_calibration}" if c == "own" else c,
+                                    help=f("calibration").help,
+                                    key=ui.relabel(ui.persisted("pr_calibration", "own")), width=ui.FIELD_PX)
+        ui.keep("pr_calibration")
+        calibration = None if calibration == "own" else calibration
+    group = row.selectbox(f("group").label, ["own", *f("group").choices], disabled=stype != "unstructured",
+                          format_func=lambda g: f"own: per {info.group}" if g == "own" else f"per {g}",
+                          help="Unstructured: which weights compete for pruning — one threshold per matrix or per "
+                               "output row. own: the method's own (Wanda: per row, as upstream Wanda; "
+                               "magnitude: per matrix, as Wanda's prune_magnitude).",
+                          key=ui.relabel(ui.persisted("pr_group", "own")), width=ui.FIELD_PX)
+    ui.keep("pr_group")
+    mlp_only = info.prunes_mlp_only(stype)
+    targets = row.selectbox(f("targets").label, list(f("targets").choices), disabled=mlp_only,
+                            format_func={"mlp": "MLP only", "all": "all linears"}.get,
+                            help=("NeuronRank scores and structured pruning address MLP neurons only" if mlp_only
+                                  else "all linears: MLP and attention — upstream Wanda and SparseGPT prune every "
+                                       "linear of each decoder layer"),
+                            key=ui.persisted("pr_targets", f("targets").default), width=ui.FIELD_PX)
+    ui.keep("pr_targets")
+    targets = "mlp" if mlp_only else targets
+    compensate = row.selectbox(f("compensate").label, ["own", *f("compensate").choices], disabled=stype != "structured",
+                               format_func=lambda c: f"own: {info.compensate}" if c == "own" else c,
+                               help=f("compensate").help,
+                               key=ui.relabel(ui.persisted("pr_compensate", "own")), width=ui.FIELD_PX)
+    ui.keep("pr_compensate")
+    # OWL's layer sparsity (unstructured)
+    row = ui.form_row()
+    owl_open = stype == "unstructured" and info.outlier_metric is not None
+    layer_sparsity = row.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices), disabled=not owl_open,
+                                   format_func={"uniform": "uniform", "owl": "OWL"}.get,
+                                   help=f("layer_sparsity").help,
+                                   key=ui.persisted("pr_layer_sparsity", "uniform"), width=ui.FIELD_PX)
+    ui.keep("pr_layer_sparsity")
+    layer_sparsity = layer_sparsity if owl_open else "uniform"
+    owl_m = row.number_input(f("owl_threshold").label, None, None, step=0.5, disabled=layer_sparsity != "owl",
+                             help=f("owl_threshold").help, key=ui.persisted("pr_owl_m", requests.OWL_THRESHOLD),
+                             width=ui.FIELD_PX)
+    ui.keep("pr_owl_m")
+    owl_lam = row.number_input(f("owl_lambda").label, None, None, step=0.01, disabled=layer_sparsity != "owl",
+                               help=f("owl_lambda").help, key=ui.persisted("pr_owl_lambda", requests.OWL_LAMBDA),
+                               width=ui.FIELD_PX)
+    ui.keep("pr_owl_lambda")
     # bad input shows as it is typed, in the app's words (not at Start, not 10 s later in a worker)
     problem = ui.source_problem(eval_src, "eval") or (
         ui.path_problem(tasks_path, "folder of task YAMLs", folder=True) if tasks_path.strip() else None)
@@ -313,7 +322,10 @@ def run_history() -> None:
     config = {c: (st.column_config.NumberColumn(c, format=number[c], width=w) if c in number
                   else st.column_config.Column(c, width=w)) for c, w in history.HISTORY_WIDTHS.items()}
     config["mlp_sparsity"] = st.column_config.NumberColumn("mlp_sparsity", format="%.4f")
-    st.dataframe(shown, hide_index=True, key="history", height=min(38 + 35 * len(shown), 400), column_config=config)
+    # a run's missing values (no exponents for magnitude, wanda, ...; no result yet) read "–", not "None"; the
+    # columns stay numbers, so a click on α sorts 0.5 < 2 < 10
+    st.dataframe(shown, hide_index=True, key="history", height=min(38 + 35 * len(shown), 400), column_config=config,
+                 placeholder=ui.MISSING)
     st.download_button("Download CSV", frame.to_csv(index=False).encode(), "runs.csv", "text/csv",
                        on_click="ignore")
     finished = frame[(frame["status"] == "done") & frame["pruned_ppl"].notna()]

@@ -91,6 +91,24 @@ def form_from(req: SearchRequest, trials: int | None) -> None:
         st.session_state[key] = st.session_state[f"_{key}"] = v
 
 
+def _study_of_followed_run() -> None:
+    """A link with the run but not its study (Start writes the run id, then the study name: a reload between
+    the two, or a link copied then, has only `search_run`) opens the run's study — its settings fill the form."""
+    if ui.url_param("study") is not None:
+        return
+    followed = ui.url_param("search_run")
+    if followed is None:
+        return
+    try:
+        run = store.get(int(followed))
+    except UserError:
+        return  # the run follower says that it does not exist
+    name = run_study(run) if run["kind"] == "search" else None
+    if name:
+        st.query_params["study"] = name
+
+
+_study_of_followed_run()
 open_name = ui.url_param("study")
 if open_name and st.session_state.get("_form_study") != open_name:
     st.session_state["_form_study"] = open_name
@@ -116,49 +134,50 @@ if open_name and st.session_state.get("_form_study") != open_name:
             form_from(replace(shown_req, study=open_name), target)
 
 with st.container(border=True):
-    c1, c2, c3, c4 = st.columns(4)
-    stype = c1.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
-                         key=ui.persisted("srch_type", FORM["srch_type"][1]))
+    row = ui.form_row()  # rows that wrap: four columns cut "unstructured" at 1280 px / 150 %
+    stype = row.selectbox(f("sparsity_type").label, list(f("sparsity_type").choices), help=f("sparsity_type").help,
+                          key=ui.persisted("srch_type", FORM["srch_type"][1]), width=ui.FIELD_PX)
     ui.keep("srch_type")
-    ratio = c2.number_input(f("sparsity_ratio").label, 0.0, 0.95, step=0.05, help="2:4 needs 0.5, 4:8 needs 0.5",
-                            key=ui.persisted("srch_ratio", FORM["srch_ratio"][1]))
+    ratio = row.number_input(f("sparsity_ratio").label, 0.0, 0.95, step=0.05, help="2:4 needs 0.5, 4:8 needs 0.5",
+                             key=ui.persisted("srch_ratio", FORM["srch_ratio"][1]), width=ui.FIELD_PX)
     ui.keep("srch_ratio")
-    trials = c3.number_input(f("trials").label, 1, 1000, help=f("trials").help,
-                             key=ui.persisted("srch_trials", FORM["srch_trials"][1]))
+    trials = row.number_input(f("trials").label, 1, 1000, help=f("trials").help,
+                              key=ui.persisted("srch_trials", FORM["srch_trials"][1]), width=ui.FIELD_PX)
     ui.keep("srch_trials")
-    rungs = c4.number_input(f("rungs").label, 1, 8, help=f("rungs").help,
-                            key=ui.persisted("srch_rungs", FORM["srch_rungs"][1]))
+    rungs = row.number_input(f("rungs").label, 1, 8, help=f("rungs").help,
+                             key=ui.persisted("srch_rungs", FORM["srch_rungs"][1]), width=ui.FIELD_PX)
     ui.keep("srch_rungs")
-    cols = st.columns(3)
+    row = ui.form_row()
     ranges = {}
-    for col, name in zip(cols, PARAMS):
-        ranges[name] = col.slider(f(f"{name}_range").label, 0.0, 10.0, step=0.1,
-                                  key=ui.persisted(f"range_{name}", FORM[f"range_{name}"][1]))
+    for name in PARAMS:
+        ranges[name] = row.slider(f(f"{name}_range").label, 0.0, 10.0, step=0.1,
+                                  key=ui.persisted(f"range_{name}", FORM[f"range_{name}"][1]), width=ui.FIELD_PX)
         ui.keep(f"range_{name}")
-    c1, c2 = st.columns(2)
-    layer_sparsity = c1.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices),
-                                  format_func={"uniform": "uniform", "owl": "OWL (outlier-weighed)"}.get,
-                                  help=f("layer_sparsity").help + " (unstructured)",
-                                  key=ui.persisted("srch_layers", FORM["srch_layers"][1]))
+    row = ui.form_row()
+    layer_sparsity = row.selectbox(f("layer_sparsity").label, list(f("layer_sparsity").choices),
+                                   format_func={"uniform": "uniform", "owl": "OWL"}.get,
+                                   help=f("layer_sparsity").help + " (unstructured)",
+                                   key=ui.persisted("srch_layers", FORM["srch_layers"][1]), width=ui.FIELD_PX)
     ui.keep("srch_layers")
-    lam = c2.slider(f("owl_lambda_range").label, 0.0, 0.3, step=0.01,
-                    help="With OWL: one value fixes λ, a range searches it beside the exponents",
-                    key=ui.persisted("srch_lambda", FORM["srch_lambda"][1]))
+    lam = row.slider(f("owl_lambda_range").label, 0.0, 0.3, step=0.01,
+                     help="With OWL: one value fixes λ, a range searches it beside the exponents",
+                     key=ui.persisted("srch_lambda", FORM["srch_lambda"][1]), width=ui.FIELD_PX)
     ui.keep("srch_lambda")
-    c1, c2, c3, c4 = st.columns(4)
-    eval_src = c1.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("srch_eval", FORM["srch_eval"][1]))
+    row = ui.form_row()
+    eval_src = row.text_input(f("eval").label, help=f("eval").help, key=ui.persisted("srch_eval", FORM["srch_eval"][1]),
+                              width=ui.FIELD_PX)
     ui.keep("srch_eval")
-    eval_seqlen = c2.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN,
-                                  key=ui.persisted("srch_seqlen", FORM["srch_seqlen"][1]))
+    eval_seqlen = row.number_input(f("eval_seqlen").label, f("eval_seqlen").lo, MAX_SEQLEN,
+                                   key=ui.persisted("srch_seqlen", FORM["srch_seqlen"][1]), width=ui.FIELD_PX)
     ui.keep("srch_seqlen")
-    eval_windows = c3.number_input(f("eval_windows").label, 0, 100_000,
-                                   help="W: the objective is the perplexity over W windows; trials report after "
-                                        "W/4, W/2 and W (3 rungs)",
-                                   key=ui.persisted("srch_windows", FORM["srch_windows"][1]))
+    eval_windows = row.number_input(f("eval_windows").label, 0, 100_000,
+                                    help="W: the objective is the perplexity over W windows; trials report after "
+                                         "W/4, W/2 and W (3 rungs)",
+                                    key=ui.persisted("srch_windows", FORM["srch_windows"][1]), width=ui.FIELD_PX)
     ui.keep("srch_windows")
-    study_in = c4.text_input("Study name (empty: derived from the settings)",
-                             help="An existing study of the same settings is resumed up to the trial count",
-                             key=ui.persisted("srch_study", ""))
+    study_in = row.text_input("Study name (empty: derived from the settings)",
+                              help="An existing study of the same settings is resumed up to the trial count",
+                              key=ui.persisted("srch_study", ""), width=ui.FIELD_PX)
     ui.keep("srch_study")
     st.caption(f"Calibration (the loaded statistics entry): {plain(base.model)}, {plain(base.calib)}, "
                f"{base.nsamples} × {base.seqlen} tokens, seed {base.seed}, site {base.site}. "
@@ -476,7 +495,7 @@ with ui.user_errors():
         past.insert(len(past.columns) - 1, "age", past["created"].map(lambda t: human_age(now - t) if t else ""))
         past = past.drop(columns="created")
         picked = st.dataframe(past, hide_index=True, on_select="rerun", selection_mode="single-row",
-                              key="past_studies")
+                              key="past_studies", placeholder=ui.MISSING)
         rows = picked.selection.rows if picked and picked.selection else []
         if rows and st.button(f"Open study {plain(past.iloc[rows[0]]['study'])}", key="open_study"):
             st.query_params["study"] = str(past.iloc[rows[0]]["study"])

@@ -9,7 +9,7 @@ import ui
 from neuronrank import UserError
 from neuronrank.views import compare
 from neuronrank.views.display import plain
-from neuronrank.views.entries import entry_label
+from neuronrank.views.entries import entry_labels
 
 ROOM = dict(font=dict(size=18), title_font_size=21, height=470)  # readable from the back of a room
 
@@ -55,7 +55,7 @@ for widget, key in (("_cmp_a", key_a), ("_cmp_b", key_b)):
     if st.session_state.get(widget) != key:
         st.session_state[widget] = key
 c1, c2 = st.columns(2)
-label = lambda k: entry_label(by_key[k])  # noqa: E731
+label = entry_labels(cached).get  # what tells the entries apart first
 c1.selectbox("Entry A (the loaded entry)", list(by_key), key="_cmp_a", format_func=label,
              on_change=lambda: ui.select_entry(st.session_state["_cmp_a"]))
 c2.selectbox("Entry B", list(by_key), key="_cmp_b", format_func=label,

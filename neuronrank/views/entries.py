@@ -89,9 +89,72 @@ def human_age(seconds: float) -> str:
 
 
 def entry_label(entry) -> str:
+    """Everything that names an entry, in full (a caption, a tooltip, the Statistics page)."""
     p = entry.params
     return (f"{p.get('model')} · {p.get('calib')} · {p.get('nsamples')}×{p.get('seqlen')} · "
             f"{p.get('site')} · {entry.key[:8]}")
+
+
+def entry_description(entry) -> str:
+    """An entry in full, for beside a picker that shows its short label: every calibration setting, the key."""
+    p = entry.params
+    skip = int(p.get("skip_first") or 0)
+    return (f"{p.get('model')} · {p.get('calib')} · {p.get('nsamples')}×{p.get('seqlen')} tokens · "
+            f"site {p.get('site')} · seed {p.get('seed')}" + (f" · first {skip} positions skipped" if skip else "")
+            + f" · {p.get('dtype')} · key {entry.key}")
+
+
+def _short_name(text: str) -> str:
+    """A model or text spec as a picker shows it: a path's last part (a local folder, a .gguf file, file:PATH),
+    a hub id without its organisation."""
+    text = str(text)
+    prefix = "file:" if text.startswith("file:") else ""
+    name = text[len(prefix):].rstrip("/\\")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1] or name
+    return prefix + name
+
+
+def _label_parts(entry) -> dict[str, str]:
+    """The parts of an entry's short label, in reading order: model, text, windows, site, seed, skipped
+    positions, dtype."""
+    p = entry.params
+    return {"model": _short_name(p.get("model")), "calib": _short_name(p.get("calib")),
+            "windows": f"{p.get('nsamples')}×{p.get('seqlen')}", "site": str(p.get("site")),
+            "seed": f"seed {p.get('seed')}", "skip_first": f"skip {int(p.get('skip_first') or 0)}",
+            "dtype": str(p.get("dtype"))}
+
+
+LABEL_PARTS = ("model", "calib", "windows", "site", "seed", "skip_first", "dtype")
+LABEL_CONTEXT = ("model", "calib", "windows")  # said where they are the same for all, while the label stays short
+LABEL_CHARS = 28  # what the sidebar's picker shows uncut (206 px) at 1440 px and at 1280 px / 150 %
+
+
+def entry_labels(entries: Iterable) -> dict[str, str]:
+    """Short labels for a picker of these entries (key -> label) that say what tells them apart.
+
+    A narrow sidebar cut "smollm2-135m · news · 64×256 · gate · f9319df9" after the model, where every
+    entry looked the same. Each label holds the parts that differ between the entries (model, text,
+    windows, site, seed, skipped positions, dtype), and the model, text and windows where they are the same
+    for all only as long as every label stays within LABEL_CHARS — what differs is never pushed out of
+    sight (a lone entry reads "smollm2-135m · news · 64×256"). Entries alike in all of these (an edited text
+    file) end with their key's first digits. The full description goes beside the picker
+    (`entry_description`)."""
+    entries = list(entries)
+    parts = {e.key: _label_parts(e) for e in entries}
+    differ = [n for n in LABEL_PARTS if len({parts[k][n] for k in parts}) > 1]
+
+    def labels_of(names: list[str]) -> dict[str, str]:
+        return {k: " · ".join(parts[k][n] for n in LABEL_PARTS if n in names) for k in parts}
+
+    names = list(differ)
+    for n in LABEL_CONTEXT:
+        if n not in names and (not names or all(len(v) <= LABEL_CHARS for v in labels_of(names + [n]).values())):
+            names.append(n)
+    labels = labels_of(names)
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {k: (f"{v} · {k[:8]}" if counts[v] > 1 else v) for k, v in labels.items()}
 
 
 def entries_table(entries: Iterable, now: float | None = None) -> pd.DataFrame:

@@ -192,10 +192,10 @@ def test_bad_text_source_is_caught_as_typed(server, page, entry_key):
     page.get_by_role("option", name="wanda").click()
     settled(page)
     assert page.get_by_role("spinbutton", name="α (|W|)").is_disabled()
-    # the comparison group names the method's own (a None option once read "Choose an option")
-    assert page.locator('input[aria-label="Comparison group"]').input_value() == "the method's own"
+    # the comparison group names the method's own (a None option once read "Choose an option"), wanda's here
+    assert page.locator('input[aria-label="Comparison group"]').input_value() == "own: per row"
     assert "Weights compete per row" in body(page)  # wanda's own group
-    for label, option in (("Calibration order", "sequential"), ("Pruned linears", "all linears (MLP + attention)"),
+    for label, option in (("Calibration order", "sequential"), ("Pruned linears", "all linears"),
                           ("Zero-shot tasks (lm-eval)", "boolq")):
         page.get_by_role("combobox", name=re.compile(re.escape(label))).click()
         page.get_by_role("option", name=option, exact=True).click()
@@ -208,7 +208,7 @@ def test_bad_text_source_is_caught_as_typed(server, page, entry_key):
     settled(page)
     assert page.locator('input[aria-label="Method"]').input_value() == "wanda"
     assert page.locator('input[aria-label="Calibration order"]').input_value() == "sequential"
-    assert page.locator('input[aria-label="Pruned linears"]').input_value() == "all linears (MLP + attention)"
+    assert page.locator('input[aria-label="Pruned linears"]').input_value() == "all linears"
     assert "boolq" in page.locator('[data-testid="stMultiSelect"]', has_text="Zero-shot tasks").inner_text()
     # sparsegpt always calibrates layer by layer: shown, locked
     page.get_by_role("combobox", name=re.compile("Method")).click()

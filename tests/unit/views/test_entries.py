@@ -54,6 +54,33 @@ def test_entries_table_and_labels():
     assert views.entries_table([]).empty
 
 
+def test_entry_labels_say_what_tells_the_entries_apart_within_a_narrow_picker():
+    e = [fake_entry("9c5686a02fb75a44", 3.0, model="smollm2-135m"),
+         fake_entry("35fe9fe79e462fee", 2.0, model="smollm2-135m", calib="wiki", site="product"),
+         fake_entry("f9319df92945d45a", 1.0, model="smollm2-135m", nsamples=64, seqlen=256)]
+    # the parts that differ (text, windows, site), the common model left out: it made them too long to read
+    assert views.entry_labels(e) == {"9c5686a02fb75a44": "news · 4×16 · gate", "35fe9fe79e462fee": "wiki · 4×16 · product",
+                                     "f9319df92945d45a": "news · 64×256 · gate"}
+    # only the windows differ: the model and text too, while every label stays short
+    assert views.entry_labels([e[0], e[2]]) == {"9c5686a02fb75a44": "smollm2-135m · news · 4×16",
+                                                "f9319df92945d45a": "smollm2-135m · news · 64×256"}
+    assert all(len(v) <= views.LABEL_CHARS for v in views.entry_labels([e[0], e[2]]).values())
+    # a lone entry: model, text, windows as far as they fit; paths by their last part, a hub id without its
+    # organisation
+    (lone,) = views.entry_labels([fake_entry("k", 1.0, model="/data/models/tiny-llama/", calib="file:/x/calib.txt")]).values()
+    assert lone == "tiny-llama · file:calib.txt"
+    assert list(views.entry_labels([fake_entry("k", 1.0, model="meta-llama/Llama-2-7b-hf")]).values()) == \
+        ["Llama-2-7b-hf · news · 4×16"]
+    # a seed or skipped positions that differ are named; entries alike in every shown part end with their key
+    seeds = views.entry_labels([fake_entry("a1", 1.0), fake_entry("b2", 1.0, seed=3, skip_first=4)])
+    assert seeds == {"a1": "m · news · seed 0 · skip 0", "b2": "m · news · seed 3 · skip 4"}
+    twins = views.entry_labels([fake_entry("aaaaaaaaaa", 1.0), fake_entry("bbbbbbbbbb", 1.0)])
+    assert twins == {"aaaaaaaaaa": "m · news · 4×16 · aaaaaaaa", "bbbbbbbbbb": "m · news · 4×16 · bbbbbbbb"}
+    assert views.entry_labels([]) == {}
+    assert views.entry_description(e[1]) == ("smollm2-135m · wiki · 4×16 tokens · site product · seed 0 · float32 · "
+                                             "key 35fe9fe79e462fee")
+
+
 def test_matching_entries():
     entries = [fake_entry("new", 2.0), fake_entry("other", 1.5, seed=1), fake_entry("old", 1.0)]
     params = dict(model="m", calib="news", nsamples=4, seqlen=16, seed=0, site="gate")
