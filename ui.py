@@ -730,7 +730,7 @@ def _other_runs(runs: list[dict], label: Callable[[dict], str]) -> None:
 # that runs no script (components/watch.py); Python reruns only when the stamp changed. Where the stamp cannot be
 # served (a read-only cache folder) a fragment rerun looks instead, every WATCH_FALLBACK_SECONDS — each look is then
 # a script run (Streamlit's handling of the page's widget states: ~2-3 % of a core at 5 s, bench/idle_cpu.py)
-WATCH_SECONDS = 1.0
+WATCH_SECONDS = 2.0
 WATCH_FALLBACK_SECONDS = 5.0
 
 
