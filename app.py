@@ -16,3 +16,4 @@ pg = st.navigation(ui.pages())
 ui.sidebar()  # drawn on every page, before the page itself
 with ui.pages_of_app():
     pg.run()
+ui.watch_settle()  # the Prune / Search watch: the runs this run queued itself are part of what it drew

@@ -755,44 +755,67 @@ def _other_runs(runs: list[dict], label: Callable[[dict], str]) -> None:
             st.caption(f"… and {rest} more queued.")
 
 
-# how often an idle Prune / Search page looks for runs started elsewhere. Each look is a fragment rerun, and
-# its cost is Streamlit's (the page's widget states travel and are processed), not the stamp's (~10 µs): at
-# 2 s one tab cost the server 4.3 % of a core on Prune and 7.6 % on Search (bench/idle_cpu.py)
-WATCH_SECONDS = 5.0
+# how often an open Prune / Search page's browser tab looks at the run store's change stamp: a GET of a few bytes
+# that runs no script (components/watch.py); Python reruns only when the stamp changed. Where the stamp cannot be
+# served (a read-only cache folder) a fragment rerun looks instead, every WATCH_FALLBACK_SECONDS — each look is then
+# a script run (Streamlit's handling of the page's widget states: ~2-3 % of a core at 5 s, bench/idle_cpu.py)
+WATCH_SECONDS = 2.0
+WATCH_FALLBACK_SECONDS = 5.0
+
+
+def _watch_look(kind: str, path, stamp) -> tuple | None:
+    """(stamp, activity of `kind`) as this session last saw them; the query runs only when the stamp moved."""
+    key = f"_watch_{kind}"
+    last = st.session_state.get(key)
+    if last is not None and last[0] == stamp:
+        return last
+    try:
+        now = (stamp, RunStore(path).activity(kind))
+    except UserError:
+        return last
+    st.session_state[key] = now
+    return now
 
 
 def watch_runs(kind: str) -> None:
-    """Show a run started elsewhere (another tab, the command line) within WATCH_SECONDS, idle or not: a
-    fragment that draws nothing stats the run store's files (RunStore.stamp: no query) and, only when
-    they changed, reads which runs are active (RunStore.activity: one small query); when that differs —
-    a run queued, started or ended — the page reruns and its own polling takes over. Progress writes
-    move the stamp but not the activity, so they cost one query per WATCH_SECONDS and no rerun."""
-    key = f"_watch_{kind}"
+    """Show a run started elsewhere (another tab, the command line) within about WATCH_SECONDS, idle or not. The run
+    store replaces its change stamp (run_store.activity_file) whenever a run is created, claimed or finished; the
+    tab polls that file and fires a trigger only when it changed, which reruns this fragment: it reads which runs are
+    active (RunStore.activity: one small query) and, when that differs from what the page drew — a run of `kind`
+    queued, started or ended — reruns the page, whose own polling takes over. Progress writes do not move the stamp.
+    What the page drew is taken again when its run ends (watch_settle): runs the page itself queued later in the
+    same run cause no second rerun."""
+    from components import watch
+
     path = run_store.default_path()
+    served = watch.stamp_url(run_store.activity_file(path)) is not None
+    stamp_of = run_store.read_activity if served else run_store.stamp
+    st.session_state.pop(f"_watch_{kind}", None)
+    _watch_look(kind, path, stamp_of(path))  # this run draws the page as it is now: the watch compares with that
+    st.session_state.setdefault("_watched", set()).add(kind)
 
-    def look() -> tuple | None:
-        stamp = run_store.stamp(path)
-        last = st.session_state.get(key)
-        if last is not None and last[0] == stamp:
-            return last
-        try:
-            now = (stamp, RunStore(path).activity(kind))
-        except UserError:
-            return last
-        st.session_state[key] = now
-        return now
-
-    st.session_state.pop(key, None)
-    look()  # this run draws the page as it is now: the watch compares with that
-
-    @st.fragment(run_every=WATCH_SECONDS)
-    def watch() -> None:
-        before = st.session_state.get(key)
-        now = look()
+    @st.fragment(run_every=None if served else WATCH_FALLBACK_SECONDS)
+    def watcher() -> None:
+        before = st.session_state.get(f"_watch_{kind}")
+        stamp = stamp_of(path)  # read before the query: a change in between fires the trigger once more
+        now = _watch_look(kind, path, stamp)
         if before is not None and now is not None and before[1] != now[1]:
             st.rerun(scope="app")
+        if served:
+            watch.watch(run_store.activity_file(path), stamp, WATCH_SECONDS, key=f"_watcher_{kind}")
 
-    watch()
+    watcher()
+
+
+def watch_settle() -> None:
+    """At the end of a page's run (app.py): what the page drew includes the runs it queued itself (a sweep, a
+    study), so the watch must not take them for runs started elsewhere."""
+    from components import watch
+
+    path = run_store.default_path()
+    served = watch.stamp_url(run_store.activity_file(path)) is not None
+    for kind in st.session_state.pop("_watched", ()):
+        _watch_look(kind, path, (run_store.read_activity if served else run_store.stamp)(path))
 
 
 def run_progress_bars(run: dict) -> None:

@@ -147,7 +147,7 @@ class Instance {
     const unsnap = (e) => { const t = e.target; if (t.matches && t.matches('input[type=range]') && t.step === 'any') t.step = t.dataset.step; };
     this.root.addEventListener('pointerdown', (e) => { unsnap(e); this.dragging = true; });
     this.root.addEventListener('keydown', unsnap, true);
-    this.onPointerUp = () => { this.dragging = false; };
+    this.onPointerUp = () => { this.dragging = false; this.drawLayerIfBehind(); };
     this.open();
     this.root.addEventListener('input', (e) => { if (e.target.matches('input[type=range]')) showValues(this.root); this.kick(); });
     this.map = new OutcomeMap(q(this.root, '[data-outcome-map]'), () => readView(this.root));  // outcome_map.js
@@ -206,8 +206,10 @@ class Instance {
     const pct = `${+(v.sparsity * 100).toFixed(1)} %`;
     P.react(this.plots.hist_all, ...histFigure(hAll, `Scores, all ${int(ex.n)} neurons`, cAll, `${pct} pruned (global cut)`, st, this.present),
             plotConfig('score_histogram', this.present));
-    P.react(this.plots.hist_layer, ...histFigure(hLay, `Scores, layer ${v.layer}`, cLay, `${pct} pruned (layer cut)`, st, this.present),
-            plotConfig(`score_histogram_layer${v.layer}`, this.present));
+    if (this.layerTurn()) {
+      P.react(this.plots.hist_layer, ...histFigure(hLay, `Scores, layer ${v.layer}`, cLay, `${pct} pruned (layer cut)`, st, this.present),
+              plotConfig(`score_histogram_layer${v.layer}`, this.present));
+    }
     const T4 = performance.now();
     this.lastEnd = T4;
     Object.assign(t, { scores: T1 - T0, hist: T2 - T1, cut: T3 - T2, draw: T4 - T3, histograms: T4 - T0 });
@@ -217,15 +219,31 @@ class Instance {
                     dropped: hAll.dropped, lcounts: Array.from(hLay.counts), ledges: Array.from(hLay.edges),
                     lzeros: hLay.zeros, cut: cAll, lcut: cLay };
     this.lastView = v; this.lastT = t;
-    // The rest after the histograms' frame is painted (rAF, then a task); while inputs stream in (a drag, a
-    // held key) the per-layer charts and tables follow at most every 300 ms, and always once they stop.
+    // The rest after the histograms' frame is painted (rAF, then a task); while inputs stream in (a held key) the
+    // per-layer charts and tables follow at most every 300 ms (a pointer drag: 600 ms), and always once they stop.
     if (this.restQueued) return;
     this.restQueued = true;
     const streaming = this.dragging || this.inputGap < 150;
     requestAnimationFrame(() => {
-      const wait = Math.max(0, this.restAt + (streaming ? 300 : 0) - performance.now());
+      const wait = Math.max(0, this.restAt + (this.dragging ? 600 : streaming ? 300 : 0) - performance.now());
       this.restTimer = setTimeout(() => { this.restQueued = false; this.rest(this.lastView, this.lastT); }, wait);
     });
+  }
+
+  // While a pointer drags, the layer histogram is redrawn on every second update (a Plotly redraw is most of an
+  // update's time: the all-neurons histogram then keeps the display's pace on a slow machine); when the hand lets
+  // go, a layer chart that is behind is drawn at once.
+  layerTurn() {
+    this.layerSkips = this.dragging && !this.layerSkips ? 1 : 0;
+    this.layerBehind = this.layerSkips === 1;
+    return !this.layerBehind;
+  }
+
+  drawLayerIfBehind() {
+    if (!this.layerBehind) return;
+    this.layerBehind = false; this.layerSkips = 0;
+    this.sig = null;  // the same view, drawn in full
+    this.schedule();
   }
 
   rest(v, t) {

@@ -223,7 +223,7 @@ def load_stats(entry: Entry | str) -> NeuronStats:
     folder = entry.path
     _check(folder, entry.manifest, deep=True)
     try:
-        frame = pd.read_parquet(folder / "stats.parquet")
+        frame = pd.read_parquet(folder / "stats.parquet", columns=list(_PER_NEURON))  # the rest is derived
         with np.load(folder / "extra.npz", allow_pickle=False) as z:
             extra = {k: z[k] for k in z.files}
     except Exception as e:  # pyarrow / zipfile raise many types on damaged files

@@ -13,7 +13,11 @@ values and the run of every cell — a run queued for it, or an identical finish
 normalized request gives the same numbers: `find_same`).
 
 Pages that only watch for runs started elsewhere read `stamp()` (two stat() calls, no query) and query
-`activity()` (one small query) only when the stamp moved.
+`activity()` (one small query) only when the stamp moved. Every write that changes which runs exist or are
+active (a run created, claimed, finished, reaped — not a progress write) also replaces a small text file,
+`activity_file()` (`runs-activity/stamp` beside the database: a new value each time, written atomically), alone
+in its folder so that a web server can hand it to browsers: a browser that polls it learns of a change without
+any query or script run.
 
 A damaged database file (truncated, overwritten) is detected when the store opens, moved aside as
 `runs.sqlite.damaged-<time>` (kept, never deleted), and a fresh store is started with one warning
@@ -115,6 +119,8 @@ class RunStore:
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path else default_path()
         self.notice: str | None = open_sqlite(self.path, self._open, "run store")  # set when moved aside
+        if self.notice or not activity_file(self.path).exists():  # a fresh store's stamp (watchers fetch it)
+            self.changed()
 
     def _open(self) -> None:
         with self._connect() as db:
@@ -170,7 +176,8 @@ class RunStore:
                 (kind, json.dumps(params, sort_keys=True, default=str), status, group, origin, pid,
                  process_start(pid), _HOST, now, now if status == "running" else None,
                  None if meta is None else json.dumps(meta, sort_keys=True)))
-            return int(cur.lastrowid)
+        self.changed()
+        return int(cur.lastrowid)
 
     def reap(self) -> int:
         """Mark failed the running runs of this host whose process is gone (pid and start time
@@ -200,6 +207,7 @@ class RunStore:
                 n += cur.rowcount
         if n:
             log.warning("marked %d run(s) failed whose process is gone", n)
+            self.changed()
         return n
 
     def get(self, run_id: int) -> dict:
@@ -281,6 +289,10 @@ class RunStore:
         """Changes whenever anything is written (the database and its write-ahead log: size and mtime)."""
         return stamp(self.path)
 
+    def changed(self) -> None:
+        """Say that the runs' activity changed: a new value in `activity_file()` (after the write committed)."""
+        touch_activity(self.path)
+
     def activity(self, kind: str | None = None) -> tuple:
         """The newest run id and the (id, status) of every queued or running run (of `kind`): what a page
         that shows runs started elsewhere compares between polls. One small query, no reaping."""
@@ -305,6 +317,7 @@ class RunStore:
                        "host=?, slot=?, started=?, message='starting' WHERE id=?",
                        (pid, process_start(pid), _HOST, slot, time.time(), r["id"]))
             db.execute("COMMIT")
+        self.changed()
         return self.get(r["id"])
 
     def set_pid(self, run_id: int, pid: int) -> None:
@@ -327,7 +340,10 @@ class RunStore:
                 f"progress=CASE WHEN ?='done' THEN 1 ELSE progress END WHERE id=? AND status IN ({marks})",
                 (status, json.dumps(result, default=str) if result is not None else None, error, time.time(),
                  status, int(run_id), *only_if))
-            return cur.rowcount == 1
+            done = cur.rowcount == 1
+        if done:
+            self.changed()
+        return done
 
     def queued_count(self) -> int:
         with self._connect() as db:
@@ -353,6 +369,45 @@ def stamp(path: Path) -> tuple:
 
 def default_path() -> Path:
     return cache_dir() / "runs.sqlite"
+
+
+def activity_file(path: Path | None = None) -> Path:
+    """The change stamp of the run store at `path` (default: the cache's): `<dir>/<name>-activity/stamp`. Its folder
+    holds nothing else, so it can be served to browsers as it is."""
+    path = Path(path) if path else default_path()
+    return path.parent / f"{path.stem}-activity" / "stamp"
+
+
+def read_activity(path: Path | None = None) -> str:
+    """The stamp's current value ("" before the first change)."""
+    try:
+        return activity_file(path).read_text()
+    except OSError:
+        return ""
+
+
+_touch_failed = False
+
+
+def touch_activity(path: Path | None = None) -> None:
+    """Give the stamp a new value: written to a temporary file in the same folder and renamed over it (readers see
+    the old value or the new one, never a part). ~50 µs. A stamp that cannot be written (a read-only or full disk)
+    is said once in the log and never fails the store's write: watching pages then learn of the change later."""
+    global _touch_failed
+    f = activity_file(path)
+    tmp = f.with_name(f".stamp.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        f.parent.mkdir(exist_ok=True)
+        tmp.write_text(f"{time.time_ns()}.{os.getpid()}")
+        os.replace(tmp, f)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if not _touch_failed:
+            _touch_failed = True
+            log.warning("could not write the run store's change stamp %s: %s", f, e)
 
 
 class _Closing:

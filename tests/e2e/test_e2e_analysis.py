@@ -85,6 +85,15 @@ def open_explorer(page, url):
     settled(page)
 
 
+def heard(page, alpha: float, timeout=30_000) -> None:
+    """Wait until Python has heard the explorer's view: a script run has finished (window.__runs counts them) with
+    `alpha` in the URL, and the page is idle again — a condition, so a slow machine only waits longer."""
+    page.wait_for_function("""(a) => window.__runs >= 1 && Math.abs(parseFloat(new URLSearchParams(location.search)
+        .get('alpha')) - a) < 1e-9 && document.querySelector('[data-testid=stApp]').dataset.testScriptState === 'notRunning'""",
+                           arg=alpha, timeout=timeout)
+    settled(page)  # (and stays idle: a second run would start within this quiet moment and be counted)
+
+
 def query(page) -> dict:
     return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
 
@@ -108,8 +117,7 @@ def test_key_press_and_drag_recompute_in_the_browser_and_python_hears_once(serve
     slider.press("ArrowRight")
     page.wait_for_function(f"(want) => JSON.stringify(({HIST_Y})()) === JSON.stringify(want)",
                            arg=library_counts(arrays, 1.1, 1.0, 1.0), timeout=5_000)
-    page.wait_for_function("() => location.search.includes('alpha=1.1')", timeout=10_000)  # Python heard it
-    settled(page)
+    heard(page, 1.1)  # Python heard it: one rerun, finished, with the value in the URL
     assert page.evaluate("window.__runs") == 1
     # a drag: the histogram follows the hand, Python hears the view once, when the hand stops
     page.evaluate("""() => { window.__ups = 0; let gd = null, last = null;
@@ -127,10 +135,9 @@ def test_key_press_and_drag_recompute_in_the_browser_and_python_hears_once(serve
     during = page.evaluate("window.__ups")
     runs_during = page.evaluate("window.__runs")
     page.mouse.up()
-    page.wait_for_timeout(1000)
-    settled(page)
     alpha = float(slider.input_value())
     assert during >= 5 and runs_during == 0  # redrawn while dragging, no server round trip
+    heard(page, alpha)  # the drag's end reached Python (250 ms after the hand stops, then one rerun)
     assert page.evaluate("window.__runs") == 1
     assert float(query(page)["alpha"]) == alpha and alpha >= 2.0
     assert page.evaluate(HIST_Y) == library_counts(arrays, alpha, 1.0, 1.0)

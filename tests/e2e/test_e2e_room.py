@@ -444,6 +444,61 @@ def test_open_pages_show_runs_started_from_the_command_line(server, room, contex
     wait_plot(search_tab, "Optimization history", timeout=60_000)
 
 
+SCRIPT_RUNS = """() => { const app = document.querySelector('[data-testid=stApp]'); window.__runs = 0;
+    new MutationObserver((recs) => { for (const r of recs) if (r.oldValue === 'running') window.__runs++; })
+      .observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']}); }"""
+
+
+def test_a_run_started_in_one_browser_shows_in_another_browsers_open_tabs(server, room, context):
+    """The audience's tabs (their own browser context, opened before the run existed) show a run the presenter
+    starts from the app within seconds — and while nothing happens their tabs run no script: the tab polls the
+    run store's change stamp (a file GET), not the server's script."""
+    sys.path.insert(0, str(REPO))
+    import ui
+
+    from neuronrank.runs.store import RunStore
+
+    watchers = {name: context() for name in ("prune", "search")}
+    for name, tab in watchers.items():
+        tab.goto(f"{server}/{name}?entry={room['entry']}")
+        settled(tab)
+        tab.evaluate(SCRIPT_RUNS)
+    time.sleep(3 * ui.WATCH_SECONDS + 1)  # idle: several looks at the stamp, no script run
+    for name, tab in watchers.items():
+        assert tab.evaluate("window.__runs") == 0, name
+        assert tab.evaluate("window.__nr.watch.looks") >= 2, name  # it did look
+    presenter = context()
+    presenter.goto(f"{server}/prune?entry={room['entry']}&sparsity=0.37")
+    settled(presenter)
+    presenter.get_by_role("textbox", name="Evaluation text").fill(f"file:{room['text']}")
+    presenter.keyboard.press("Tab")
+    settled(presenter)
+    presenter.get_by_role("spinbutton", name="Eval seqlen").fill("16")
+    presenter.keyboard.press("Tab")
+    settled(presenter)
+    before = max(r["id"] for r in RunStore().list(limit=1))
+    presenter.get_by_role("button", name="Start prune + evaluate").click()
+    run = _created("prune", before)
+    assert run["params"]["sparsity_ratio"] == 0.37
+    t0 = time.time()
+    # the audience's Prune tab: the run in its "also active" box while it runs, its point in the chart once done
+    watchers["prune"].wait_for_function(
+        f"""() => document.querySelector('[data-testid=stMain]').innerText.includes('Run {run["id"]} ·') ||
+            Array.from(document.querySelectorAll('.js-plotly-plot')).some(p => (p.data || []).some(
+                t => (t.x || []).includes(0.37)))""", timeout=30_000)
+    seen = time.time() - t0
+    assert seen < ui.WATCH_SECONDS + 4, seen  # one look, then the page's rerun
+    deadline = time.time() + 120
+    while RunStore().get(run["id"])["status"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.3)
+    assert RunStore().get(run["id"])["status"] == "done", RunStore().get(run["id"])["error"]
+    watchers["prune"].wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(p =>
+        (p.data || []).some(t => (t.x || []).includes(0.37)))""", timeout=30_000)
+    # the Search tab heard the change too (the stamp is the store's), looked, and — not its kind — drew nothing new
+    assert watchers["search"].evaluate("window.__nr.watch.looks") >= 2
+    assert "Run " + str(run["id"]) + " ·" not in main_text(watchers["search"])
+
+
 # ----------------------------------------------------------------------------------------------
 # a sweep on the chosen axes, reusing a measured cell
 

@@ -81,3 +81,56 @@ def test_a_sweep_stores_its_axes_and_reuses_identical_finished_runs(tmp_path, mo
     # the same sweep again queues nothing: every cell is under way or done
     again = jobs.submit_sweep(sweep, "alpha", "gamma", "sweep-0000abce", store=store, start_dispatcher=False)
     assert all(c["reused"] for c in again) and [c["run"] for c in again] == [c["run"] for c in cells]
+
+
+def test_the_activity_stamp_moves_when_runs_come_and_go_not_on_progress_or_reads(tmp_path):
+    """What a browser tab polls (runs-activity/stamp, served as a file): a new value on every create, claim, finish
+    and reap, the same value on reads and progress writes; alone in its folder, never half-written."""
+    import os
+
+    from neuronrank.runs import store as run_store
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    stamp = run_store.activity_file(path)
+    assert stamp == tmp_path / "runs-activity" / "stamp"
+    first = run_store.read_activity(path)
+    assert first  # a fresh store has one: a watcher's first fetch finds the file
+    store.list(kind="prune"), store.activity("prune"), RunStore(path).get_many([])
+    assert run_store.read_activity(path) == first
+    seen = [first]
+
+    def moved():
+        now = run_store.read_activity(path)
+        assert now not in seen, (now, seen)
+        seen.append(now)
+
+    rid = store.create("prune", {"a": 1})
+    moved()
+    claimed = store.claim_next(pid=os.getpid())
+    assert claimed["id"] == rid
+    moved()
+    store.progress(rid, 0.5, "half")
+    assert run_store.read_activity(path) == seen[-1]  # progress: no rerun of watching pages
+    assert store.finish(rid, "done", result={})
+    moved()
+    assert not store.finish(rid, "failed")  # nothing changed: the stamp stays
+    assert run_store.read_activity(path) == seen[-1]
+    dead = store.create("prune", {"b": 1}, status="running", pid=2**22 + 12345)  # a pid that is not running
+    moved()
+    assert store.reap() == 1 and store.get(dead)["status"] == "failed"
+    moved()
+    assert sorted(p.name for p in stamp.parent.iterdir()) == ["stamp"]  # nothing else to serve, no temp left
+
+
+def test_an_unwritable_stamp_never_fails_the_store(tmp_path, caplog):
+    from neuronrank.runs import store as run_store
+
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    folder = run_store.activity_file(path).parent
+    (folder / "stamp").unlink()
+    folder.rmdir()
+    folder.write_text("not a folder")  # the stamp cannot be written
+    rid = store.create("prune", {"a": 1})
+    assert store.get(rid)["status"] == "queued" and run_store.read_activity(path) == ""
