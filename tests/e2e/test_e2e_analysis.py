@@ -85,12 +85,47 @@ def open_explorer(page, url):
     settled(page)
 
 
-def heard(page, alpha: float, timeout=30_000) -> None:
-    """Wait until Python has heard the explorer's view: a script run has finished (window.__runs counts them) with
-    `alpha` in the URL, and the page is idle again — a condition, so a slow machine only waits longer."""
-    page.wait_for_function("""(a) => window.__runs >= 1 && Math.abs(parseFloat(new URLSearchParams(location.search)
-        .get('alpha')) - a) < 1e-9 && document.querySelector('[data-testid=stApp]').dataset.testScriptState === 'notRunning'""",
-                           arg=alpha, timeout=timeout)
+class ScriptRuns:
+    """What the page and the server say to each other about script runs, read from the websocket's own frames
+    (Streamlit's BackMsg / ForwardMsg protobufs): `requested` counts the browser's rerun requests, `finished` the
+    server's script-finished messages. A page attribute can miss a fast run (React may draw "running" and
+    "notRunning" in one commit); the frames cannot. Attach before the page opens: the socket starts with it."""
+
+    def __init__(self, page):
+        self.requested = self.finished = 0
+        page.on("websocket", self._socket)
+
+    def _socket(self, ws):
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        def sent(payload):
+            if isinstance(payload, (bytes, bytearray)):
+                m = BackMsg()
+                m.ParseFromString(bytes(payload))
+                self.requested += m.WhichOneof("type") == "rerun_script"
+
+        def received(payload):
+            if isinstance(payload, (bytes, bytearray)):
+                m = ForwardMsg()
+                m.ParseFromString(bytes(payload))
+                self.finished += m.WhichOneof("type") == "script_finished"
+
+        ws.on("framesent", sent)
+        ws.on("framereceived", received)
+
+    def reset(self) -> None:
+        self.requested = self.finished = 0
+
+
+def heard(page, runs: ScriptRuns, alpha: float, timeout=30.0) -> None:
+    """Wait until Python has heard the explorer's view: a rerun was requested and has finished with `alpha` in the
+    URL, and the page is idle again — a condition, so a slow machine only waits longer."""
+    t = time.time()
+    while not (runs.requested >= 1 and runs.finished >= runs.requested and page.evaluate(
+            """(a) => Math.abs(parseFloat(new URLSearchParams(location.search).get('alpha')) - a) < 1e-9""", alpha)):
+        assert time.time() - t < timeout, (runs.requested, runs.finished, page.url)
+        page.wait_for_timeout(50)  # (Playwright delivers the socket's frames while it waits)
     settled(page)  # (and stays idle: a second run would start within this quiet moment and be counted)
 
 
@@ -106,24 +141,24 @@ def library_counts(arrays, alpha, beta, gamma, log=True):
 
 def test_key_press_and_drag_recompute_in_the_browser_and_python_hears_once(server, page, entry):
     key, arrays = entry
+    runs = ScriptRuns(page)
     open_explorer(page, f"{server}/exponents?entry={key}")
     assert page.evaluate(HIST_Y) == library_counts(arrays, 1.0, 1.0, 1.0)
-    page.evaluate("""() => { const app = document.querySelector('[data-testid=stApp]'); window.__runs = 0;
-        new MutationObserver((recs) => { for (const r of recs) if (r.oldValue === 'running') window.__runs++; })
-          .observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ['data-test-script-state']}); }""")
+    runs.reset()
     # a key press on the focused α slider: the histogram holds the library's counts for α = 1.1 at once
     slider = page.get_by_role("slider", name="α")
     slider.focus()
     slider.press("ArrowRight")
     page.wait_for_function(f"(want) => JSON.stringify(({HIST_Y})()) === JSON.stringify(want)",
                            arg=library_counts(arrays, 1.1, 1.0, 1.0), timeout=5_000)
-    heard(page, 1.1)  # Python heard it: one rerun, finished, with the value in the URL
-    assert page.evaluate("window.__runs") == 1
+    heard(page, runs, 1.1)  # Python heard it: one rerun, finished, with the value in the URL
+    assert (runs.requested, runs.finished) == (1, 1)
     # a drag: the histogram follows the hand, Python hears the view once, when the hand stops
     page.evaluate("""() => { window.__ups = 0; let gd = null, last = null;
         const poll = () => { const y = (%s)(); if (last && JSON.stringify(y) !== last) window.__ups++;
-          last = JSON.stringify(y); requestAnimationFrame(poll); }; requestAnimationFrame(poll); window.__runs = 0; }"""
+          last = JSON.stringify(y); requestAnimationFrame(poll); }; requestAnimationFrame(poll); }"""
                   % HIST_Y)
+    runs.reset()
     box = slider.bounding_box()
     y = box["y"] + box["height"] / 2
     x_of = lambda v: box["x"] + 8 + (box["width"] - 16) * v / 3.0  # noqa: E731
@@ -133,12 +168,12 @@ def test_key_press_and_drag_recompute_in_the_browser_and_python_hears_once(serve
         page.mouse.move(x_of(v), y, steps=2)
         page.wait_for_timeout(40)
     during = page.evaluate("window.__ups")
-    runs_during = page.evaluate("window.__runs")
+    runs_during = runs.requested
     page.mouse.up()
     alpha = float(slider.input_value())
     assert during >= 5 and runs_during == 0  # redrawn while dragging, no server round trip
-    heard(page, alpha)  # the drag's end reached Python (250 ms after the hand stops, then one rerun)
-    assert page.evaluate("window.__runs") == 1
+    heard(page, runs, alpha)  # the drag's end reached Python (250 ms after the hand stops, then one rerun)
+    assert (runs.requested, runs.finished) == (1, 1)
     assert float(query(page)["alpha"]) == alpha and alpha >= 2.0
     assert page.evaluate(HIST_Y) == library_counts(arrays, alpha, 1.0, 1.0)
 
