@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+from bench._appserver import CHROMIUM, running_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
               pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")]
@@ -48,16 +48,6 @@ def entry(isolated_cache, tmp_path_factory, text_file):
 def server(isolated_cache, entry):
     with running_app(dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))) as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+from bench._appserver import CHROMIUM, running_app
 from tests.e2e.test_e2e_browser import ARTIFACTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
@@ -55,16 +55,6 @@ def served(isolated_cache, text_file):
         store.finish(rid, "done", {"pruned_ppl": ppl, "dense_ppl": 40.0, "protocol": proto, "stats_key": entry.key})
     with running_app(dict(os.environ, NEURONRANK_CACHE=str(isolated_cache))) as (url, _):
         yield url, entry, calib, proto
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.e2e.test_e2e_room import (PROJECTOR, _measured, browser, context, main_text, plot, room,  # noqa: F401
+from tests.e2e.test_e2e_room import (PROJECTOR, _measured, context, main_text, plot, room,  # noqa: F401
                                      server, settled, wait_plot)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench._appserver import CHROMIUM, CHROMIUM_ARGS, running_app
+from bench._appserver import CHROMIUM, running_app
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.e2e,
@@ -149,16 +149,6 @@ def server(room):
     env = dict(os.environ, NEURONRANK_CACHE=str(room["cache"]))
     with running_app(env) as (url, _):
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
