@@ -580,6 +580,9 @@ def form_row():
     return st.container(horizontal=True, vertical_alignment="bottom")
 
 
+METRIC_PX = 300  # a metric's width in a wrapping row: its label and value read whole at 1280 px / 150 %
+
+
 MISSING = "–"  # what a table shows for a missing value (st.dataframe's own default reads "None")
 
 

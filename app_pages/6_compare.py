@@ -99,7 +99,8 @@ with ui.user_errors():
 
     # Jaccard of the pruned sets
     ov = compare.prune_overlap(fa, fb, a, b, g, sparsity)
-    m1, m2, m3 = st.columns(3)
+    row = st.container(horizontal=True)  # wraps where the screen is narrow: three columns cut the numbers at 150 %
+    m1, m2, m3 = (row.container(width=ui.METRIC_PX) for _ in range(3))
     m1.metric("Jaccard, per-layer cut (all layers)", f"{ov['all_layers']:.3f}",
               help="the lowest-scoring fraction of each layer in A and in B: |A ∩ B| / |A ∪ B| over all layers")
     m2.metric("Jaccard, one global cut", f"{ov['global']:.3f}",
